@@ -1,0 +1,27 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv and install
+# everything on first use (idempotent: the stamp is rebuilt only when a requirements file changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.oxnet-installed
+DEMO_OUT ?= output/demo
+
+.PHONY: demo test install clean-venv bench
+
+install: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/constraints.txt tools/install_detectron2.py setup.cfg setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements/base.txt -c requirements/constraints.txt
+	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --out $(DEMO_OUT)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m pytest tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Data: the OXnet-COCO format, image reading, registration, mappers and loaders."""

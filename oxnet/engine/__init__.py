@@ -1,0 +1,1 @@
+"""OXnet engine."""

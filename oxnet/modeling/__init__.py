@@ -1,0 +1,1 @@
+"""OXnet modeling."""
