@@ -1,0 +1,95 @@
+"""The omni-supervised dataset mapper: reads an image, applies augmentation and tags its supervision."""
+import copy
+
+import numpy as np
+import torch
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from oxnet.config import method_components
+
+SUPERVISION_KEY = "supervision"
+
+
+class OmniDatasetMapper:
+    """Map an OXnet dataset dict (see :func:`oxnet.data.register_omni_coco`) to model inputs.
+
+    Every image is resized to ``OXNET.INPUT_SIZE`` squared ("resized to 512x512 without cropping",
+    Sec. 2.4); training adds an optional horizontal flip. In training, weak and unlabeled images also
+    get ``"image_weak"``, the teacher's view: same geometry as the student's ``"image"`` (so their
+    anchors align), without the strong view's photometric changes (brightness, contrast, noise,
+    cutout).
+
+    Output keys: ``image`` (3, S, S) float32, ``height``/``width`` (original size, for
+    post-processing), ``file_name``, ``image_id``, ``supervision``, ``image_labels`` (K,) float with
+    1 / 0 / -1 (positive / negative / unknown or uncertain), ``instances`` for full images, and
+    ``image_weak`` as described.
+
+    Randomness comes from NumPy's global generator: the training loader seeds it per sample, which
+    makes every batch a function of (seed, iteration) and lets a resumed run see the same data.
+    """
+
+    def __init__(self, cfg, is_train=True, image_reader=None):
+        self.is_train = is_train
+        self.size = cfg.OXNET.INPUT_SIZE
+        self.num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+        self.teacher_view = is_train and method_components(cfg.OXNET.METHOD)["sfl"]
+        aug = cfg.OXNET.AUG
+        augs = [T.Resize((self.size, self.size))]
+        if is_train and aug.HFLIP_PROB > 0:
+            augs.append(T.RandomFlip(prob=aug.HFLIP_PROB, horizontal=True))
+        self.augmentations = T.AugmentationList(augs)
+        self.brightness, self.contrast = aug.BRIGHTNESS, aug.CONTRAST
+        self.noise_std, self.cutout, self.cutout_size = aug.NOISE_STD, aug.CUTOUT, aug.CUTOUT_SIZE
+        if image_reader is None:
+            from oxnet.data.io import read_image as image_reader
+        self.read_image = image_reader
+
+    def strong_view(self, image):
+        """Photometric augmentation of the student's view (float32 HxWxC in, float32 out)."""
+        rnd = np.random
+        image = image * rnd.uniform(1 - self.brightness, 1 + self.brightness)
+        mean = image.mean()
+        image = (image - mean) * rnd.uniform(1 - self.contrast, 1 + self.contrast) + mean
+        if self.noise_std > 0:
+            image = image + rnd.normal(0.0, self.noise_std, size=image.shape[:2])[:, :, None]
+        h, w = image.shape[:2]
+        side = max(1, int(round(self.cutout_size * min(h, w))))
+        for _ in range(self.cutout):
+            y, x = rnd.randint(0, h - side + 1), rnd.randint(0, w - side + 1)
+            image[y:y + side, x:x + side] = mean
+        return np.clip(image, 0, 255).astype(np.float32)
+
+    def _labels_tensor(self, labels):
+        out = torch.full((self.num_classes,), -1.0)
+        for k, v in (labels or {}).items():
+            out[int(k)] = float(v)
+        return out
+
+    def __call__(self, dataset_dict):
+        d = copy.deepcopy(dataset_dict)
+        image = self.read_image(d["file_name"])
+        h, w = image.shape[:2]
+        if (d.get("height"), d.get("width")) != (h, w) and "height" in d:
+            raise ValueError(f"{d['file_name']}: image is {w}x{h} but its dataset entry says "
+                             f"{d.get('width')}x{d.get('height')} (image id {d.get('image_id')})")
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image.astype(np.float32)
+        level = d.get(SUPERVISION_KEY, "full")
+        out = {
+            "file_name": d["file_name"], "image_id": d.get("image_id"), "height": h, "width": w,
+            SUPERVISION_KEY: level, "image_labels": self._labels_tensor(d.get("image_labels")),
+        }
+        if self.is_train and level != "full":
+            student = self.strong_view(image.copy())
+            if self.teacher_view:
+                out["image_weak"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        else:
+            student = image
+        out["image"] = torch.as_tensor(np.ascontiguousarray(student.transpose(2, 0, 1)))
+        if self.is_train and level == "full":
+            annos = [utils.transform_instance_annotations(a, transforms, image.shape[:2])
+                     for a in d.get("annotations", []) if a.get("iscrowd", 0) == 0]
+            out["instances"] = utils.annotations_to_instances(annos, image.shape[:2])
+        return out

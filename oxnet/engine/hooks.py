@@ -1,0 +1,103 @@
+"""Training hooks: the mean teacher (Sec. 2.3) and the LR drop on a validation plateau (Sec. 2.4)."""
+import copy
+import logging
+
+import torch
+from detectron2.engine import HookBase
+
+from oxnet.modeling.meta_arch import SOFT_TARGET_LEVELS
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+class MeanTeacherHook(HookBase):
+    """Keeps the mean teacher: ``theta~ <- lambda_t theta~ + (1 - lambda_t) theta`` after every step.
+
+    ``lambda_t = min(1 - 1 / (t + 1), lambda)`` (Tarvainen & Valpola's warm-up; t is the 0-based
+    iteration, so after the first step the teacher equals the student). Floating-point parameters
+    are averaged; buffers (GPA prototypes and their flags, loss normalizers, pixel statistics, any
+    normalization statistics) are copied from the student, since an average of them is meaningless.
+    The teacher stays in eval mode and never requires gradients; it is saved in checkpoints as
+    ``teacher``.
+    """
+
+    def __init__(self, student, decay=0.99):
+        self.decay = decay
+        self.teacher = copy.deepcopy(unwrap(student))
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def copy_from(self, student):
+        """Make the teacher an exact copy of the student (start of a new run)."""
+        self.teacher.load_state_dict(unwrap(student).state_dict())
+
+    @torch.no_grad()
+    def update(self, student, iteration):
+        lam = min(1.0 - 1.0 / (iteration + 1), self.decay)
+        student = unwrap(student)
+        for t, s in zip(self.teacher.parameters(), student.parameters()):
+            t.mul_(lam).add_(s.detach(), alpha=1.0 - lam)
+        for t, s in zip(self.teacher.buffers(), student.buffers()):
+            t.copy_(s)
+        return lam
+
+    @torch.no_grad()
+    def attach_soft_targets(self, batch):
+        """Add the teacher's dense probabilities on the weak view (``teacher_probs``) to weak and
+        unlabeled images of a training batch."""
+        soft = [x for x in batch if x.get("supervision") in SOFT_TARGET_LEVELS]
+        if not soft:
+            return
+        self.teacher.eval()
+        probs = self.teacher.dense_probs(soft, image_key="image_weak")
+        for x, p in zip(soft, probs):
+            x["teacher_probs"] = p
+
+    def after_step(self):
+        lam = self.update(self.trainer.model, self.trainer.iter)
+        self.trainer.storage.put_scalar("teacher_ema", lam, smoothing_hint=False)
+
+
+class PlateauLRHook(HookBase):
+    """Divide the learning rate by ``1 / factor`` when the validation metric has not improved for
+    ``patience`` evaluations ("divided by ten when validation mAP stagnate", Sec. 2.4).
+
+    It scales the LR scheduler's base learning rates, so warm-up and any step schedule still apply.
+    Register it after the evaluation hook; its state is checkpointed.
+    """
+
+    def __init__(self, scheduler, metric="bbox/mAP", patience=3, factor=0.1):
+        self.scheduler, self.metric, self.patience, self.factor = scheduler, metric, patience, factor
+        self.best, self.bad_evals, self._last_seen_iter = None, 0, -1
+
+    def after_step(self):
+        latest = self.trainer.storage.latest()
+        if self.metric not in latest:
+            return
+        value, it = latest[self.metric]
+        if it == self._last_seen_iter:
+            return
+        self._last_seen_iter = it
+        if self.best is None or value > self.best:
+            self.best, self.bad_evals = value, 0
+            return
+        self.bad_evals += 1
+        if self.bad_evals >= self.patience:
+            self.scheduler.base_lrs = [lr * self.factor for lr in self.scheduler.base_lrs]
+            self.bad_evals = 0
+            logger.info(f"{self.metric} has not improved on {self.best:.4f} for {self.patience} "
+                        f"evaluations: learning rate x {self.factor}")
+
+    def state_dict(self):
+        return {"best": self.best, "bad_evals": self.bad_evals, "last_seen_iter": self._last_seen_iter}
+
+    def load_state_dict(self, state):
+        self.best, self.bad_evals = state["best"], state["bad_evals"]
+        self._last_seen_iter = state["last_seen_iter"]

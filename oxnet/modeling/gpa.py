@@ -1,0 +1,89 @@
+"""Global prototype alignment (GPA, Sec. 2.2): class features (Eq. 4), confidence-weighted EMA
+prototypes (Eq. 5) and the intra-class / inter-class losses (Eq. 6)."""
+import torch
+from torch import nn
+from torch import distributed as dist
+
+
+def class_features(features: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """``F_c = sum_i M_i * R_c,i`` (Eq. 4).
+
+    Args:
+        features: (B, C, h, w) last-stage feature map M.
+        attention: (B, K, h, w) normalized local attention R (Eq. 3).
+
+    Returns:
+        (B, K, C): one C-dimensional feature per image and class. Each class keeps its own spatial
+        weighting; channels and classes are never mixed.
+    """
+    return torch.einsum("bchw,bkhw->bkc", features, attention)
+
+
+class PrototypeMemory(nn.Module):
+    """Global class prototypes ``P`` (K, C), a buffer updated by Eq. 5.
+
+    ``P <- beta * P + (1 - beta) * sum_k p_k F_k / sum_k p_k`` over the images of the batch that are
+    labelled positive for the class, weighted by their confidence ``p_k``. ``beta`` is 0 at a
+    class's first update and ``momentum`` (0.7) afterwards. Under ``torch.distributed`` the weighted
+    sums are all-reduced first, so every process keeps the same prototypes.
+    """
+
+    def __init__(self, num_classes: int, dim: int, momentum: float = 0.7):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("prototypes", torch.zeros(num_classes, dim))
+        self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, feats: torch.Tensor, confidence: torch.Tensor, mask: torch.Tensor):
+        """Apply Eq. 5.
+
+        Args:
+            feats: (B, K, C) class features F (Eq. 4).
+            confidence: (B, K) image-level probabilities p.
+            mask: (B, K) bool, which (image, class) pairs take part (positives).
+        """
+        weights = confidence.detach().float() * mask
+        weighted_sum = torch.einsum("bk,bkc->kc", weights, feats.detach().float())
+        total = weights.sum(dim=0)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            packed = torch.cat([weighted_sum, total[:, None]], dim=1)
+            dist.all_reduce(packed)
+            weighted_sum, total = packed[:, :-1], packed[:, -1]
+        present = total > 0
+        if not present.any():
+            return
+        mean = weighted_sum[present] / total[present, None]
+        beta = torch.where(self.initialized[present], self.momentum, 0.0)[:, None]
+        self.prototypes[present] = beta * self.prototypes[present] + (1 - beta) * mean.to(self.prototypes)
+        self.initialized |= present
+
+
+def gpa_losses(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor,
+               valid_classes: torch.Tensor, margin: float = 1.0):
+    """Intra-class compactness and inter-class separability losses of Eq. 6.
+
+    Args:
+        feats: (B, K, C) class features F.
+        prototypes: (K, C) prototypes P (treated as constants).
+        mask: (B, K) bool, the (image, class) pairs whose feature F_c takes part (positives).
+        valid_classes: (K,) bool, classes whose prototype exists.
+        margin: delta.
+
+    Returns:
+        (intra, inter): ``mean ||F_c - P_c||^2`` over the selected pairs, and
+        ``mean max(0, delta - ||F_j - P_c||^2)`` over the selected pairs (j) and every other
+        class c != j with a prototype. Zero (with a graph) when nothing is selected.
+    """
+    prototypes = prototypes.detach().to(feats.dtype)
+    sq_dist = (feats[:, :, None, :] - prototypes[None, None, :, :]).pow(2).sum(-1)  # (B, j, c)
+    k = prototypes.shape[0]
+    own = torch.eye(k, dtype=torch.bool, device=feats.device)
+    pair = mask & valid_classes[None, :]
+    intra_terms = sq_dist.diagonal(dim1=1, dim2=2)[pair]
+    inter_sel = mask[:, :, None] & (~own)[None] & valid_classes[None, None, :]
+    inter_terms = (margin - sq_dist[inter_sel]).clamp(min=0)
+    zero = feats.sum() * 0.0
+    intra = intra_terms.mean() if intra_terms.numel() else zero
+    inter = inter_terms.mean() if inter_terms.numel() else zero
+    return intra, inter

@@ -1,0 +1,49 @@
+import torch
+
+from oxnet.modeling.attention import daa_logits, local_attention, normalize_attention
+
+
+def _level(b, a, k, h, w, fill=-8.0):
+    return torch.full((b, a * k, h, w), fill)
+
+
+def test_local_attention_takes_max_over_anchors_and_the_level_with_the_highest_peak():
+    a, k = 2, 2
+    p3, p4 = _level(1, a, k, 4, 4), _level(1, a, k, 2, 2)
+    # channel layout is anchor-major: channel = anchor * K + class
+    p3[0, 1 * k + 0, 1, 2] = 3.0  # class 0 peaks on P3 (anchor 1)
+    p3[0, 0 * k + 1, 0, 0] = 1.0  # class 1: weaker peak on P3 ...
+    p4[0, 1 * k + 1, 1, 1] = 2.0  # ... than on P4
+    attn = local_attention([p3, p4], k, (4, 4))
+    assert attn.shape == (1, k, 4, 4)
+    # class 0 comes from P3 unchanged (same grid): peak at (1, 2) equal to sigmoid(3)
+    assert torch.isclose(attn[0, 0, 1, 2], torch.sigmoid(torch.tensor(3.0)))
+    assert attn[0, 0].flatten().argmax() == 1 * 4 + 2
+    # class 1 comes from P4, upsampled: its maximum lies in P4's cell (1, 1), i.e. the lower right
+    peak = attn[0, 1].flatten().argmax()
+    assert peak // 4 >= 2 and peak % 4 >= 2
+    assert attn[0, 1].max() < torch.sigmoid(torch.tensor(2.0)) + 1e-6
+
+
+def test_local_attention_passes_gradient_only_into_the_chosen_level():
+    a, k = 1, 1
+    p3 = _level(1, a, k, 4, 4).requires_grad_()
+    p4 = torch.full((1, a * k, 2, 2), 2.0, requires_grad=True)  # P4 has the highest peak
+    local_attention([p3, p4], k, (4, 4)).sum().backward()
+    assert p4.grad.abs().sum() > 0
+    assert p3.grad.abs().sum() == 0
+
+
+def test_normalized_attention_sums_to_one_and_daa_pools_the_cam():
+    torch.manual_seed(0)
+    attn = normalize_attention(torch.rand(2, 3, 5, 5))
+    assert torch.allclose(attn.sum(dim=(2, 3)), torch.ones(2, 3))
+    cam = torch.randn(2, 3, 5, 5)
+    logits = daa_logits(cam, attn)
+    assert logits.shape == (2, 3)
+    manual = torch.stack([torch.stack([(cam[b, c] * attn[b, c]).sum() for c in range(3)]) for b in range(2)])
+    assert torch.allclose(logits, manual, atol=1e-6)
+    # with a one-hot attention DAA reads the CAM at that pixel
+    one_hot = torch.zeros(1, 1, 5, 5)
+    one_hot[0, 0, 3, 1] = 1.0
+    assert daa_logits(cam[:1, :1], normalize_attention(one_hot)).item() == cam[0, 0, 3, 1].item()

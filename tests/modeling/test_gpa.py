@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from oxnet.modeling.gpa import PrototypeMemory, class_features, gpa_losses
+
+
+def test_class_features_are_the_attention_weighted_sums_per_class():
+    torch.manual_seed(0)
+    b, c, k, h, w = 2, 5, 3, 4, 6
+    feats = torch.randn(b, c, h, w)
+    attn = torch.rand(b, k, h, w)
+    out = class_features(feats, attn)
+    assert out.shape == (b, k, c)
+    for i in range(b):
+        for cls in range(k):
+            manual = (feats[i] * attn[i, cls][None]).sum(dim=(1, 2))  # Eq. 4
+            assert torch.allclose(out[i, cls], manual, atol=1e-5)
+    # a scrambled reshape (view instead of permute) would not give these features
+    scrambled = torch.bmm(attn.flatten(2), feats.view(b, h * w, c))
+    assert not torch.allclose(out, scrambled)
+
+
+def test_class_features_gradient_reaches_features_and_attention():
+    feats = torch.randn(1, 2, 3, 3, requires_grad=True)
+    attn = torch.rand(1, 2, 3, 3, requires_grad=True)
+    class_features(feats, attn).sum().backward()
+    assert feats.grad.abs().sum() > 0 and attn.grad.abs().sum() > 0
+
+
+def test_prototype_update_follows_eq5_with_beta_zero_at_first_update():
+    mem = PrototypeMemory(num_classes=2, dim=2, momentum=0.7)
+    feats = torch.tensor([[[1.0, 0.0], [5.0, 5.0]], [[3.0, 2.0], [7.0, 7.0]]])  # (B=2, K=2, C=2)
+    conf = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    mask = torch.tensor([[True, False], [True, False]])  # class 1 has no positive in the batch
+    mem.update(feats, conf, mask)
+    first = (0.25 * feats[0, 0] + 0.75 * feats[1, 0]) / 1.0
+    assert torch.allclose(mem.prototypes[0], first)
+    assert mem.initialized.tolist() == [True, False]
+    assert torch.all(mem.prototypes[1] == 0)
+    mem.update(feats * 2, conf, torch.ones(2, 2, dtype=torch.bool))
+    assert torch.allclose(mem.prototypes[0], 0.7 * first + 0.3 * 2 * first)
+    assert torch.allclose(mem.prototypes[1], (0.5 * 10 + 0.5 * 14) * torch.ones(2))  # beta = 0 for class 1
+    assert mem.initialized.all()
+
+
+def test_gpa_losses_match_hand_computed_values():
+    feats = torch.tensor([[[1.0, 0.0], [0.0, 0.5]]], requires_grad=True)  # one image, two classes
+    protos = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, True]])
+    intra, inter = gpa_losses(feats, protos, mask, torch.tensor([True, True]), margin=1.0)
+    # intra: ||(1,0)-(0,0)||^2 = 1, ||(0,.5)-(0,1)||^2 = .25 -> mean .625
+    assert intra.item() == pytest.approx(0.625)
+    # inter: F_0 vs P_1: ||(1,-1)||^2 = 2 -> 0; F_1 vs P_0: ||(0,.5)||^2 = .25 -> .75; mean .375
+    assert inter.item() == pytest.approx(0.375)
+    (intra + inter).backward()
+    assert feats.grad.abs().sum() > 0
+
+
+def test_gpa_losses_skip_unselected_pairs_and_missing_prototypes():
+    feats = torch.randn(2, 3, 4, requires_grad=True)
+    protos = torch.randn(3, 4)
+    intra, inter = gpa_losses(feats, protos, torch.zeros(2, 3, dtype=torch.bool), torch.ones(3, dtype=torch.bool))
+    assert intra.item() == 0 and inter.item() == 0
+    mask = torch.tensor([[True, False, False], [False, False, False]])
+    valid = torch.tensor([False, True, True])  # class 0 has no prototype yet
+    intra, inter = gpa_losses(feats, protos, mask, valid, margin=100.0)
+    assert intra.item() == 0  # its own prototype is missing
+    expected = torch.stack([100 - (feats[0, 0] - protos[c]).pow(2).sum() for c in (1, 2)]).clamp(min=0).mean()
+    assert inter.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from oxnet.modeling import OXNet
+from oxnet.utils.testing import random_input, tiny_cfg
+
+NUM_CLASSES = 3
+
+
+def _build(method):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(method))
+    model.train()
+    return model
+
+
+def _grad_norm(module):
+    return sum(p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None)
+
+
+def test_build_model_gives_oxnet_with_the_method_components():
+    assert isinstance(_build("oxnet"), OXNet)
+    m = _build("oxnet")
+    assert m.global_mode == "daa" and m.prototypes is not None and m.sfl
+    r = _build("retinanet")
+    assert r.global_head is None and r.prototypes is None and not r.sfl
+    assert _build("gap").global_mode == "gap"
+
+
+def test_daa_global_loss_reaches_the_retinanet_classification_head():
+    batch = [random_input("weak", labels=[1, 0, -1])]
+    for method, reaches in (("daa", True), ("gap", False)):
+        model = _build(method)
+        with EventStorage(0):
+            losses = model(batch)
+        losses["loss_global"].backward()
+        assert (_grad_norm(model.head.cls_score) > 0) == reaches, method
+        assert _grad_norm(model.global_head) > 0
+
+
+def test_full_image_without_boxes_trains_as_background():
+    model = _build("retinanet")
+    with EventStorage(0):
+        losses = model([random_input("full")])
+    assert losses["loss_cls"] > 0
+    assert losses["loss_box_reg"] == 0
+    losses["loss_cls"].backward()
+    # the classification bias is pushed down (towards background) for every class
+    assert torch.all(model.head.cls_score.bias.grad > 0)
+
+
+def test_losses_of_each_stream():
+    model = _build("oxnet")
+    full = random_input("full", boxes=[[8, 8, 40, 40]], classes=[1], labels=[0, 1, 0])
+    weak = random_input("weak", labels=[0, 1, -1])
+    unl = random_input("unlabeled")
+    with pytest.raises(ValueError, match="teacher_probs"):
+        with EventStorage(0):
+            model([full, weak, unl])
+    model.eval()
+    probs = model.dense_probs([weak, unl])
+    model.train()
+    assert probs.shape[0] == 2 and probs.shape[2] == NUM_CLASSES
+    weak["teacher_probs"], unl["teacher_probs"] = probs[0] * 0.5, probs[1] * 0.5
+    with EventStorage(0):
+        losses = model([full, weak, unl])
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_global", "loss_gpa_intra", "loss_gpa_inter", "loss_sfl"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_box_reg"] > 0 and losses["loss_sfl"] > 0
+    assert model.prototypes.initialized.tolist() == [False, True, False]  # only class 1 had positives
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_inference_returns_instances_and_global_scores():
+    model = _build("oxnet").eval()
+    batch = [random_input("unlabeled")]
+    batch[0]["height"], batch[0]["width"] = 128, 96  # original size: boxes are scaled back
+    out = model(batch)[0]
+    assert out["global_scores"].shape == (NUM_CLASSES,)
+    assert torch.all((out["global_scores"] > 0) & (out["global_scores"] < 1))
+    assert out["instances"].image_size == (128, 96)
+    maps = model.attention_maps(batch)[0]
+    assert set(maps) == {"cam", "local", "daa"}
+    assert maps["cam"].shape == maps["local"].shape == maps["daa"].shape
+    assert maps["local"].sum(axis=(1, 2)) == pytest.approx([1.0] * NUM_CLASSES, rel=1e-4)
