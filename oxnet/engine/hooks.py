@@ -32,6 +32,25 @@ class MeanTeacherHook(HookBase):
         self.teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        self.restored = False  # set when a checkpoint's teacher was loaded
+
+    def state_dict(self):
+        # Saved by the checkpointer under "teacher" (see OXnetTrainer), not among the hooks' states.
+        return {}
+
+    def teacher_checkpointable(self):
+        """An object for ``Checkpointer(..., teacher=...)`` that notes when the teacher is restored."""
+        hook = self
+
+        class _Teacher:
+            def state_dict(self):
+                return hook.teacher.state_dict()
+
+            def load_state_dict(self, state):
+                hook.teacher.load_state_dict(state)
+                hook.restored = True
+
+        return _Teacher()
 
     @torch.no_grad()
     def copy_from(self, student):

@@ -77,7 +77,7 @@ class OXnetTrainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
         self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        extra = {"teacher": self.teacher_hook.teacher} if self.teacher_hook else {}
+        extra = {"teacher": self.teacher_hook.teacher_checkpointable()} if self.teacher_hook else {}
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -90,10 +90,20 @@ class OXnetTrainer(DefaultTrainer):
         resumed = resume and self.checkpointer.has_checkpoint()
         if resumed:
             self.start_iter = self.iter + 1
-        if self.teacher_hook is not None and not (resumed and "teacher" in checkpoint):
+        if self.teacher_hook is not None and not (resumed and self.teacher_hook.restored):
             self.teacher_hook.copy_from(self.model)
         self._train_loader.start_iter = self.start_iter
         return checkpoint
+
+    def state_dict(self):
+        # detectron2 v0.6's DefaultTrainer leaves the optimizer out of checkpoints; keep it.
+        ret = TrainerBase.state_dict(self)
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        TrainerBase.load_state_dict(self, state_dict)
+        self._trainer.load_state_dict(state_dict["_trainer"])
 
     def build_hooks(self):
         ret = super().build_hooks()
