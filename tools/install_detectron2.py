@@ -35,6 +35,18 @@ _MESSAGE = (
 )
 
 
+def get_compiler_version():
+    return "none: detectron2 installed without compiled ops"
+
+
+def get_cuda_version():
+    return "none: detectron2 installed without compiled ops"
+
+
+def has_cuda():
+    return False
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)

@@ -25,6 +25,10 @@ class OmniDatasetMapper:
     1 / 0 / -1 (positive / negative / unknown or uncertain), ``instances`` for full images, and
     ``image_weak`` as described.
 
+    With ``OXNET.DATA.CACHE`` set (``datasets/prepare_cache.py``), images are read from that
+    memory-mapped cache, already decoded and resized to S x S; boxes are mapped from the original
+    pixels the cache records. Its size must equal ``OXNET.INPUT_SIZE``.
+
     Randomness comes from NumPy's global generator: the training loader seeds it per sample, which
     makes every batch a function of (seed, iteration) and lets a resumed run see the same data.
     """
@@ -44,6 +48,14 @@ class OmniDatasetMapper:
         if image_reader is None:
             from oxnet.data.io import read_image as image_reader
         self.read_image = image_reader
+        self.cache = None
+        if cfg.OXNET.DATA.CACHE:
+            from oxnet.data.cache import ImageCache
+
+            self.cache = ImageCache(cfg.OXNET.DATA.CACHE)
+            if self.cache.size != self.size:
+                raise ValueError(f"{cfg.OXNET.DATA.CACHE}: cached images are {self.cache.size} px but "
+                                 f"OXNET.INPUT_SIZE is {self.size}; rebuild the cache or change the size")
 
     def strong_view(self, image):
         """Photometric augmentation of the student's view (float32 HxWxC in, float32 out)."""
@@ -68,13 +80,20 @@ class OmniDatasetMapper:
 
     def __call__(self, dataset_dict):
         d = copy.deepcopy(dataset_dict)
-        image = self.read_image(d["file_name"])
-        h, w = image.shape[:2]
-        if (d.get("height"), d.get("width")) != (h, w) and "height" in d:
+        cached = self.cache is not None and d["file_name"] in self.cache
+        if cached:
+            image = self.cache.read(d["file_name"])
+            h, w = self.cache.original_size(d["file_name"])
+        else:
+            image = self.read_image(d["file_name"])
+            h, w = image.shape[:2]
+        if "height" in d and (d.get("height"), d.get("width")) != (h, w):
             raise ValueError(f"{d['file_name']}: image is {w}x{h} but its dataset entry says "
                              f"{d.get('width')}x{d.get('height')} (image id {d.get('image_id')})")
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
+        if cached:  # boxes are in original pixels: prepend the resize the cache already applied
+            transforms = T.TransformList([T.ResizeTransform(h, w, self.size, self.size)]) + transforms
         image = aug_input.image.astype(np.float32)
         level = d.get(SUPERVISION_KEY, "full")
         out = {

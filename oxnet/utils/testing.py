@@ -77,3 +77,33 @@ def write_toy_dataset(out_dir, n_full=4, n_weak=2, n_unlabeled=2, size=64, num_c
     path = os.path.join(out_dir, "toy.json")
     write_omni_coco(path, coco)
     return path
+
+
+def train_toy_and_save(json_file, image_root, out_dir, max_iter=3, method="oxnet"):
+    """Train the tiny config on a toy dataset (in every process of a launch) and save this
+    process's student, teacher and trainer iteration to ``out_dir/rank{R}.pth``."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.utils import comm
+
+    from oxnet.data import register_omni_coco
+    from oxnet.engine import OXnetTrainer
+    from oxnet.engine.hooks import unwrap
+
+    name = "toy_train_" + os.path.basename(os.path.normpath(out_dir))
+    if name not in DatasetCatalog.list():
+        register_omni_coco(name, json_file, image_root)
+    cfg = tiny_cfg(method)
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.OUTPUT_DIR = str(out_dir)
+    torch.manual_seed(comm.get_rank())  # different initial weights: DDP must broadcast rank 0's
+    trainer = OXnetTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    state = {"model": unwrap(trainer.model).state_dict(), "iter": trainer.iter}
+    if trainer.teacher_hook is not None:
+        state["teacher"] = trainer.teacher_hook.teacher.state_dict()
+    torch.save(state, os.path.join(out_dir, f"rank{comm.get_rank()}.pth"))

@@ -1,0 +1,134 @@
+"""Any COCO detection JSON (e.g. TBX11K) as full, weak or unlabeled OXnet-COCO data.
+
+* ``full``: boxes kept.
+* ``weak``: boxes turned into image labels (a class with a box is 1, every other class 0) and removed.
+* ``unlabeled``: boxes (and any image labels) removed.
+Removed boxes are counted in the report. Image fields other than the COCO ones (``patient_id``...) are
+kept.
+"""
+import os
+
+import numpy as np
+
+from oxnet.data.format import SUPERVISION_LEVELS
+
+from .common import ImportDataError, check_boxes_xywh, check_sizes, new_coco, read_json, resolve_paths
+
+__all__ = ["load_coco"]
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def load_coco(json_file, images=None, allow_missing_images=False, supervision="full", clip_boxes=False):
+    """Import a COCO detection JSON (plain or .gz) into an OXnet-COCO dict keeping its categories.
+
+    Entries are named ``images[i]`` / ``annotations[i]`` (0-based, as in the file) in error messages.
+    When image files are present their header size must match the JSON's ``width``/``height``.
+
+    Returns:
+        (dict, dict): the OXnet-COCO dict and a report of counts.
+    """
+    if supervision not in SUPERVISION_LEVELS:
+        raise ValueError(f"supervision must be one of {SUPERVISION_LEVELS}, got {supervision!r}")
+    src = read_json(json_file)
+    if not (isinstance(src, dict) and isinstance(src.get("images"), list)
+            and isinstance(src.get("categories"), list)):
+        raise ImportDataError(json_file, None,
+                              "not a COCO detection file (needs 'images' and 'categories' lists)")
+    anns = src.get("annotations", [])
+    if not isinstance(anns, list):
+        raise ImportDataError(json_file, None, "'annotations' must be a list")
+
+    cats = {}
+    for i, c in enumerate(src["categories"]):
+        if not (isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)
+                and c["name"]):
+            raise ImportDataError(json_file, f"categories[{i}]",
+                                  "a category needs an integer 'id' and a 'name'")
+        if c["id"] in cats:
+            raise ImportDataError(json_file, f"categories[{i}]", f"duplicate category id {c['id']}")
+        if c["name"] in cats.values():
+            raise ImportDataError(json_file, f"categories[{i}]", f"duplicate category name {c['name']!r}")
+        cats[c["id"]] = c["name"]
+
+    index, names = {}, set()
+    for i, img in enumerate(src["images"]):
+        where = f"images[{i}]"
+        if not (isinstance(img, dict) and "id" in img and isinstance(img.get("file_name"), str)
+                and img["file_name"]):
+            raise ImportDataError(json_file, where, "an image needs 'id' and a non-empty 'file_name'")
+        if img["id"] in index:
+            raise ImportDataError(json_file, where,
+                                  f"duplicate image id {img['id']!r} (also images[{index[img['id']]}])")
+        if img["file_name"] in names:
+            raise ImportDataError(json_file, where, f"duplicate file_name {img['file_name']!r}")
+        for k in ("width", "height"):
+            if not _is_number(img.get(k)):
+                raise ImportDataError(json_file, where, f"'{k}' must be a number, got {img.get(k)!r}")
+        index[img["id"]] = i
+        names.add(img["file_name"])
+    W = np.array([img["width"] for img in src["images"]], np.float64)
+    H = np.array([img["height"] for img in src["images"]], np.float64)
+    check_sizes(W, H, np.array([f"images[{i}]" for i in range(len(W))], dtype=object), json_file)
+
+    file_names = [img["file_name"] for img in src["images"]]
+    sizes, n_missing = resolve_paths(file_names, images, allow_missing_images, json_file)
+    for i, size in enumerate(sizes):
+        if size is not None and tuple(size) != (int(W[i]), int(H[i])):
+            raise ImportDataError(json_file, f"images[{i}]", f"{file_names[i]} is {size[0]}x{size[1]} "
+                                  f"but the JSON says {W[i]:g}x{H[i]:g}")
+
+    rows, img_idx, boxes, classes = [], [], [], []
+    for i, a in enumerate(anns):
+        where = f"annotations[{i}]"
+        if not isinstance(a, dict) or a.get("image_id") not in index:
+            got = a.get("image_id") if isinstance(a, dict) else a
+            raise ImportDataError(json_file, where, f"'image_id' {got!r} is not an image id")
+        if a.get("category_id") not in cats:
+            raise ImportDataError(json_file, where,
+                                  f"'category_id' {a.get('category_id')!r} is not a category id")
+        b = a.get("bbox")
+        if not isinstance(b, list) or len(b) != 4 or not all(_is_number(v) for v in b):
+            raise ImportDataError(json_file, where, f"'bbox' must be 4 numbers [x, y, w, h], got {b!r}")
+        rows.append(where)
+        img_idx.append(index[a["image_id"]])
+        boxes.append(b)
+        classes.append(a["category_id"])
+    img_idx = np.asarray(img_idx, int)
+    xywh, clipped = check_boxes_xywh(np.asarray(boxes, np.float64).reshape(-1, 4), W[img_idx], H[img_idx],
+                                     np.array(rows, dtype=object), json_file, clip=clip_boxes)
+
+    coco = new_coco("coco", f"imported from {os.path.basename(os.fspath(json_file))}")
+    if isinstance(src.get("info"), dict) and src["info"].get("description"):
+        coco["info"]["description"] = src["info"]["description"]
+    coco["categories"] = [{"id": cid, "name": n} for cid, n in cats.items()]
+    per_image = {}
+    for k, i in enumerate(img_idx):
+        per_image.setdefault(int(i), []).append(k)
+    for i, img in enumerate(src["images"]):
+        new = {k: v for k, v in img.items() if k not in ("supervision", "image_labels")}
+        new.update(id=i + 1, supervision=supervision)
+        box_ids = per_image.get(i, [])
+        if supervision == "weak":
+            positive = {cats[classes[k]] for k in box_ids}
+            new["image_labels"] = {n: int(n in positive) for n in cats.values()}
+        elif supervision == "full" and isinstance(img.get("image_labels"), dict):
+            new["image_labels"] = img["image_labels"]
+        coco["images"].append(new)
+        if supervision == "full":
+            for k in box_ids:
+                b = xywh[k]
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": classes[k],
+                    "bbox": [float(v) for v in b], "area": float(b[2] * b[3]),
+                    "iscrowd": int(anns[k].get("iscrowd", 0)),
+                })
+    class_rows = {}
+    for r, c in zip(rows, classes):
+        class_rows.setdefault(cats[c], (str(json_file), r))
+    report = {"images": len(src["images"]), "boxes": len(anns), "missing_images": n_missing,
+              "boxes_clipped": clipped, "supervision": supervision,
+              "boxes_removed": 0 if supervision == "full" else len(anns), "class_rows": class_rows}
+    return coco, report
