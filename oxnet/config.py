@@ -1,16 +1,26 @@
 """OXnet configuration: ``add_oxnet_config(cfg)`` adds the ``cfg.OXNET`` keys to a detectron2 config."""
 from detectron2.config import CfgNode as CN
 
-#: Which OXnet components each method enables (paper Table 1, last four rows, plus RetinaNet).
-#: ``global_head``: "" (none), "gap" (GAP + sigmoid, the "+MT" baselines) or "daa" (Eq. 2-3).
+#: Which components each method enables (paper Table 1).
+#: ``global_head``: "" (none), "gap" (GAP + sigmoid, the "+MT" baselines) or "daa" (Eq. 2-3);
+#: ``gpa``: global prototype alignment (Eq. 4-6); ``unsup``: the loss on unlabeled (and weak)
+#: images, "" (none) or "sfl" (the mean teacher's soft focal loss, Eq. 8).
 METHODS = {
-    "retinanet": dict(global_head="", gpa=False, sfl=False),
-    "sfl": dict(global_head="", gpa=False, sfl=True),
-    "gap": dict(global_head="gap", gpa=False, sfl=False),
-    "daa": dict(global_head="daa", gpa=False, sfl=False),
-    "daa_gpa": dict(global_head="daa", gpa=True, sfl=False),
-    "oxnet": dict(global_head="daa", gpa=True, sfl=True),
+    "retinanet": dict(global_head="", gpa=False, unsup=""),
+    "sfl": dict(global_head="", gpa=False, unsup="sfl"),
+    "gap": dict(global_head="gap", gpa=False, unsup=""),
+    "daa": dict(global_head="daa", gpa=False, unsup=""),
+    "daa_gpa": dict(global_head="daa", gpa=True, unsup=""),
+    "oxnet": dict(global_head="daa", gpa=True, unsup="sfl"),
 }
+
+#: Unsupervised losses whose targets come from the mean teacher (MeanTeacherHook).
+TEACHER_LOSSES = ("sfl",)
+
+
+def uses_teacher(method):
+    """Whether the method needs a mean teacher."""
+    return method_components(method)["unsup"] in TEACHER_LOSSES
 
 
 def method_components(method):

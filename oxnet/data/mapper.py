@@ -6,7 +6,7 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from oxnet.config import method_components
+from oxnet.config import uses_teacher
 
 SUPERVISION_KEY = "supervision"
 
@@ -37,7 +37,7 @@ class OmniDatasetMapper:
         self.is_train = is_train
         self.size = cfg.OXNET.INPUT_SIZE
         self.num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-        self.teacher_view = is_train and method_components(cfg.OXNET.METHOD)["sfl"]
+        self.teacher_view = is_train and uses_teacher(cfg.OXNET.METHOD)
         aug = cfg.OXNET.AUG
         augs = [T.Resize((self.size, self.size))]
         if is_train and aug.HFLIP_PROB > 0:

@@ -12,7 +12,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from oxnet.config import method_components
+from oxnet.config import method_components, uses_teacher
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, split_by_supervision
 from oxnet.data.mapper import OmniDatasetMapper
 
@@ -27,8 +27,8 @@ def used_streams(cfg):
     b = cfg.OXNET.BATCH
     return {
         "full": b.FULL,
-        "weak": b.WEAK if (parts["global_head"] or parts["sfl"]) else 0,
-        "unlabeled": b.UNLABELED if parts["sfl"] else 0,
+        "weak": b.WEAK if (parts["global_head"] or parts["unsup"]) else 0,
+        "unlabeled": b.UNLABELED if parts["unsup"] else 0,
     }
 
 
@@ -72,7 +72,7 @@ class OXnetTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         self._train_loader = self.build_train_loader(cfg)
         self.teacher_hook = (MeanTeacherHook(model, cfg.OXNET.TEACHER.EMA_DECAY)
-                             if method_components(cfg.OXNET.METHOD)["sfl"] else None)
+                             if uses_teacher(cfg.OXNET.METHOD) else None)
         ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
         self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook)

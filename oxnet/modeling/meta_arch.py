@@ -49,7 +49,7 @@ class OXNet(RetinaNet):
                  global_head: GlobalHead = None, global_loss_weight: float = 1.0,
                  prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
-                 sfl: bool = False, sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
+                 unsup: str = "", sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
                  sfl_gamma: float = 2.0, sfl_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         if global_mode not in ("", "gap", "daa"):
@@ -64,7 +64,9 @@ class OXNet(RetinaNet):
         self.gpa_margin = gpa_margin
         self.gpa_intra_weight = gpa_intra_weight
         self.gpa_inter_weight = gpa_inter_weight
-        self.sfl = sfl
+        if unsup not in ("", "sfl"):
+            raise ValueError(f"unknown unsupervised loss {unsup!r}")
+        self.unsup = unsup
         self.sfl_alpha, self.sfl_eps, self.sfl_gamma, self.sfl_weight = sfl_alpha, sfl_eps, sfl_gamma, sfl_weight
         # Loss normalizers are buffers (not Python floats) so that checkpoints and resumed runs keep them.
         self.register_buffer("loss_normalizer", torch.tensor(100.0))
@@ -90,7 +92,7 @@ class OXNet(RetinaNet):
             ret["head"] = RetinaNetHead(**{**head_cfg, "norm": _group_norm})
         parts = method_components(cfg.OXNET.METHOD)
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-        ret.update(global_mode=parts["global_head"], sfl=parts["sfl"])
+        ret.update(global_mode=parts["global_head"], unsup=parts["unsup"])
         if parts["global_head"]:
             backbone = ret["backbone"]
             bottom_up = getattr(backbone, "bottom_up", backbone)
@@ -106,7 +108,7 @@ class OXNet(RetinaNet):
                 ret.update(prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
                            gpa_margin=cfg.OXNET.GPA.MARGIN, gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
                            gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT)
-        if parts["sfl"]:
+        if parts["unsup"] == "sfl":
             s = cfg.OXNET.SFL
             ret.update(sfl_alpha=s.ALPHA, sfl_eps=s.EPS, sfl_gamma=s.GAMMA, sfl_weight=s.WEIGHT)
         return ret
@@ -180,7 +182,7 @@ class OXNet(RetinaNet):
 
         if global_out is not None:
             losses.update(self._weak_losses(batched_inputs, levels, global_out, zero))
-        if self.sfl:
+        if self.unsup == "sfl":
             losses["loss_sfl"] = self._sfl_loss(batched_inputs, levels, pred_logits, zero)
         return losses
 

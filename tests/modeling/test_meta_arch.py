@@ -23,9 +23,9 @@ def _grad_norm(module):
 def test_build_model_gives_oxnet_with_the_method_components():
     assert isinstance(_build("oxnet"), OXNet)
     m = _build("oxnet")
-    assert m.global_mode == "daa" and m.prototypes is not None and m.sfl
+    assert m.global_mode == "daa" and m.prototypes is not None and m.unsup == "sfl"
     r = _build("retinanet")
-    assert r.global_head is None and r.prototypes is None and not r.sfl
+    assert r.global_head is None and r.prototypes is None and not r.unsup
     assert _build("gap").global_mode == "gap"
 
 

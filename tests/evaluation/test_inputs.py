@@ -1,0 +1,114 @@
+"""Edge cases of the evaluation inputs: unknown ids, empty predictions, xyxy boxes, missing classes."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from oxnet.evaluation import EvaluationInputError, evaluate_detections
+from oxnet.evaluation.synthetic import synthetic_coco
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_coco(num_images=40, num_classes=4, gt_per_image=2, dets_per_image=10,
+                          image_size=(400, 500), missing_classes=(3,), seed=11)
+
+
+def test_unknown_image_id_is_named(data, tmp_path):
+    gt, preds = data
+    bad = preds[:5] + [dict(preds[0], image_id=987654)]
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(EvaluationInputError, match=r"pred\.json.*entry 5.*image id 987654"):
+        evaluate_detections(gt, str(path))
+
+
+def test_unknown_category_is_named(data):
+    gt, preds = data
+    with pytest.raises(EvaluationInputError, match="category id 42"):
+        evaluate_detections(gt, preds[:3] + [dict(preds[0], category_id=42)])
+
+
+def test_malformed_entry_is_named(data):
+    gt, preds = data
+    entry = {k: v for k, v in preds[1].items() if k != "score"}
+    with pytest.raises(EvaluationInputError, match="entry 1"):
+        evaluate_detections(gt, [preds[0], entry])
+
+
+def test_empty_predictions_give_zeros_with_a_warning(data, caplog):
+    gt, _ = data
+    with caplog.at_level(logging.WARNING):
+        m = evaluate_detections(gt, []).metrics
+    assert "empty" in caplog.text and any("empty" in w for w in m["warnings"])
+    for key in ("mAP", "AP40", "AP75"):
+        assert m[key] == 0.0
+    assert m["froc"]["sensitivity"] == [0.0] * 7
+    assert m["per_class"]["class 3"]["mAP"] is None  # no ground truth: n/a, not 0
+
+
+def test_images_without_predictions(data):
+    gt, preds = data
+    few = [p for p in preds if p["image_id"] <= 5]
+    m = evaluate_detections(gt, few).metrics
+    full = evaluate_detections(gt, preds).metrics
+    assert 0 <= m["mAP"] < full["mAP"]
+
+
+def test_class_without_ground_truth_is_excluded_from_averages(data):
+    gt, preds = data
+    m = evaluate_detections(gt, preds).metrics
+    row = m["per_class"]["class 3"]
+    assert row["num_gt"] == 0 and row["mAP"] is None and row["froc"] is None and row["auroc_local"] is None
+    others = [r["mAP"] for n, r in m["per_class"].items() if n != "class 3"]
+    assert m["mAP"] == pytest.approx(np.mean(others), abs=1e-12)
+    # Detections of that class are still false positives in the pooled FROC.
+    no_fp = evaluate_detections(gt, [p for p in preds if p["category_id"] != 3]).metrics
+    assert no_fp["froc"]["sensitivity"][0] >= m["froc"]["sensitivity"][0]
+
+
+def _as_xyxy(preds):
+    out = []
+    for p in preds:
+        x, y, w, h = p["bbox"]
+        out.append(dict(p, bbox=[x, y, x + w, y + h]))
+    return out
+
+
+def test_xyxy_boxes_with_negative_size_are_an_error(data):
+    gt, preds = data
+    xyxy = _as_xyxy(preds)
+    # A box with a negative width (corners in the wrong order, or a botched conversion).
+    xyxy[3]["bbox"] = [100.0, 100.0, -20.0, 30.0]
+    with pytest.raises(EvaluationInputError, match=r"negative width or height.*entry 3.*\[x1, y1, x2, y2\]"):
+        evaluate_detections(gt, xyxy)
+
+
+def test_xyxy_boxes_past_the_border_are_reported(data, caplog):
+    gt, preds = data
+    xyxy = _as_xyxy(preds)
+    with caplog.at_level(logging.WARNING):
+        m = evaluate_detections(gt, xyxy).metrics
+    assert any("reach past the image border" in w and "xyxy" in w for w in m["warnings"])
+    # Converting with bbox_format="xyxy" gives exactly the xywh results, without the warning.
+    conv = evaluate_detections(gt, xyxy, bbox_format="xyxy").metrics
+    ref = evaluate_detections(gt, preds).metrics
+    assert not conv["warnings"]
+    for key in ("mAP", "AP40", "AP75", "APs", "APm", "APl"):
+        assert conv[key] == pytest.approx(ref[key], abs=1e-9)
+    assert conv["froc"]["sensitivity"] == pytest.approx(ref["froc"]["sensitivity"], abs=1e-12)
+
+
+def test_bad_ground_truth_is_named(tmp_path):
+    gt = {"images": [{"id": 1, "height": 10, "width": 10}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    with pytest.raises(EvaluationInputError, match=r"gt\.json: annotation id 7 refers to unknown image id 2"):
+        evaluate_detections(str(path), [])
+    gt["annotations"][0].update(image_id=1, bbox=[0, 0, -1, 1])
+    with pytest.raises(EvaluationInputError, match="annotation id 7 has a non-finite or non-positive"):
+        evaluate_detections(gt, [])
+    with pytest.raises(EvaluationInputError, match="cannot read JSON"):
+        evaluate_detections(str(tmp_path / "missing.json"), [])
