@@ -182,7 +182,8 @@ def _bootstrap_rows(metrics):
         return None, None
     header = ["metric", "estimate", f"{100 * b['level']:.0f}% interval"]
     iv = lambda x: "n/a" if x is None else f"{100 * x[0]:.1f} – {100 * x[1]:.1f}"  # noqa: E731
-    rows = [[k, _pct(b["point"][k]), iv(b[k])] for k in ("mAP", "AP40", "AP75", "froc_mean")]
+    label = {"mAP": "mAP", "AP40": "AP40", "AP75": "AP75", "froc_mean": "FROC mean (all lesions)"}
+    rows = [[label[k], _pct(b["point"][k]), iv(b[k])] for k in label]
     rows += [[f"mAP {name}", _pct(metrics["per_class"][name]["mAP"]), iv(v)]
              for name, v in b["per_class_mAP"].items()]
     return header, rows
