@@ -14,7 +14,6 @@ import logging
 import os
 
 import oxnet  # noqa: F401  (compatibility shims before detectron2)
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
@@ -22,7 +21,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
-from oxnet.config import add_oxnet_config
+from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer, launch
 
@@ -34,8 +33,7 @@ def setup(args):
     add_oxnet_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    resolve_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     if cfg.MODEL.DEVICE == "cpu":

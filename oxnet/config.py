@@ -3,19 +3,46 @@ from detectron2.config import CfgNode as CN
 
 #: Which components each method enables (paper Table 1).
 #: ``global_head``: "" (none), "gap" (GAP + sigmoid, the "+MT" baselines) or "daa" (Eq. 2-3);
-#: ``gpa``: global prototype alignment (Eq. 4-6); ``unsup``: the loss on unlabeled (and weak)
-#: images, "" (none) or "sfl" (the mean teacher's soft focal loss, Eq. 8).
+#: ``gpa``: global prototype alignment (Eq. 4-6); ``unsup``: the loss on images without boxes (weak
+#: and unlabeled ones): "" (none), "sfl" (the mean teacher's soft focal loss, Eq. 8), or a
+#: semi-supervised baseline's loss (:mod:`oxnet.modeling.baselines`): "pi" (Pi model), "mean_teacher",
+#: "mmt_psm" or "focalmix". Image labels are used only by methods with a global head; the others
+#: treat weak images as unlabeled.
 METHODS = {
     "retinanet": dict(global_head="", gpa=False, unsup=""),
-    "sfl": dict(global_head="", gpa=False, unsup="sfl"),
+    # semi-supervised baselines (Table 1, rows 2-5) and their multi-task "+MT" variants (rows 6-9)
+    "pi_model": dict(global_head="", gpa=False, unsup="pi"),
+    "mean_teacher": dict(global_head="", gpa=False, unsup="mean_teacher"),
+    "mmt_psm": dict(global_head="", gpa=False, unsup="mmt_psm"),
+    "focalmix": dict(global_head="", gpa=False, unsup="focalmix"),
+    "pi_model_mt": dict(global_head="gap", gpa=False, unsup="pi"),
+    "mean_teacher_mt": dict(global_head="gap", gpa=False, unsup="mean_teacher"),
+    "mmt_psm_mt": dict(global_head="gap", gpa=False, unsup="mmt_psm"),
+    "focalmix_mt": dict(global_head="gap", gpa=False, unsup="focalmix"),
+    # RetinaNet with the multi-task global head alone
     "gap": dict(global_head="gap", gpa=False, unsup=""),
+    # OXnet's ablations (rows 10-12) and OXnet (row 13)
+    "sfl": dict(global_head="", gpa=False, unsup="sfl"),
     "daa": dict(global_head="daa", gpa=False, unsup=""),
     "daa_gpa": dict(global_head="daa", gpa=True, unsup=""),
     "oxnet": dict(global_head="daa", gpa=True, unsup="sfl"),
 }
 
+#: The unsupervised losses.
+UNSUP_LOSSES = ("sfl", "pi", "mean_teacher", "mmt_psm", "focalmix")
+
 #: Unsupervised losses whose targets come from the mean teacher (MeanTeacherHook).
-TEACHER_LOSSES = ("sfl",)
+TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
+
+
+def second_view(method):
+    """What the mapper puts in ``image_weak`` for weak/unlabeled training images: "weak" (the
+    teacher's view, without photometric changes), "strong" (a second, independent strong draw: the
+    Pi model's two stochastic views) or "" (none)."""
+    unsup = method_components(method)["unsup"]
+    if unsup in TEACHER_LOSSES:
+        return "weak"
+    return "strong" if unsup == "pi" else ""
 
 
 def uses_teacher(method):
@@ -56,6 +83,26 @@ def add_oxnet_config(cfg):
     _C.OXNET.SFL.GAMMA = 2.0
     _C.OXNET.SFL.WEIGHT = 1.0
 
+    # Semi-supervised baselines (oxnet.modeling.baselines). Their loss is multiplied by WEIGHT and by
+    # Laine & Aila's ramp-up exp(-5 (1 - t / RAMPUP_ITERS)^2) during the first RAMPUP_ITERS iterations.
+    _C.OXNET.CONSISTENCY = CN()
+    _C.OXNET.CONSISTENCY.WEIGHT = 1.0
+    _C.OXNET.CONSISTENCY.RAMPUP_ITERS = 0
+    # MMT-PSM: teacher self-ensemble over VIEWS perturbed copies of the weak view (Gaussian noise of
+    # NOISE_STD grey levels; the first copy is unperturbed); the SELECT_FRACTION most sensitive
+    # anchor-class entries of each image are distilled.
+    _C.OXNET.MMT_PSM = CN()
+    _C.OXNET.MMT_PSM.VIEWS = 4
+    _C.OXNET.MMT_PSM.NOISE_STD = 6.0
+    _C.OXNET.MMT_PSM.SELECT_FRACTION = 0.1
+    # FocalMix: soft-target focal loss (ALPHA, GAMMA) on MixUp (lambda ~ Beta(MIXUP_ALPHA, MIXUP_ALPHA))
+    # of unlabeled images and their teacher targets sharpened with TEMPERATURE.
+    _C.OXNET.FOCALMIX = CN()
+    _C.OXNET.FOCALMIX.ALPHA = 0.25
+    _C.OXNET.FOCALMIX.GAMMA = 2.0
+    _C.OXNET.FOCALMIX.MIXUP_ALPHA = 0.75
+    _C.OXNET.FOCALMIX.TEMPERATURE = 0.5
+
     _C.OXNET.TEACHER = CN()
     _C.OXNET.TEACHER.EMA_DECAY = 0.99  # lambda of the mean teacher (Sec. 2.3)
 
@@ -89,4 +136,34 @@ def add_oxnet_config(cfg):
     # Optional prepared image cache (datasets/prepare_cache.py); "" reads image files.
     _C.OXNET.DATA = CN()
     _C.OXNET.DATA.CACHE = ""
+
+    # Class names in contiguous-id order (for predictions and overlays); empty: see class_names().
+    _C.OXNET.CLASS_NAMES = ()
     return cfg
+
+
+def class_names(cfg):
+    """``OXNET.CLASS_NAMES``, or the paper's nine classes when ``MODEL.RETINANET.NUM_CLASSES`` is 9,
+    else ``class0``, ``class1``, ..."""
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    names = tuple(cfg.OXNET.CLASS_NAMES)
+    if names:
+        if len(names) != num_classes:
+            raise ValueError(f"OXNET.CLASS_NAMES has {len(names)} names but MODEL.RETINANET.NUM_CLASSES "
+                             f"is {num_classes}: {names}")
+        return names
+    if num_classes == 9:
+        from oxnet.data.classes import PAPER_CLASSES
+
+        return PAPER_CLASSES
+    return tuple(f"class{i}" for i in range(num_classes))
+
+
+def resolve_device(cfg):
+    """Set ``MODEL.DEVICE`` to "cpu" when it asks for CUDA and CUDA is absent; return whether it did."""
+    import torch
+
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        return True
+    return False

@@ -6,7 +6,7 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from oxnet.config import uses_teacher
+from oxnet.config import second_view
 
 SUPERVISION_KEY = "supervision"
 
@@ -15,10 +15,12 @@ class OmniDatasetMapper:
     """Map an OXnet dataset dict (see :func:`oxnet.data.register_omni_coco`) to model inputs.
 
     Every image is resized to ``OXNET.INPUT_SIZE`` squared ("resized to 512x512 without cropping",
-    Sec. 2.4); training adds an optional horizontal flip. In training, weak and unlabeled images also
-    get ``"image_weak"``, the teacher's view: same geometry as the student's ``"image"`` (so their
-    anchors align), without the strong view's photometric changes (brightness, contrast, noise,
-    cutout).
+    Sec. 2.4); training adds an optional horizontal flip. In training, for methods with a mean
+    teacher, weak and unlabeled images also get ``"image_weak"``, the teacher's view: same geometry
+    as the student's ``"image"`` (so their anchors align), without the strong view's photometric
+    changes (brightness, contrast, noise, cutout). For the Pi model
+    (``oxnet.config.second_view(method) == "strong"``), ``"image_weak"`` is instead a second strong
+    view with its own photometric draw.
 
     Output keys: ``image`` (3, S, S) float32, ``height``/``width`` (original size, for
     post-processing), ``file_name``, ``image_id``, ``supervision``, ``image_labels`` (K,) float with
@@ -37,7 +39,8 @@ class OmniDatasetMapper:
         self.is_train = is_train
         self.size = cfg.OXNET.INPUT_SIZE
         self.num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-        self.teacher_view = is_train and uses_teacher(cfg.OXNET.METHOD)
+        self.second_view = second_view(cfg.OXNET.METHOD) if is_train else ""
+        self.teacher_view = self.second_view == "weak"
         aug = cfg.OXNET.AUG
         augs = [T.Resize((self.size, self.size))]
         if is_train and aug.HFLIP_PROB > 0:
@@ -102,8 +105,9 @@ class OmniDatasetMapper:
         }
         if self.is_train and level != "full":
             student = self.strong_view(image.copy())
-            if self.teacher_view:
-                out["image_weak"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            if self.second_view:
+                other = image if self.second_view == "weak" else self.strong_view(image.copy())
+                out["image_weak"] = torch.as_tensor(np.ascontiguousarray(other.transpose(2, 0, 1)))
         else:
             student = image
         out["image"] = torch.as_tensor(np.ascontiguousarray(student.transpose(2, 0, 1)))

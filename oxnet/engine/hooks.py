@@ -24,10 +24,17 @@ class MeanTeacherHook(HookBase):
     normalization statistics) are copied from the student, since an average of them is meaningless.
     The teacher stays in eval mode and never requires gradients; it is saved in checkpoints as
     ``teacher``.
+
+    With ``views > 1`` (MMT-PSM's self-ensemble), the teacher also sees ``views - 1`` copies of the
+    weak view with Gaussian noise of ``noise_std`` grey levels; ``teacher_probs`` is then the mean
+    over the views and ``teacher_std`` their standard deviation (the perturbation sensitivity).
     """
 
-    def __init__(self, student, decay=0.99):
+    def __init__(self, student, decay=0.99, views=1, noise_std=0.0):
+        if views < 1:
+            raise ValueError(f"the teacher needs at least one view, got {views}")
         self.decay = decay
+        self.views, self.noise_std = views, noise_std
         self.teacher = copy.deepcopy(unwrap(student))
         self.teacher.eval()
         for p in self.teacher.parameters():
@@ -68,14 +75,27 @@ class MeanTeacherHook(HookBase):
         return lam
 
     @torch.no_grad()
-    def attach_soft_targets(self, batch):
-        """Add the teacher's dense probabilities on the weak view (``teacher_probs``) to weak and
-        unlabeled images of a training batch."""
+    def attach_soft_targets(self, batch, iteration=0):
+        """Add the teacher's dense probabilities on the weak view (``teacher_probs``, and with several
+        views ``teacher_std``) to weak and unlabeled images of a training batch. The noise of the
+        extra views is drawn from a generator seeded by ``iteration``, so resumed runs repeat it."""
         soft = [x for x in batch if x.get("supervision") in SOFT_TARGET_LEVELS]
         if not soft:
             return
         self.teacher.eval()
         probs = self.teacher.dense_probs(soft, image_key="image_weak")
+        if self.views > 1:
+            gen = torch.Generator().manual_seed(int(iteration))
+            all_probs = [probs]
+            for _ in range(self.views - 1):
+                noisy = [{"image": (x["image_weak"] + self.noise_std
+                                    * torch.randn(x["image_weak"].shape, generator=gen)).clamp(0, 255)}
+                         for x in soft]
+                all_probs.append(self.teacher.dense_probs(noisy))
+            stacked = torch.stack(all_probs)
+            probs, spread = stacked.mean(0), stacked.std(0)
+            for x, s in zip(soft, spread):
+                x["teacher_std"] = s
         for x, p in zip(soft, probs):
             x["teacher_probs"] = p
 

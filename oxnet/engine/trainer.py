@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 
 
 def used_streams(cfg):
-    """Batch size per stream for the configured method; streams the method cannot use get 0."""
+    """Batch size per stream for the configured method; streams the method cannot use get 0.
+
+    Weak images serve methods with a global head (image labels) or an unsupervised loss (as images
+    without boxes); unlabeled images serve methods with an unsupervised loss."""
     parts = method_components(cfg.OXNET.METHOD)
     b = cfg.OXNET.BATCH
     return {
@@ -45,7 +48,7 @@ class OmniStepTrainer(SimpleTrainer):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
         if self.teacher_hook is not None:
-            self.teacher_hook.attach_soft_targets(data)
+            self.teacher_hook.attach_soft_targets(data, self.iter)
         loss_dict = self.model(data)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
@@ -59,7 +62,8 @@ class OXnetTrainer(DefaultTrainer):
 
     Differences from ``DefaultTrainer``: the data loader is :class:`oxnet.data.loader.OmniTrainLoader`
     (three streams, batch sizes ``OXNET.BATCH.*``, resumable to the exact batch); methods with the
-    soft focal loss get a :class:`MeanTeacherHook` whose teacher is checkpointed; the optimizer is
+    a teacher-based unsupervised loss (``oxnet.config.TEACHER_LOSSES``) get a :class:`MeanTeacherHook`
+    whose teacher is checkpointed; the optimizer is
     Adam by default; DDP works on CPU (gloo) too; evaluation uses :class:`oxnet.evaluation.OXnetEvaluator`.
     """
 
@@ -71,8 +75,12 @@ class OXnetTrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         self._train_loader = self.build_train_loader(cfg)
-        self.teacher_hook = (MeanTeacherHook(model, cfg.OXNET.TEACHER.EMA_DECAY)
-                             if uses_teacher(cfg.OXNET.METHOD) else None)
+        self.teacher_hook = None
+        if uses_teacher(cfg.OXNET.METHOD):
+            mmt = method_components(cfg.OXNET.METHOD)["unsup"] == "mmt_psm"
+            views = cfg.OXNET.MMT_PSM.VIEWS if mmt else 1
+            self.teacher_hook = MeanTeacherHook(model, cfg.OXNET.TEACHER.EMA_DECAY, views=views,
+                                                noise_std=cfg.OXNET.MMT_PSM.NOISE_STD)
         ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
         self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook)

@@ -1,6 +1,8 @@
 """The OXnet meta-architecture: RetinaNet + global head (GAP or DAA) + GPA + soft focal loss."""
+import math
 from typing import Dict, List
 
+import numpy as np
 import torch
 from torch import distributed as dist
 from detectron2.config import configurable
@@ -11,15 +13,27 @@ from torch import nn
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.events import get_event_storage
 
-from oxnet.config import method_components
+from oxnet.config import UNSUP_LOSSES, method_components
 
+from . import baselines
 from .attention import daa_logits, local_attention, normalize_attention
 from .global_head import GlobalHead
 from .gpa import PrototypeMemory, class_features, gpa_losses
 from .losses import masked_bce_with_logits, soft_focal_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
+#: Loss names of the unsupervised losses (``OXNET.METHOD`` components, see oxnet.config.METHODS).
+UNSUP_LOSS_KEYS = {"sfl": "loss_sfl", "pi": "loss_pi", "mean_teacher": "loss_mt", "mmt_psm": "loss_mmt",
+                   "focalmix": "loss_focalmix"}
 IMAGE_LABEL_LEVELS = ("full", "weak")  # weak losses are applied to D_W and D_F (Sec. 2.4)
+
+
+def _iteration():
+    """The training iteration of the current EventStorage (0 outside a training loop)."""
+    try:
+        return max(get_event_storage().iter, 0)
+    except AssertionError:
+        return 0
 
 
 def _group_norm(channels):
@@ -38,7 +52,11 @@ class OXNet(RetinaNet):
 
     Losses: RetinaNet's focal and box regression losses on full images (a full image without boxes
     trains as background everywhere); the global BCE (Eq. 1) and GPA's intra/inter losses (Eq. 6) on
-    full and weak images; the soft focal loss (Eq. 8) on weak and unlabeled images.
+    full and weak images; the soft focal loss (Eq. 8) on weak and unlabeled images. The
+    semi-supervised baselines of Table 1 (:mod:`oxnet.modeling.baselines`) replace the soft focal
+    loss by theirs, on the same images: weak images count as unlabeled for a method without a global
+    head. The Pi model reads its second stochastic view from ``"image_weak"``; MMT-PSM also reads
+    ``"teacher_std"`` (R, K), the spread of the teacher's probabilities over perturbed views.
 
     Inference output: RetinaNet's ``"instances"`` plus ``"global_scores"`` (K,) for models with a
     global head.
@@ -50,7 +68,10 @@ class OXNet(RetinaNet):
                  prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
                  unsup: str = "", sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
-                 sfl_gamma: float = 2.0, sfl_weight: float = 1.0, **kwargs):
+                 sfl_gamma: float = 2.0, sfl_weight: float = 1.0, consistency_weight: float = 1.0,
+                 consistency_rampup: int = 0, psm_fraction: float = 0.1, focalmix_alpha: float = 0.25,
+                 focalmix_gamma: float = 2.0, mixup_alpha: float = 0.75, focalmix_temperature: float = 0.5,
+                 **kwargs):
         super().__init__(**kwargs)
         if global_mode not in ("", "gap", "daa"):
             raise ValueError(f"global head mode must be '', 'gap' or 'daa', got {global_mode!r}")
@@ -64,9 +85,13 @@ class OXNet(RetinaNet):
         self.gpa_margin = gpa_margin
         self.gpa_intra_weight = gpa_intra_weight
         self.gpa_inter_weight = gpa_inter_weight
-        if unsup not in ("", "sfl"):
-            raise ValueError(f"unknown unsupervised loss {unsup!r}")
+        if unsup and unsup not in UNSUP_LOSSES:
+            raise ValueError(f"unknown unsupervised loss {unsup!r}; choose one of {UNSUP_LOSSES}")
         self.unsup = unsup
+        self.consistency_weight, self.consistency_rampup = consistency_weight, consistency_rampup
+        self.psm_fraction = psm_fraction
+        self.focalmix_alpha, self.focalmix_gamma = focalmix_alpha, focalmix_gamma
+        self.mixup_alpha, self.focalmix_temperature = mixup_alpha, focalmix_temperature
         self.sfl_alpha, self.sfl_eps, self.sfl_gamma, self.sfl_weight = sfl_alpha, sfl_eps, sfl_gamma, sfl_weight
         # Loss normalizers are buffers (not Python floats) so that checkpoints and resumed runs keep them.
         self.register_buffer("loss_normalizer", torch.tensor(100.0))
@@ -111,6 +136,11 @@ class OXNet(RetinaNet):
         if parts["unsup"] == "sfl":
             s = cfg.OXNET.SFL
             ret.update(sfl_alpha=s.ALPHA, sfl_eps=s.EPS, sfl_gamma=s.GAMMA, sfl_weight=s.WEIGHT)
+        elif parts["unsup"]:
+            c, f = cfg.OXNET.CONSISTENCY, cfg.OXNET.FOCALMIX
+            ret.update(consistency_weight=c.WEIGHT, consistency_rampup=c.RAMPUP_ITERS,
+                       psm_fraction=cfg.OXNET.MMT_PSM.SELECT_FRACTION, focalmix_alpha=f.ALPHA,
+                       focalmix_gamma=f.GAMMA, mixup_alpha=f.MIXUP_ALPHA, focalmix_temperature=f.TEMPERATURE)
         return ret
 
     # ------------------------------------------------------------------ helpers
@@ -182,8 +212,9 @@ class OXNet(RetinaNet):
 
         if global_out is not None:
             losses.update(self._weak_losses(batched_inputs, levels, global_out, zero))
-        if self.unsup == "sfl":
-            losses["loss_sfl"] = self._sfl_loss(batched_inputs, levels, pred_logits, zero)
+        if self.unsup:
+            key = UNSUP_LOSS_KEYS[self.unsup]
+            losses[key] = self._unsupervised_loss(batched_inputs, levels, pred_logits, zero)
         return losses
 
     def _weak_losses(self, batched_inputs, levels, global_out, zero):
@@ -209,24 +240,74 @@ class OXNet(RetinaNet):
             out["loss_gpa_inter"] = out["loss_gpa_inter"] + self.gpa_inter_weight * inter
         return out
 
-    def _sfl_loss(self, batched_inputs, levels, pred_logits, zero):
-        """Soft focal loss (Eq. 8), summed over every anchor and class of each weak/unlabeled image
-        and divided by (number of such images x running mean of positive anchors per fully labeled
-        image), so that a soft-target image weighs like a fully labeled one in RetinaNet's loss."""
+    def _unsupervised_loss(self, batched_inputs, levels, pred_logits, zero):
+        """The method's loss on weak and unlabeled images: the soft focal loss (Eq. 8) or a baseline's
+        (:mod:`oxnet.modeling.baselines`), summed over every anchor and class of each such image and
+        divided by (number of such images x running mean of positive anchors per fully labeled
+        image), so that an image without boxes weighs like a fully labeled one in RetinaNet's loss.
+        The baselines' losses are further scaled by ``OXNET.CONSISTENCY.WEIGHT`` and its ramp-up."""
         idx = [i for i, s in enumerate(levels) if s in SOFT_TARGET_LEVELS]
         if not idx:
             return zero
-        missing = [batched_inputs[i].get("file_name", i) for i in idx if "teacher_probs" not in batched_inputs[i]]
-        if missing:
-            raise ValueError(f"soft focal loss needs 'teacher_probs' (from the mean teacher) for {missing[:3]}")
+        needs = {"sfl": ("teacher_probs",), "mean_teacher": ("teacher_probs",),
+                 "focalmix": ("teacher_probs",), "mmt_psm": ("teacher_probs", "teacher_std"),
+                 "pi": ("image_weak",)}[self.unsup]
+        for key in needs:
+            missing = [batched_inputs[i].get("file_name", i) for i in idx if key not in batched_inputs[i]]
+            if missing:
+                source = "the dataset mapper" if key == "image_weak" else "the mean teacher"
+                raise ValueError(f"the {self.unsup} loss needs {key!r} (from {source}) for {missing[:3]}")
         sel = torch.as_tensor(idx, device=self.device)
         student = cat(pred_logits, dim=1)[sel]
-        targets = torch.stack([batched_inputs[i]["teacher_probs"] for i in idx]).to(self.device)
-        if targets.shape != student.shape:
-            raise ValueError(f"teacher_probs of shape {tuple(targets.shape[1:])} do not match the student's "
-                             f"anchors {tuple(student.shape[1:])}: the two views must share their geometry")
-        loss = soft_focal_loss(student, targets, self.sfl_alpha, self.sfl_eps, self.sfl_gamma).sum()
-        return self.sfl_weight * loss / (len(idx) * self.positives_per_image)
+        targets = None
+        if "teacher_probs" in needs:
+            targets = torch.stack([batched_inputs[i]["teacher_probs"] for i in idx]).to(self.device)
+            if targets.shape != student.shape:
+                raise ValueError(f"teacher_probs of shape {tuple(targets.shape[1:])} do not match the "
+                                 f"student's anchors {tuple(student.shape[1:])}: the two views must share "
+                                 "their geometry")
+        if self.unsup == "sfl":
+            loss = soft_focal_loss(student, targets, self.sfl_alpha, self.sfl_eps, self.sfl_gamma).sum()
+            return self.sfl_weight * loss / (len(idx) * self.positives_per_image)
+        if self.unsup == "pi":
+            other = self._dense_logits([batched_inputs[i] for i in idx], "image_weak")
+            loss = baselines.pi_consistency(student, other)
+        elif self.unsup == "mean_teacher":
+            loss = baselines.mean_teacher_consistency(student, targets)
+        elif self.unsup == "mmt_psm":
+            spread = torch.stack([batched_inputs[i]["teacher_std"] for i in idx]).to(self.device)
+            loss = baselines.mmt_psm_consistency(student, targets, spread, self.psm_fraction)
+        else:  # focalmix: a further pass of the student on mixed images
+            loss = self._focalmix_loss([batched_inputs[i] for i in idx], targets)
+        return self._consistency_scale() * loss.sum() / (len(idx) * self.positives_per_image)
+
+    def _dense_logits(self, inputs, image_key):
+        """Student logits (B, R, K) over all anchors for ``inputs[image_key]``, with gradients."""
+        _, _, logits, _ = self._run_network(inputs, image_key)
+        self._bottom_up_features = None
+        return cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1)
+
+    def _focalmix_loss(self, inputs, targets):
+        """FocalMix: soft-target focal loss of the student on MixUp of the images (strong views) and
+        their sharpened teacher targets, mixed with a random permutation of the batch."""
+        targets = baselines.sharpen(targets, self.focalmix_temperature)
+        rng = np.random.default_rng(_iteration() + 7919)  # a function of the iteration: resumable
+        lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
+        lam = max(lam, 1.0 - lam)
+        perm = torch.as_tensor(rng.permutation(len(inputs)))
+        images = torch.stack([x["image"] for x in inputs]).to(self.device)
+        mixed, mixed_targets = baselines.mixup(images, targets, lam, perm.to(self.device))
+        logits = self._dense_logits([{"image": m} for m in mixed], "image")
+        return baselines.soft_target_focal_loss(logits, mixed_targets, self.focalmix_alpha,
+                                                self.focalmix_gamma)
+
+    def _consistency_scale(self):
+        """``OXNET.CONSISTENCY.WEIGHT`` times Laine & Aila's ramp-up ``exp(-5 (1 - t / T)^2)``."""
+        if self.consistency_rampup <= 0:
+            return self.consistency_weight
+        t = _iteration()
+        phase = 1.0 - min(max(t, 0), self.consistency_rampup) / self.consistency_rampup
+        return self.consistency_weight * math.exp(-5.0 * phase * phase)
 
     # ------------------------------------------------------------------ teacher / analysis
     @torch.no_grad()

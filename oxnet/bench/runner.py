@@ -1,0 +1,206 @@
+"""Train and evaluate every (row, seed) of a table with identical data, schedule and evaluation.
+
+Each run trains in ``OUT/runs/<table>/<row>/seed<S>`` (resumable from its periodic checkpoints),
+is evaluated on the test set with :class:`oxnet.evaluation.OXnetEvaluator`, and its metrics are added
+to ``OUT/results.json`` (written atomically). Finished runs are skipped when the command is repeated.
+"""
+import glob
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from oxnet.config import method_components
+from oxnet.utils.atomic import atomic_write_json
+
+from .presets import TABLE1_ROWS
+
+__all__ = ["Row", "table1_rows", "table2_rows", "run_table", "config_file"]
+
+logger = logging.getLogger("oxnet.bench")
+
+METRIC_KEYS = ("mAP", "AP40", "AP75", "APs", "APm", "APl")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "configs", "table1")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a method trained on ``full`` / ``weak`` / ``unlabeled`` training images."""
+
+    method: str
+    full: int
+    weak: int
+    unlabeled: int
+
+    @property
+    def key(self):
+        return f"{self.method}_f{self.full}_w{self.weak}_u{self.unlabeled}"
+
+
+def config_file(method):
+    """The row's config file ``configs/table1/<method>.yaml``."""
+    path = os.path.join(CONFIG_DIR, f"{method}.yaml")
+    if not os.path.exists(path):
+        raise ValueError(f"no config file {path} for method {method!r}")
+    return path
+
+
+def _count(value, n):
+    return int(round(value * n)) if isinstance(value, float) and value <= 1 else int(value)
+
+
+def table1_rows(spec, n_train, methods=TABLE1_ROWS):
+    """Table 1: the same box-labeled images for every row; the rest are weakly labeled for methods
+    with a global head, unlabeled for methods with only an unsupervised loss, unused by RetinaNet."""
+    full = _count(spec["table1"]["full"], n_train)
+    rest = n_train - full
+    rows = []
+    for m in methods:
+        parts = method_components(m)
+        weak = rest if parts["global_head"] else 0
+        unlabeled = rest if parts["unsup"] and not parts["global_head"] else 0
+        rows.append(Row(m, full, weak, unlabeled))
+    return rows
+
+
+def table2_rows(spec, n_train):
+    """Table 2: the paper's supervision mixes scaled to the training set (or the spec's); RetinaNet
+    for box-only settings and OXnet for the others unless the spec names the methods."""
+    from oxnet.data.omni import table2_settings
+
+    settings = spec["table2"].get("settings") or table2_settings(n_train)
+    methods = spec["table2"].get("methods") or [
+        "retinanet" if w == 0 and u == 0 else "oxnet" for _, w, u in settings]
+    if len(methods) != len(settings):
+        raise ValueError(f"table2: {len(methods)} methods for {len(settings)} settings")
+    return [Row(m, *(int(c) for c in s)) for m, s in zip(methods, settings)]
+
+
+def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
+    """The config of one run: the row's config file, then the spec's ``opts``, then the run's data
+    (and its classes), seed and schedule (steps at 75% and 90%, warm-up over the first 10%, at
+    most 50 iterations)."""
+    from detectron2.config import get_cfg
+    from detectron2.data import MetadataCatalog
+
+    from oxnet.config import add_oxnet_config
+
+    cfg = get_cfg()
+    add_oxnet_config(cfg)
+    cfg.merge_from_file(config_file(row.method))
+    cfg.merge_from_list(list(spec.get("opts", [])))
+    # the test set is evaluated once, after training, by train_and_evaluate (not by the trainer's hook)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train_name,), ()
+    classes = MetadataCatalog.get(test_name).thing_classes
+    cfg.MODEL.RETINANET.NUM_CLASSES = len(classes)
+    cfg.OXNET.CLASS_NAMES = tuple(classes)
+    cfg.SEED = seed
+    cfg.SOLVER.MAX_ITER = iters
+    cfg.SOLVER.STEPS = tuple(sorted({s for s in (int(0.75 * iters), int(0.9 * iters)) if 0 < s < iters}))
+    cfg.SOLVER.WARMUP_ITERS = min(50, iters // 10)
+    cfg.SOLVER.CHECKPOINT_PERIOD = max(iters // 4, 1)
+    cfg.OXNET.CONSISTENCY.RAMPUP_ITERS = int(spec.get("rampup_fraction", 0.25) * iters)
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.OXNET.SOLVER.PLATEAU_PATIENCE = 0  # needs periodic validation; the fixed steps replace it
+    cfg.OUTPUT_DIR = output_dir
+    from oxnet.config import resolve_device
+
+    resolve_device(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def train_and_evaluate(cfg, test_name, keep_weights=False):
+    """Train (resuming from OUTPUT_DIR when it has a checkpoint), evaluate the student on the
+    dataset ``test_name`` and return its bbox metrics in percent."""
+    from detectron2.evaluation import inference_on_dataset
+    from detectron2.utils.env import seed_all_rng
+
+    from oxnet.engine import OXnetTrainer
+    from oxnet.engine.hooks import unwrap
+    from oxnet.evaluation import OXnetEvaluator
+
+    seed_all_rng(cfg.SEED)
+    trainer = OXnetTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    if trainer.start_iter < cfg.SOLVER.MAX_ITER:
+        trainer.train()
+    model = unwrap(trainer.model)
+    evaluator = OXnetEvaluator(test_name, output_dir=cfg.OUTPUT_DIR, write_report=False, distributed=False)
+    results = inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, test_name), evaluator)
+    if not keep_weights:
+        for path in glob.glob(os.path.join(cfg.OUTPUT_DIR, "*.pth")):
+            os.remove(path)
+        last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+        if os.path.exists(last):
+            os.remove(last)
+    return {k: float(results["bbox"][k]) for k in METRIC_KEYS}
+
+
+def load_results(out_dir):
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weights=False, progress=True):
+    """Run every (row, seed) of ``table`` ("table1" or "table2"), or of the ``rows`` given, not yet in
+    ``OUT/results.json`` and write ``OUT/<table>.md`` with every row of the table (those not run yet
+    marked "pending"); return the path of the table."""
+    from tqdm import tqdm
+
+    from .data import prepare_data
+    from .tables import write_table
+
+    seeds = int(seeds if seeds is not None else spec["seeds"])
+    iters = int(iters if iters is not None else spec["iters"])
+    if seeds < 1 or iters < 1:
+        raise ValueError(f"--seeds and --iters must be >= 1, got {seeds} and {iters}")
+    os.makedirs(out_dir, exist_ok=True)
+    data = prepare_data(spec, out_dir)
+    if table == "table1":
+        all_rows = shown = table1_rows(spec, data.n_train)
+        if rows:
+            unknown = [r for r in rows if r not in TABLE1_ROWS]
+            if unknown:
+                raise ValueError(f"unknown table1 rows {unknown}; choose from {', '.join(TABLE1_ROWS)}")
+            all_rows = [r for r in all_rows if r.method in rows]
+    elif table == "table2":
+        all_rows = shown = table2_rows(spec, data.n_train)
+        if rows:
+            bad = [r for r in rows if not (str(r).isdigit() and 1 <= int(r) <= len(all_rows))]
+            if bad:
+                raise ValueError(f"table2 --rows are setting numbers 1..{len(all_rows)}, got {bad}")
+            all_rows = [all_rows[int(r) - 1] for r in rows]
+    else:
+        raise ValueError(f"unknown table {table!r}; choose table1 or table2")
+    for row in all_rows:
+        config_file(row.method)  # fail early on a missing config
+    test_name = data.test_dataset()
+    results = load_results(out_dir)
+    jobs = [(row, s) for row in all_rows for s in range(seeds)]
+    key = lambda row, s: f"{table}/{row.key}/seed{s}/iters{iters}"  # noqa: E731
+    todo = [(row, s) for row, s in jobs if key(row, s) not in results]
+    logger.info(f"{table}: {len(jobs)} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations), "
+                f"{len(jobs) - len(todo)} already done")
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=table, disable=not progress)
+    for row, s in todo:
+        bar.set_postfix_str(f"{row.method} {row.full}/{row.weak}/{row.unlabeled} seed {s}")
+        run_dir = os.path.join(out_dir, "runs", table, row.key, f"seed{s}_iters{iters}")
+        cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, run_dir)
+        start = time.perf_counter()
+        metrics = train_and_evaluate(cfg, test_name, keep_weights)
+        seconds = time.perf_counter() - start
+        results = load_results(out_dir)  # another process may have added runs meanwhile
+        results[key(row, s)] = {"table": table, "method": row.method, "full": row.full, "weak": row.weak,
+                                "unlabeled": row.unlabeled, "seed": s, "iters": iters,
+                                "seconds": round(seconds, 1), "metrics": metrics}
+        atomic_write_json(os.path.join(out_dir, "results.json"), results, indent=2)
+        logger.info(f"{table} {row.key} seed {s}: mAP {metrics['mAP']:.2f} in {seconds:.0f} s")
+        bar.update(1)
+    bar.close()
+    return write_table(table, spec, shown, seeds, iters, results, out_dir, data)

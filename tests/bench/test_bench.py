@@ -1,0 +1,89 @@
+import json
+import os
+
+import pytest
+
+from oxnet.bench import PRESETS, TABLE1_ROWS, load_spec, run_table, table1_rows, table2_rows
+from oxnet.bench import runner
+from oxnet.bench.__main__ import main
+
+
+def test_table1_rows_use_the_non_box_images_as_the_paper_does():
+    spec = load_spec("toy")
+    rows = {r.method: r for r in table1_rows(dict(spec, table1={"full": 0.25}), 100)}
+    assert list(rows) == list(TABLE1_ROWS)
+    assert all(r.full == 25 for r in rows.values())
+    assert (rows["retinanet"].weak, rows["retinanet"].unlabeled) == (0, 0)
+    for m in ("pi_model", "mean_teacher", "mmt_psm", "focalmix", "sfl"):  # rows 2-5 and SFL: 0 weak
+        assert (rows[m].weak, rows[m].unlabeled) == (0, 75), m
+    for m in ("pi_model_mt", "mean_teacher_mt", "mmt_psm_mt", "focalmix_mt", "daa", "daa_gpa", "oxnet"):
+        assert (rows[m].weak, rows[m].unlabeled) == (75, 0), m
+
+
+def test_table2_rows_scale_the_paper_settings():
+    rows = table2_rows(load_spec("toy"), 13963)
+    counts = [(r.full, r.weak, r.unlabeled) for r in rows]
+    assert counts[:4] == [(682, 0, 0), (1372, 0, 0), (2725, 0, 0), (682, 13281, 0)]
+    assert [r.method for r in rows] == ["retinanet"] * 3 + ["oxnet"] * 6
+
+
+def test_every_row_has_a_config_file_with_its_method():
+    for m in TABLE1_ROWS:
+        with open(runner.config_file(m), encoding="utf-8") as f:
+            assert f'METHOD: "{m}"' in f.read()
+
+
+def test_spec_files_resolve_relative_paths_and_bad_specs_are_named(tmp_path):
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps({"data": {"kind": "coco", "json": "a/ann.json", "images": "a/img",
+                                         "n_train": 10, "n_test": 5}, "iters": 7}))
+    spec = load_spec(str(path))
+    assert spec["data"]["json"] == str(tmp_path / "a" / "ann.json")
+    assert spec["iters"] == 7 and spec["table1"] == {"full": 0.25} and spec["name"] == "my"
+    path.write_text(json.dumps({"data": {"kind": "nope"}}))
+    with pytest.raises(ValueError, match="my.json.*kind"):
+        load_spec(str(path))
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_spec(str(tmp_path / "missing.json"))
+    assert {"synthetic", "tbx500"} <= set(PRESETS)
+
+
+def _table_rows(path):
+    lines = open(path, encoding="utf-8").read().splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in lines if line.startswith("| ") and "Method" not in line]
+
+
+def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
+    out = str(tmp_path / "bench")
+    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
+                 "--no-progress"]) == 0
+    rows = {r[0]: r for r in _table_rows(os.path.join(out, "table1.md"))}
+    assert len(rows) == len(TABLE1_ROWS)  # every row is listed, those not run as pending
+    assert rows["RetinaNet"][1:4] == ["3", "0", "0"] and rows["OXnet (SFL+DAA+GPA)"][1:4] == ["3", "9", "0"]
+    assert rows["Mean Teacher"][1:4] == ["3", "0", "9"] and rows["Mean Teacher"][4] == "pending"
+    assert all(c != "pending" for name in ("RetinaNet", "OXnet (SFL+DAA+GPA)") for c in rows[name][4:])
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert len(results) == 2
+    assert all(set(r["metrics"]) == {"mAP", "AP40", "AP75", "APs", "APm", "APl"} for r in results.values())
+    assert not any(f.endswith(".pth") for _, _, files in os.walk(out) for f in files)  # weights dropped
+
+    spec = dict(load_spec("toy"), table2={"settings": [[3, 0, 0], [3, 6, 3]], "methods": None})
+    path = run_table("table2", spec, out, iters=2, progress=False)
+    rows = _table_rows(path)
+    assert [r[:4] for r in rows] == [["RetinaNet", "3", "0", "0"], ["OXnet (SFL+DAA+GPA)", "3", "6", "3"]]
+    train = json.load(open(os.path.join(out, "data", "train_f3_w6_u3.json")))
+    levels = sorted(i["supervision"] for i in train["images"])
+    assert levels == ["full"] * 3 + ["unlabeled"] * 3 + ["weak"] * 6
+    assert len(json.load(open(os.path.join(out, "results.json")))) == 4
+
+    # a second call finds every run in results.json and trains nothing
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(runner, "train_and_evaluate", no_training)
+    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
+                 "--no-progress"]) == 0
+    run_table("table2", spec, out, iters=2, progress=False)
+    # an unknown row is refused with its name
+    assert main(["table1", "--data", "toy", "--out", out, "--rows", "resnet"]) == 2
