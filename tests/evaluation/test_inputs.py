@@ -37,8 +37,10 @@ def test_malformed_entry_is_named(data):
         evaluate_detections(gt, [preds[0], entry])
 
 
-def test_empty_predictions_give_zeros_with_a_warning(data, caplog):
+def test_empty_predictions_give_zeros_with_a_warning(data, caplog, monkeypatch):
     gt, _ = data
+    # detectron2's setup_logger(name="oxnet") (used by the command-line tools) stops propagation
+    monkeypatch.setattr(logging.getLogger("oxnet"), "propagate", True)
     with caplog.at_level(logging.WARNING):
         m = evaluate_detections(gt, []).metrics
     assert "empty" in caplog.text and any("empty" in w for w in m["warnings"])
