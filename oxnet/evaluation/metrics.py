@@ -157,9 +157,9 @@ def _pct(v):
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
-def format_table(metrics):
-    """A plain-text table of the metrics in percent with one decimal (n/a where undefined)."""
-    head = ["class", "#GT"] + list(AP_KEYS) + ["FROC", "AUC-g", "AUC-l"]
+def per_class_rows(metrics):
+    """Rows (cells as strings, percent) per class plus a "mean" row: class, #GT, the AP keys, FROC
+    mean, global and local AUROC."""
     rows = []
     for name, r in metrics["per_class"].items():
         rows.append([name, str(r["num_gt"])] + [_pct(r[k]) for k in AP_KEYS]
@@ -167,6 +167,13 @@ def format_table(metrics):
     rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])] + [_pct(metrics[k]) for k in AP_KEYS]
                 + [_pct(metrics["froc"]["class_mean"]["mean"]), _pct(metrics["auroc"]["global"]),
                    _pct(metrics["auroc"]["local"])])
+    return rows
+
+
+def format_table(metrics):
+    """A plain-text table of the metrics in percent with one decimal (n/a where undefined)."""
+    head = ["class", "#GT"] + list(AP_KEYS) + ["FROC", "AUC-g", "AUC-l"]
+    rows = per_class_rows(metrics)
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     def fmt(r):
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

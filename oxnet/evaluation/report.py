@@ -12,7 +12,7 @@ import numpy as np
 
 from oxnet.utils.atomic import atomic_open, atomic_write_json
 
-from .metrics import AP_KEYS
+from .metrics import AP_KEYS, _pct, per_class_rows
 
 __all__ = ["write_report", "plot_pr_curves", "plot_froc_curves", "draw_overlays", "table1_row"]
 
@@ -20,10 +20,6 @@ logger = logging.getLogger(__name__)
 
 TABLE1_HEADER = ("| Method | # full | # weak | # unlabeled | mAP | AP40 | AP75 | APS | APM | APL |\n"
                  "|---|---|---|---|---|---|---|---|---|---|")
-
-
-def _pct(v):
-    return "n/a" if v is None else f"{100 * v:.1f}"
 
 
 def _save_figure(fig, path):
@@ -150,17 +146,6 @@ def table1_row(metrics, method="OXnet", counts=None):
     return "| " + " | ".join(cells) + " |"
 
 
-def _per_class_rows(metrics):
-    rows = []
-    for name, r in metrics["per_class"].items():
-        rows.append([name, str(r["num_gt"])] + [_pct(r[k]) for k in AP_KEYS]
-                    + [_pct(r["froc_mean"]), _pct(r["auroc_global"]), _pct(r["auroc_local"])])
-    rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])] + [_pct(metrics[k]) for k in AP_KEYS]
-                + [_pct(metrics["froc"]["class_mean"]["mean"]), _pct(metrics["auroc"]["global"]),
-                   _pct(metrics["auroc"]["local"])])
-    return rows
-
-
 PER_CLASS_HEADER = ["class", "# GT boxes", "mAP", "AP40", "AP75", "APS", "APM", "APL", "FROC mean",
                     "AUROC global", "AUROC top local"]
 
@@ -274,7 +259,7 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
 
     md = [f"# Evaluation report: {method}", "", "## Table 1 row (percent)", "", TABLE1_HEADER,
           table1_row(m, method, counts), "", "## Per class (percent; n/a: no ground truth)", "",
-          _md_table(PER_CLASS_HEADER, _per_class_rows(m)), "", "## FROC sensitivity (percent)", "",
+          _md_table(PER_CLASS_HEADER, per_class_rows(m)), "", "## FROC sensitivity (percent)", "",
           _md_table(fh, fr), ""]
     bh, br = _bootstrap_rows(m)
     if bh:
@@ -292,7 +277,7 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
     t1_row = [c.strip() for c in table1_row(m, method, counts).strip("|").split("|")]
     body = [f"<h1>Evaluation report: {html.escape(method)}</h1>", "<h2>Table 1 row (percent)</h2>",
             _html_table(t1_header, [t1_row]), "<h2>Per class (percent; n/a: no ground truth)</h2>",
-            _html_table(PER_CLASS_HEADER, _per_class_rows(m)), "<h2>FROC sensitivity (percent)</h2>",
+            _html_table(PER_CLASS_HEADER, per_class_rows(m)), "<h2>FROC sensitivity (percent)</h2>",
             _html_table(fh, fr)]
     if bh:
         body += [f"<h2>Bootstrap intervals over images (percent; {m['bootstrap']['n']} replicates)</h2>",
