@@ -158,11 +158,16 @@ class OXNet(RetinaNet):
         buf.mul_(momentum).add_((1 - momentum) * value)
         return buf.item()
 
-    def _run_network(self, batched_inputs, image_key="image"):
+    def _run_network(self, batched_inputs, image_key="image", with_boxes=True):
+        """Backbone + head on ``batched_inputs[i][image_key]``. ``with_boxes=False`` skips the box
+        branch (deltas None) for passes that need only class maps (teacher targets, attention)."""
         images = self.preprocess_image([{"image": x[image_key]} for x in batched_inputs])
         features = self.backbone(images.tensor)
         features = [features[f] for f in self.head_in_features]
-        logits, deltas = self.head(features)
+        if with_boxes:
+            logits, deltas = self.head(features)
+        else:
+            logits, deltas = [self.head.cls_score(self.head.cls_subnet(f)) for f in features], None
         return images, features, logits, deltas
 
     def _global_logits(self, logits: List[torch.Tensor]):
@@ -283,7 +288,7 @@ class OXNet(RetinaNet):
 
     def _dense_logits(self, inputs, image_key):
         """Student logits (B, R, K) over all anchors for ``inputs[image_key]``, with gradients."""
-        _, _, logits, _ = self._run_network(inputs, image_key)
+        _, _, logits, _ = self._run_network(inputs, image_key, with_boxes=False)
         self._bottom_up_features = None
         return cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1)
 
@@ -313,10 +318,7 @@ class OXNet(RetinaNet):
     @torch.no_grad()
     def dense_probs(self, batched_inputs, image_key="image"):
         """Dense class probabilities (B, R, K) over all anchors of all levels (the teacher's targets)."""
-        _, _, logits, deltas = self._run_network(batched_inputs, image_key)
-        self._bottom_up_features = None
-        pred_logits = self._transpose_dense_predictions([logits], [self.num_classes])[0]
-        return cat(pred_logits, dim=1).sigmoid()
+        return self._dense_logits(batched_inputs, image_key).sigmoid()
 
     @torch.no_grad()
     def attention_maps(self, batched_inputs):
@@ -324,7 +326,7 @@ class OXNet(RetinaNet):
         (X * R, the map DAA pools), each a (K, h, w) numpy array on the last-stage grid."""
         if self.global_mode != "daa":
             raise ValueError("attention maps need the DAA global head (OXNET.METHOD daa, daa_gpa or oxnet)")
-        _, _, logits, _ = self._run_network(batched_inputs)
+        _, _, logits, _ = self._run_network(batched_inputs, with_boxes=False)
         _, cam, attention, _ = self._global_logits(logits)
         return [{"cam": c.cpu().numpy(), "local": a.cpu().numpy(), "daa": (c * a).cpu().numpy()}
                 for c, a in zip(cam, attention)]
