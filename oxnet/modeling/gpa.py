@@ -71,12 +71,18 @@ def gpa_losses(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor
         margin: delta.
 
     Returns:
-        (intra, inter): ``mean ||F_c - P_c||^2`` over the selected pairs, and
-        ``mean max(0, delta - ||F_j - P_c||^2)`` over the selected pairs (j) and every other
+        (intra, inter): ``mean d(F_c, P_c)`` over the selected pairs, and
+        ``mean max(0, delta - d(F_j, P_c))`` over the selected pairs (j) and every other
         class c != j with a prototype. Zero (with a graph) when nothing is selected.
+
+    The distance ``d(F, P) = ||F - P||_2^2 / C`` is Eq. 6's squared L2 norm divided by the feature
+    width C, as the authors' code computes it (a mean over channels). Without the division the loss
+    grows with the width of M (512 channels for ResNet-18, 2048 for ResNet-101): the intra term then
+    dominates the detector's losses and is cheapest to lower by shrinking the last-stage features,
+    while the margin delta = 1 is far below any distance, so the inter term never acts.
     """
     prototypes = prototypes.detach().to(feats.dtype)
-    sq_dist = (feats[:, :, None, :] - prototypes[None, None, :, :]).pow(2).sum(-1)  # (B, j, c)
+    sq_dist = (feats[:, :, None, :] - prototypes[None, None, :, :]).pow(2).mean(-1)  # (B, j, c)
     k = prototypes.shape[0]
     own = torch.eye(k, dtype=torch.bool, device=feats.device)
     pair = mask & valid_classes[None, :]

@@ -48,10 +48,11 @@ def test_gpa_losses_match_hand_computed_values():
     protos = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
     mask = torch.tensor([[True, True]])
     intra, inter = gpa_losses(feats, protos, mask, torch.tensor([True, True]), margin=1.0)
-    # intra: ||(1,0)-(0,0)||^2 = 1, ||(0,.5)-(0,1)||^2 = .25 -> mean .625
-    assert intra.item() == pytest.approx(0.625)
-    # inter: F_0 vs P_1: ||(1,-1)||^2 = 2 -> 0; F_1 vs P_0: ||(0,.5)||^2 = .25 -> .75; mean .375
-    assert inter.item() == pytest.approx(0.375)
+    # d = ||F - P||^2 / C with C = 2.
+    # intra: d((1,0),(0,0)) = 1/2, d((0,.5),(0,1)) = .25/2 -> mean .3125
+    assert intra.item() == pytest.approx(0.3125)
+    # inter: F_0 vs P_1: d = 2/2 = 1 -> 0; F_1 vs P_0: d = .25/2 -> .875; mean .4375
+    assert inter.item() == pytest.approx(0.4375)
     (intra + inter).backward()
     assert feats.grad.abs().sum() > 0
 
@@ -65,5 +66,5 @@ def test_gpa_losses_skip_unselected_pairs_and_missing_prototypes():
     valid = torch.tensor([False, True, True])  # class 0 has no prototype yet
     intra, inter = gpa_losses(feats, protos, mask, valid, margin=100.0)
     assert intra.item() == 0  # its own prototype is missing
-    expected = torch.stack([100 - (feats[0, 0] - protos[c]).pow(2).sum() for c in (1, 2)]).clamp(min=0).mean()
+    expected = torch.stack([100 - (feats[0, 0] - protos[c]).pow(2).mean() for c in (1, 2)]).clamp(min=0).mean()
     assert inter.item() == pytest.approx(expected.item(), rel=1e-5)
