@@ -153,7 +153,8 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
     return result
 
 
-def _pct(v):
+def percent_text(v):
+    """A fraction as percent text with one decimal, "n/a" for None (tables and reports)."""
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
@@ -162,11 +163,11 @@ def per_class_rows(metrics):
     mean, global and local AUROC."""
     rows = []
     for name, r in metrics["per_class"].items():
-        rows.append([name, str(r["num_gt"])] + [_pct(r[k]) for k in AP_KEYS]
-                    + [_pct(r["froc_mean"]), _pct(r["auroc_global"]), _pct(r["auroc_local"])])
-    rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])] + [_pct(metrics[k]) for k in AP_KEYS]
-                + [_pct(metrics["froc"]["class_mean"]["mean"]), _pct(metrics["auroc"]["global"]),
-                   _pct(metrics["auroc"]["local"])])
+        rows.append([name, str(r["num_gt"])] + [percent_text(r[k]) for k in AP_KEYS]
+                    + [percent_text(r["froc_mean"]), percent_text(r["auroc_global"]), percent_text(r["auroc_local"])])
+    rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])] + [percent_text(metrics[k]) for k in AP_KEYS]
+                + [percent_text(metrics["froc"]["class_mean"]["mean"]), percent_text(metrics["auroc"]["global"]),
+                   percent_text(metrics["auroc"]["local"])])
     return rows
 
 
@@ -184,7 +185,7 @@ def format_table(metrics):
     if froc["sensitivity"] is not None:
         pts = ", ".join(f"{f:g}: {100 * s:.1f}" for f, s in zip(froc["fps_per_image"], froc["sensitivity"]))
         lines.append(f"FROC (all lesions, IoU >= {metrics['settings']['froc_iou']:g}) sensitivity at "
-                     f"FP/image {pts}; mean {_pct(froc['mean'])}")
+                     f"FP/image {pts}; mean {percent_text(froc['mean'])}")
     b = metrics.get("bootstrap")
     if b:
         iv = lambda x: "n/a" if x is None else f"[{100 * x[0]:.1f}, {100 * x[1]:.1f}]"  # noqa: E731

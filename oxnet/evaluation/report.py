@@ -12,7 +12,7 @@ import numpy as np
 
 from oxnet.utils.atomic import atomic_open, atomic_write_json
 
-from .metrics import AP_KEYS, _pct, per_class_rows
+from .metrics import AP_KEYS, percent_text, per_class_rows
 
 __all__ = ["write_report", "plot_pr_curves", "plot_froc_curves", "draw_overlays", "table1_row"]
 
@@ -142,7 +142,7 @@ def table1_row(metrics, method="OXnet", counts=None):
     """A row of the paper's Table 1: method, training images per supervision level, AP metrics in percent."""
     counts = counts or {}
     cells = [method] + [str(counts.get(k, "-")) for k in ("full", "weak", "unlabeled")]
-    cells += [_pct(metrics[k]) for k in AP_KEYS]
+    cells += [percent_text(metrics[k]) for k in AP_KEYS]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -153,11 +153,11 @@ PER_CLASS_HEADER = ["class", "# GT boxes", "mAP", "AP40", "AP75", "APS", "APM", 
 def _froc_rows(metrics):
     froc = metrics["froc"]
     na = [None] * len(froc["fps_per_image"])
-    rows = [["all lesions (pooled)"] + [_pct(v) for v in (froc["sensitivity"] or na)] + [_pct(froc["mean"])],
-            ["mean over classes"] + [_pct(v) for v in (froc["class_mean"]["sensitivity"] or na)]
-            + [_pct(froc["class_mean"]["mean"])]]
+    rows = [["all lesions (pooled)"] + [percent_text(v) for v in (froc["sensitivity"] or na)] + [percent_text(froc["mean"])],
+            ["mean over classes"] + [percent_text(v) for v in (froc["class_mean"]["sensitivity"] or na)]
+            + [percent_text(froc["class_mean"]["mean"])]]
     for name, r in metrics["per_class"].items():
-        rows.append([name] + [_pct(v) for v in (r["froc"] or na)] + [_pct(r["froc_mean"])])
+        rows.append([name] + [percent_text(v) for v in (r["froc"] or na)] + [percent_text(r["froc_mean"])])
     return ["FROC", *[f"{f:g} FP/img" for f in froc["fps_per_image"]], "mean"], rows
 
 
@@ -168,8 +168,8 @@ def _bootstrap_rows(metrics):
     header = ["metric", "estimate", f"{100 * b['level']:.0f}% interval"]
     iv = lambda x: "n/a" if x is None else f"{100 * x[0]:.1f} – {100 * x[1]:.1f}"  # noqa: E731
     label = {"mAP": "mAP", "AP40": "AP40", "AP75": "AP75", "froc_mean": "FROC mean (all lesions)"}
-    rows = [[label[k], _pct(b["point"][k]), iv(b[k])] for k in label]
-    rows += [[f"mAP {name}", _pct(metrics["per_class"][name]["mAP"]), iv(v)]
+    rows = [[label[k], percent_text(b["point"][k]), iv(b[k])] for k in label]
+    rows += [[f"mAP {name}", percent_text(metrics["per_class"][name]["mAP"]), iv(v)]
              for name, v in b["per_class_mAP"].items()]
     return header, rows
 
