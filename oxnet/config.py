@@ -83,11 +83,16 @@ def add_oxnet_config(cfg):
     _C.OXNET.SFL.GAMMA = 2.0
     _C.OXNET.SFL.WEIGHT = 1.0
 
-    # Semi-supervised baselines (oxnet.modeling.baselines). Their loss is multiplied by WEIGHT and by
-    # Laine & Aila's ramp-up exp(-5 (1 - t / RAMPUP_ITERS)^2) during the first RAMPUP_ITERS iterations.
+    # Schedule of every loss beyond RetinaNet's on boxed images (global head, GPA, SFL and the
+    # baselines' consistency): zero for the first BURN_IN_ITERS iterations (the detector learns from
+    # its boxes alone), then Laine & Aila's ramp-up exp(-5 (1 - t / ITERS)^2) over the next ITERS.
+    _C.OXNET.RAMPUP = CN()
+    _C.OXNET.RAMPUP.BURN_IN_ITERS = 0
+    _C.OXNET.RAMPUP.ITERS = 0
+
+    # Semi-supervised baselines (oxnet.modeling.baselines): their loss is multiplied by WEIGHT.
     _C.OXNET.CONSISTENCY = CN()
     _C.OXNET.CONSISTENCY.WEIGHT = 1.0
-    _C.OXNET.CONSISTENCY.RAMPUP_ITERS = 0
     # MMT-PSM: teacher self-ensemble over VIEWS perturbed copies of the weak view (Gaussian noise of
     # NOISE_STD grey levels; the first copy is unperturbed); the SELECT_FRACTION most sensitive
     # anchor-class entries of each image are distilled.

@@ -1,10 +1,13 @@
 """Train and evaluate every (row, seed) of a table with identical data, schedule and evaluation.
 
-Each run trains in ``OUT/runs/<table>/<row>/seed<S>`` (resumable from its periodic checkpoints),
-is evaluated on the test set with :class:`oxnet.evaluation.OXnetEvaluator`, and its metrics are added
-to ``OUT/results.json`` (written atomically). Finished runs are skipped when the command is repeated.
+Each run trains in ``OUT/runs/<table>/<row>/seed<S>_iters<K>_<config>`` (resumable from its periodic
+checkpoints), is evaluated on the test set with :class:`oxnet.evaluation.OXnetEvaluator`, and its
+metrics are added to ``OUT/results.json`` (written atomically) with the fingerprint of its full
+config. Finished runs are skipped when the command is repeated, unless their config changed since
+(another spec, other defaults): those are run again and the stale result is not shown.
 """
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -101,7 +104,8 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
     cfg.SOLVER.STEPS = tuple(sorted({s for s in (int(0.75 * iters), int(0.9 * iters)) if 0 < s < iters}))
     cfg.SOLVER.WARMUP_ITERS = min(50, iters // 10)
     cfg.SOLVER.CHECKPOINT_PERIOD = max(iters // 4, 1)
-    cfg.OXNET.CONSISTENCY.RAMPUP_ITERS = int(spec.get("rampup_fraction", 0.25) * iters)
+    cfg.OXNET.RAMPUP.BURN_IN_ITERS = int(spec.get("burn_in_fraction", 0.0) * iters)
+    cfg.OXNET.RAMPUP.ITERS = int(spec.get("rampup_fraction", 0.25) * iters)
     cfg.TEST.EVAL_PERIOD = 0
     cfg.OXNET.SOLVER.PLATEAU_PATIENCE = 0  # needs periodic validation; the fixed steps replace it
     cfg.OUTPUT_DIR = output_dir
@@ -137,6 +141,14 @@ def train_and_evaluate(cfg, test_name, keep_weights=False):
         if os.path.exists(last):
             os.remove(last)
     return {k: float(results["bbox"][k]) for k in METRIC_KEYS}
+
+
+def config_fingerprint(cfg):
+    """A short hash of everything that defines a run: the config without its output folder."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.OUTPUT_DIR = ""
+    return hashlib.sha1(cfg.dump(sort_keys=True).encode()).hexdigest()[:10]
 
 
 def load_results(out_dir):
@@ -181,26 +193,41 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     for row in all_rows:
         config_file(row.method)  # fail early on a missing config
     test_name = data.test_dataset()
+    key = lambda row, s: f"{table}/{row.key}/seed{s}/iters{iters}"  # noqa: E731
+    cfgs = {key(row, s): build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled),
+                                   test_name, "") for row in shown for s in range(seeds)}
+    fingerprints = {k: config_fingerprint(c) for k, c in cfgs.items()}
+
+    def current(results):  # the results of runs with today's configs
+        return {k: r for k, r in results.items() if k not in fingerprints or r.get("config") == fingerprints[k]}
+
     results = load_results(out_dir)
     jobs = [(row, s) for row in all_rows for s in range(seeds)]
-    key = lambda row, s: f"{table}/{row.key}/seed{s}/iters{iters}"  # noqa: E731
-    todo = [(row, s) for row, s in jobs if key(row, s) not in results]
+    todo = [(row, s) for row, s in jobs if key(row, s) not in current(results)]
+    stale = [key(row, s) for row, s in todo if key(row, s) in results]
+    if stale:
+        logger.warning(f"{len(stale)} finished runs had another config and are run again: "
+                       f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}")
     logger.info(f"{table}: {len(jobs)} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations), "
                 f"{len(jobs) - len(todo)} already done")
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=table, disable=not progress)
     for row, s in todo:
         bar.set_postfix_str(f"{row.method} {row.full}/{row.weak}/{row.unlabeled} seed {s}")
-        run_dir = os.path.join(out_dir, "runs", table, row.key, f"seed{s}_iters{iters}")
-        cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, run_dir)
+        fp = fingerprints[key(row, s)]
+        run_dir = os.path.join(out_dir, "runs", table, row.key, f"seed{s}_iters{iters}_{fp}")
+        cfg = cfgs[key(row, s)].clone()
+        cfg.defrost()
+        cfg.OUTPUT_DIR = run_dir
+        cfg.freeze()
         start = time.perf_counter()
         metrics = train_and_evaluate(cfg, test_name, keep_weights)
         seconds = time.perf_counter() - start
         results = load_results(out_dir)  # another process may have added runs meanwhile
         results[key(row, s)] = {"table": table, "method": row.method, "full": row.full, "weak": row.weak,
-                                "unlabeled": row.unlabeled, "seed": s, "iters": iters,
+                                "unlabeled": row.unlabeled, "seed": s, "iters": iters, "config": fp,
                                 "seconds": round(seconds, 1), "metrics": metrics}
         atomic_write_json(os.path.join(out_dir, "results.json"), results, indent=2)
         logger.info(f"{table} {row.key} seed {s}: mAP {metrics['mAP']:.2f} in {seconds:.0f} s")
         bar.update(1)
     bar.close()
-    return write_table(table, spec, shown, seeds, iters, results, out_dir, data)
+    return write_table(table, spec, shown, seeds, iters, current(load_results(out_dir)), out_dir, data)

@@ -69,7 +69,7 @@ class OXNet(RetinaNet):
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
                  unsup: str = "", sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
                  sfl_gamma: float = 2.0, sfl_weight: float = 1.0, consistency_weight: float = 1.0,
-                 consistency_rampup: int = 0, psm_fraction: float = 0.1, focalmix_alpha: float = 0.25,
+                 burn_in: int = 0, rampup: int = 0, psm_fraction: float = 0.1, focalmix_alpha: float = 0.25,
                  focalmix_gamma: float = 2.0, mixup_alpha: float = 0.75, focalmix_temperature: float = 0.5,
                  **kwargs):
         super().__init__(**kwargs)
@@ -88,7 +88,10 @@ class OXNet(RetinaNet):
         if unsup and unsup not in UNSUP_LOSSES:
             raise ValueError(f"unknown unsupervised loss {unsup!r}; choose one of {UNSUP_LOSSES}")
         self.unsup = unsup
-        self.consistency_weight, self.consistency_rampup = consistency_weight, consistency_rampup
+        self.consistency_weight = consistency_weight
+        if burn_in < 0 or rampup < 0:
+            raise ValueError(f"OXNET.RAMPUP.BURN_IN_ITERS and ITERS must be >= 0, got {burn_in} and {rampup}")
+        self.burn_in, self.rampup = burn_in, rampup
         self.psm_fraction = psm_fraction
         self.focalmix_alpha, self.focalmix_gamma = focalmix_alpha, focalmix_gamma
         self.mixup_alpha, self.focalmix_temperature = mixup_alpha, focalmix_temperature
@@ -117,7 +120,8 @@ class OXNet(RetinaNet):
             ret["head"] = RetinaNetHead(**{**head_cfg, "norm": _group_norm})
         parts = method_components(cfg.OXNET.METHOD)
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-        ret.update(global_mode=parts["global_head"], unsup=parts["unsup"])
+        ret.update(global_mode=parts["global_head"], unsup=parts["unsup"],
+                   burn_in=cfg.OXNET.RAMPUP.BURN_IN_ITERS, rampup=cfg.OXNET.RAMPUP.ITERS)
         if parts["global_head"]:
             backbone = ret["backbone"]
             bottom_up = getattr(backbone, "bottom_up", backbone)
@@ -138,7 +142,7 @@ class OXNet(RetinaNet):
             ret.update(sfl_alpha=s.ALPHA, sfl_eps=s.EPS, sfl_gamma=s.GAMMA, sfl_weight=s.WEIGHT)
         elif parts["unsup"]:
             c, f = cfg.OXNET.CONSISTENCY, cfg.OXNET.FOCALMIX
-            ret.update(consistency_weight=c.WEIGHT, consistency_rampup=c.RAMPUP_ITERS,
+            ret.update(consistency_weight=c.WEIGHT,
                        psm_fraction=cfg.OXNET.MMT_PSM.SELECT_FRACTION, focalmix_alpha=f.ALPHA,
                        focalmix_gamma=f.GAMMA, mixup_alpha=f.MIXUP_ALPHA, focalmix_temperature=f.TEMPERATURE)
         return ret
@@ -215,11 +219,13 @@ class OXNet(RetinaNet):
         else:
             losses.update(loss_cls=zero, loss_box_reg=zero)
 
+        extra = {}
         if global_out is not None:
-            losses.update(self._weak_losses(batched_inputs, levels, global_out, zero))
+            extra.update(self._weak_losses(batched_inputs, levels, global_out, zero))
         if self.unsup:
-            key = UNSUP_LOSS_KEYS[self.unsup]
-            losses[key] = self._unsupervised_loss(batched_inputs, levels, pred_logits, zero)
+            extra[UNSUP_LOSS_KEYS[self.unsup]] = self._unsupervised_loss(batched_inputs, levels, pred_logits, zero)
+        scale = self._rampup_scale()
+        losses.update({k: v * scale for k, v in extra.items()})
         return losses
 
     def _weak_losses(self, batched_inputs, levels, global_out, zero):
@@ -250,7 +256,7 @@ class OXNet(RetinaNet):
         (:mod:`oxnet.modeling.baselines`), summed over every anchor and class of each such image and
         divided by (number of such images x running mean of positive anchors per fully labeled
         image), so that an image without boxes weighs like a fully labeled one in RetinaNet's loss.
-        The baselines' losses are further scaled by ``OXNET.CONSISTENCY.WEIGHT`` and its ramp-up."""
+        The baselines' losses are further scaled by ``OXNET.CONSISTENCY.WEIGHT``."""
         idx = [i for i, s in enumerate(levels) if s in SOFT_TARGET_LEVELS]
         if not idx:
             return zero
@@ -284,7 +290,7 @@ class OXNet(RetinaNet):
             loss = baselines.mmt_psm_consistency(student, targets, spread, self.psm_fraction)
         else:  # focalmix: a further pass of the student on mixed images
             loss = self._focalmix_loss([batched_inputs[i] for i in idx], targets)
-        return self._consistency_scale() * loss.sum() / (len(idx) * self.positives_per_image)
+        return self.consistency_weight * loss.sum() / (len(idx) * self.positives_per_image)
 
     def _dense_logits(self, inputs, image_key):
         """Student logits (B, R, K) over all anchors for ``inputs[image_key]``, with gradients."""
@@ -306,13 +312,17 @@ class OXNet(RetinaNet):
         return baselines.soft_target_focal_loss(logits, mixed_targets, self.focalmix_alpha,
                                                 self.focalmix_gamma)
 
-    def _consistency_scale(self):
-        """``OXNET.CONSISTENCY.WEIGHT`` times Laine & Aila's ramp-up ``exp(-5 (1 - t / T)^2)``."""
-        if self.consistency_rampup <= 0:
-            return self.consistency_weight
-        t = _iteration()
-        phase = 1.0 - min(max(t, 0), self.consistency_rampup) / self.consistency_rampup
-        return self.consistency_weight * math.exp(-5.0 * phase * phase)
+    def _rampup_scale(self):
+        """Weight of the losses beyond RetinaNet's on boxed images at the current iteration t:
+        0 during the burn-in (t < B), then Laine & Aila's ramp-up ``exp(-5 (1 - (t - B) / T)^2)``
+        over T = ``OXNET.RAMPUP.ITERS`` iterations, then 1."""
+        t = _iteration() - self.burn_in
+        if t < 0:
+            return 0.0
+        if self.rampup <= 0:
+            return 1.0
+        phase = 1.0 - min(t, self.rampup) / self.rampup
+        return math.exp(-5.0 * phase * phase)
 
     # ------------------------------------------------------------------ teacher / analysis
     @torch.no_grad()

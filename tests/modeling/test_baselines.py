@@ -145,7 +145,7 @@ def test_model_losses_of_the_baselines(method, key):
 
 def test_rampup_scales_the_consistency_loss():
     cfg = tiny_cfg("mean_teacher")
-    cfg.OXNET.CONSISTENCY.RAMPUP_ITERS = 10
+    cfg.OXNET.RAMPUP.ITERS = 10
     torch.manual_seed(0)
     model = build_model(cfg).train()
     _, unl = _soft_batch(model, same_views=False)  # no full image: the loss normalizer stays put

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -72,6 +74,33 @@ def test_losses_of_each_stream():
     assert model.prototypes.initialized.tolist() == [False, True, False]  # only class 1 had positives
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_burn_in_then_rampup_scale_every_loss_but_retinanet_s():
+    cfg = tiny_cfg("oxnet")
+    cfg.OXNET.RAMPUP.BURN_IN_ITERS, cfg.OXNET.RAMPUP.ITERS = 4, 10
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    full = random_input("full", boxes=[[8, 8, 40, 40]], classes=[1], labels=[0, 1, 0])
+    weak = random_input("weak", labels=[0, 1, -1])
+    model.eval()
+    weak["teacher_probs"] = model.dense_probs([weak])[0] * 0.5
+    model.train()
+    values = {}
+    for it in (0, 3, 4, 9, 14, 30):
+        model.positives_per_image.fill_(100.0)  # the same SFL normalizer in every call
+        with torch.no_grad(), EventStorage(it):
+            values[it] = {k: v.item() for k, v in model([full, weak]).items()}
+    # burn-in: RetinaNet's losses only
+    for it in (0, 3):
+        assert values[it]["loss_cls"] > 0
+        assert all(values[it][k] == 0 for k in ("loss_global", "loss_gpa_intra", "loss_sfl"))
+    # ramp-up: exp(-5 (1 - t / 10)^2) from iteration 4 on, then full weight
+    for k in ("loss_global", "loss_sfl"):
+        assert 0 < values[4][k] < values[9][k] < values[14][k]
+        assert values[4][k] / values[30][k] == pytest.approx(math.exp(-5.0), rel=1e-3)
+        assert values[9][k] / values[30][k] == pytest.approx(math.exp(-5.0 * 0.25), rel=1e-3)
+        assert values[14][k] == pytest.approx(values[30][k], rel=1e-5)
 
 
 def test_inference_returns_instances_and_global_scores():
