@@ -22,6 +22,8 @@ keys; missing keys take :data:`DEFAULTS`):
   nine settings scaled to the training set (:func:`oxnet.data.omni.table2_settings`); the first three
   rows train RetinaNet, the others OXnet (``"methods"`` overrides that, one per setting).
 * ``iters``, ``seeds``: iterations per run and seeds per row (``--iters`` / ``--seeds`` override).
+* ``burn_in_fraction`` (default 0), ``rampup_fraction`` (default 0.25): ``OXNET.RAMPUP.BURN_IN_ITERS``
+  and ``OXNET.RAMPUP.ITERS`` as fractions of ``iters``, for every row alike.
 * ``opts``: detectron2 config overrides applied after the row's config file, e.g. the model size.
 """
 import json

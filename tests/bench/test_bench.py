@@ -85,5 +85,22 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
                  "--no-progress"]) == 0
     run_table("table2", spec, out, iters=2, progress=False)
+
+    # a changed config (here the ramp-up) makes the finished run stale: it is trained again, and the
+    # table shows the new result only
+    trained = []
+
+    def fake_training(cfg, test_name, keep_weights=False):
+        trained.append((cfg.OXNET.METHOD, cfg.OXNET.RAMPUP.ITERS, cfg.OUTPUT_DIR))
+        return {k: 42.0 for k in runner.METRIC_KEYS}
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
+    old_dirs = os.listdir(os.path.join(out, "runs", "table1", "oxnet_f3_w9_u0"))
+    path = run_table("table1", dict(load_spec("toy"), rampup_fraction=0.5), out, iters=2, rows=["oxnet"],
+                     progress=False)
+    assert [t[:2] for t in trained] == [("oxnet", 1)]
+    assert os.path.basename(trained[0][2]) not in old_dirs  # not resumed from the old run's checkpoints
+    rows = {r[0]: r for r in _table_rows(path)}
+    assert rows["OXnet (SFL+DAA+GPA)"][4] == "42.0" and rows["RetinaNet"][4] != "42.0"
     # an unknown row is refused with its name
     assert main(["table1", "--data", "toy", "--out", out, "--rows", "resnet"]) == 2
