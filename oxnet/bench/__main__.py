@@ -26,6 +26,8 @@ def parse_args(argv=None):
                                                    "1-based setting numbers (table2)")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the table from the runs already in results.json")
     return parser.parse_args(argv)
 
 
@@ -42,7 +44,8 @@ def main(argv=None):
         spec = load_spec(args.data)
         rows = [r.strip() for r in args.rows.split(",") if r.strip()]
         path = run_table(args.table, spec, args.out, seeds=args.seeds, iters=args.iters, rows=rows,
-                         keep_weights=args.keep_weights, progress=not args.no_progress)
+                         keep_weights=args.keep_weights, progress=not args.no_progress,
+                         train=not args.report_only)
     except ValueError as e:
         logging.getLogger("oxnet.bench").error(str(e))
         return 2

@@ -159,10 +159,11 @@ def load_results(out_dir):
         return json.load(f)
 
 
-def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weights=False, progress=True):
+def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weights=False, progress=True,
+              train=True):
     """Run every (row, seed) of ``table`` ("table1" or "table2"), or of the ``rows`` given, not yet in
-    ``OUT/results.json`` and write ``OUT/<table>.md`` with every row of the table (those not run yet
-    marked "pending"); return the path of the table."""
+    ``OUT/results.json`` (none with ``train=False``) and write ``OUT/<table>.md`` with every row of
+    the table (those not run yet marked "pending"); return the path of the table."""
     from tqdm import tqdm
 
     from .data import prepare_data
@@ -203,13 +204,14 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
 
     results = load_results(out_dir)
     jobs = [(row, s) for row in all_rows for s in range(seeds)]
-    todo = [(row, s) for row, s in jobs if key(row, s) not in current(results)]
+    todo = [(row, s) for row, s in jobs if key(row, s) not in current(results)] if train else []
     stale = [key(row, s) for row, s in todo if key(row, s) in results]
     if stale:
         logger.warning(f"{len(stale)} finished runs had another config and are run again: "
                        f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}")
     logger.info(f"{table}: {len(jobs)} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations), "
-                f"{len(jobs) - len(todo)} already done")
+                f"{sum(key(r, s) in current(results) for r, s in jobs)} already done"
+                + ("" if train else " (report only: nothing is trained)"))
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=table, disable=not progress)
     for row, s in todo:
         bar.set_postfix_str(f"{row.method} {row.full}/{row.weak}/{row.unlabeled} seed {s}")

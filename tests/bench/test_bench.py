@@ -85,6 +85,11 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
                  "--no-progress"]) == 0
     run_table("table2", spec, out, iters=2, progress=False)
+    # --report-only rewrites a table over more seeds than were run, training nothing
+    assert main(["table1", "--data", "toy", "--out", out, "--seeds", "2", "--iters", "2", "--report-only",
+                 "--no-progress"]) == 0
+    rows = {r[0]: r for r in _table_rows(os.path.join(out, "table1.md"))}
+    assert "RetinaNet (1/2 seeds)" in rows and rows["Mean Teacher"][4] == "pending"
 
     # a changed config (here the ramp-up) makes the finished run stale: it is trained again, and the
     # table shows the new result only
