@@ -200,17 +200,20 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     fingerprints = {k: config_fingerprint(c) for k, c in cfgs.items()}
 
     def current(results):  # the results of runs with today's configs
-        return {k: r for k, r in results.items() if k not in fingerprints or r.get("config") == fingerprints[k]}
+        return {k: r for k, r in results.items()
+                if k not in fingerprints or r.get("config") == fingerprints[k]}
 
     results = load_results(out_dir)
+    done = current(results)
     jobs = [(row, s) for row in all_rows for s in range(seeds)]
-    todo = [(row, s) for row, s in jobs if key(row, s) not in current(results)] if train else []
+    missing = [(row, s) for row, s in jobs if key(row, s) not in done]
+    todo = missing if train else []
     stale = [key(row, s) for row, s in todo if key(row, s) in results]
     if stale:
         logger.warning(f"{len(stale)} finished runs had another config and are run again: "
                        f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}")
     logger.info(f"{table}: {len(jobs)} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations), "
-                f"{sum(key(r, s) in current(results) for r, s in jobs)} already done"
+                f"{len(jobs) - len(missing)} already done"
                 + ("" if train else " (report only: nothing is trained)"))
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=table, disable=not progress)
     for row, s in todo:
