@@ -164,10 +164,11 @@ def per_class_rows(metrics):
     rows = []
     for name, r in metrics["per_class"].items():
         rows.append([name, str(r["num_gt"])] + [percent_text(r[k]) for k in AP_KEYS]
-                    + [percent_text(r["froc_mean"]), percent_text(r["auroc_global"]), percent_text(r["auroc_local"])])
-    rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])] + [percent_text(metrics[k]) for k in AP_KEYS]
-                + [percent_text(metrics["froc"]["class_mean"]["mean"]), percent_text(metrics["auroc"]["global"]),
-                   percent_text(metrics["auroc"]["local"])])
+                    + [percent_text(r[k]) for k in ("froc_mean", "auroc_global", "auroc_local")])
+    rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])]
+                + [percent_text(metrics[k]) for k in AP_KEYS]
+                + [percent_text(v) for v in (metrics["froc"]["class_mean"]["mean"],
+                                             metrics["auroc"]["global"], metrics["auroc"]["local"])])
     return rows
 
 

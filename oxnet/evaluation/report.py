@@ -153,7 +153,8 @@ PER_CLASS_HEADER = ["class", "# GT boxes", "mAP", "AP40", "AP75", "APS", "APM", 
 def _froc_rows(metrics):
     froc = metrics["froc"]
     na = [None] * len(froc["fps_per_image"])
-    rows = [["all lesions (pooled)"] + [percent_text(v) for v in (froc["sensitivity"] or na)] + [percent_text(froc["mean"])],
+    rows = [["all lesions (pooled)"] + [percent_text(v) for v in (froc["sensitivity"] or na)]
+            + [percent_text(froc["mean"])],
             ["mean over classes"] + [percent_text(v) for v in (froc["class_mean"]["sensitivity"] or na)]
             + [percent_text(froc["class_mean"]["mean"])]]
     for name, r in metrics["per_class"].items():

@@ -223,7 +223,8 @@ class OXNet(RetinaNet):
         if global_out is not None:
             extra.update(self._weak_losses(batched_inputs, levels, global_out, zero))
         if self.unsup:
-            extra[UNSUP_LOSS_KEYS[self.unsup]] = self._unsupervised_loss(batched_inputs, levels, pred_logits, zero)
+            extra[UNSUP_LOSS_KEYS[self.unsup]] = self._unsupervised_loss(batched_inputs, levels,
+                                                                         pred_logits, zero)
         scale = self._rampup_scale()
         losses.update({k: v * scale for k, v in extra.items()})
         return losses
