@@ -1,6 +1,7 @@
 """The omni-supervised trainer: detectron2's ``DefaultTrainer`` with three data streams, the mean
 teacher, Adam, and OXnet's evaluation."""
 import logging
+import os
 import time
 import weakref
 
@@ -165,4 +166,6 @@ class OXnetTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         from oxnet.evaluation import OXnetEvaluator
 
-        return OXnetEvaluator(dataset_name, output_dir=output_folder or cfg.OUTPUT_DIR)
+        # Not OUTPUT_DIR itself: its metrics.json is detectron2's training log (JSONWriter).
+        out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return OXnetEvaluator(dataset_name, output_dir=out)

@@ -1,8 +1,10 @@
 """The detector learns: on 8 synthetic chest X-rays it reaches a high AP within a bounded number of
 CPU steps (training and evaluating on the same images)."""
+import json
 import os
 
 import cv2
+import pytest
 from detectron2.data import DatasetCatalog
 
 from oxnet.data import register_omni_coco
@@ -55,4 +57,10 @@ def test_detector_overfits_eight_synthetic_images(tmp_path):
     results = OXnetTrainer.test(cfg, trainer.model)
     ap40 = results["bbox"]["AP40"]
     assert ap40 > 60.0, results["bbox"]
-    assert os.path.exists(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))
+    # The evaluation's metrics.json goes under inference/<dataset>; OUTPUT_DIR's stays the training log.
+    saved = json.loads(open(os.path.join(cfg.OUTPUT_DIR, "inference", name, "metrics.json")).read())
+    assert saved["AP40"] == pytest.approx(ap40 / 100)
+    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
+        log = [json.loads(line) for line in f]
+    losses = [r for r in log if "total_loss" in r]
+    assert losses and losses[-1]["iteration"] >= cfg.SOLVER.MAX_ITER - 20
