@@ -1,5 +1,5 @@
 """Command line: ``python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K]
-[--rows a,b,c]``.
+[--rows a,b,c] [--warm-start K0]``.
 
 SPEC is a preset (``synthetic``, ``tbx500``, ``toy``) or a JSON spec file (see :mod:`oxnet.bench.presets`).
 Every (row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
@@ -24,6 +24,9 @@ def parse_args(argv=None):
                         help="training iterations per run (default: the spec's)")
     parser.add_argument("--rows", default="", help="comma-separated subset: method names (table1) or "
                                                    "1-based setting numbers (table2)")
+    parser.add_argument("--warm-start", type=int, default=None, metavar="ITERS",
+                        help="start every row from RetinaNet trained ITERS iterations on the row's boxes "
+                             "(0: from scratch; default: the spec's warm_start.iters)")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true",
@@ -42,6 +45,10 @@ def main(argv=None):
     setup_logger()  # detectron2's own log lines (training progress)
     try:
         spec = load_spec(args.data)
+        if args.warm_start is not None:
+            if args.warm_start < 0:
+                raise ValueError(f"--warm-start must be >= 0, got {args.warm_start}")
+            spec["warm_start"] = dict(spec["warm_start"], iters=args.warm_start)
         rows = [r.strip() for r in args.rows.split(",") if r.strip()]
         path = run_table(args.table, spec, args.out, seeds=args.seeds, iters=args.iters, rows=rows,
                          keep_weights=args.keep_weights, progress=not args.no_progress,

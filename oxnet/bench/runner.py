@@ -132,23 +132,32 @@ def train_and_evaluate(cfg, test_name, keep_weights=False):
     if trainer.start_iter < cfg.SOLVER.MAX_ITER:
         trainer.train()
     model = unwrap(trainer.model)
-    evaluator = OXnetEvaluator(test_name, output_dir=cfg.OUTPUT_DIR, write_report=False, distributed=False)
+    evaluator = OXnetEvaluator(test_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"),
+                               write_report=False, distributed=False)
     results = inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, test_name), evaluator)
     if not keep_weights:
-        for path in glob.glob(os.path.join(cfg.OUTPUT_DIR, "*.pth")):
-            os.remove(path)
-        last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
-        if os.path.exists(last):
-            os.remove(last)
+        _drop_weights(cfg.OUTPUT_DIR)
     return {k: float(results["bbox"][k]) for k in METRIC_KEYS}
 
 
-def config_fingerprint(cfg):
-    """A short hash of everything that defines a run: the config without its output folder."""
+def config_fingerprint(cfg, root=None):
+    """A short hash of everything that defines a run: the config without its output folder (and with
+    MODEL.WEIGHTS relative to ``root``, so that a moved benchmark folder keeps its results)."""
     cfg = cfg.clone()
     cfg.defrost()
     cfg.OUTPUT_DIR = ""
+    if root and cfg.MODEL.WEIGHTS:
+        cfg.MODEL.WEIGHTS = os.path.relpath(cfg.MODEL.WEIGHTS, root)
     return hashlib.sha1(cfg.dump(sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _drop_weights(run_dir, keep=()):
+    for path in glob.glob(os.path.join(run_dir, "*.pth")):
+        if os.path.basename(path) not in keep:
+            os.remove(path)
+    last = os.path.join(run_dir, "last_checkpoint")
+    if os.path.exists(last):
+        os.remove(last)
 
 
 def load_results(out_dir):
@@ -163,11 +172,17 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
               train=True):
     """Run every (row, seed) of ``table`` ("table1" or "table2"), or of the ``rows`` given, not yet in
     ``OUT/results.json`` (none with ``train=False``) and write ``OUT/<table>.md`` with every row of
-    the table (those not run yet marked "pending"); return the path of the table."""
+    the table (those not run yet marked "pending"); return the path of the table.
+
+    With a warm start (spec ``"warm_start": {"iters": K0, "opts": [...]}``) every run starts from the
+    weights of RetinaNet trained K0 iterations on the run's box-labeled images with the same seed
+    (trained once, kept in ``runs/init``, its test metrics under ``init/...`` in results.json), then
+    trains its own iterations with ``opts`` on top of the spec's; the table goes to
+    ``OUT/<table>_warm<K0>.md``."""
     from tqdm import tqdm
 
     from .data import prepare_data
-    from .tables import write_table
+    from .tables import result_key, warm_start_iters, write_table
 
     seeds = int(seeds if seeds is not None else spec["seeds"])
     iters = int(iters if iters is not None else spec["iters"])
@@ -194,10 +209,46 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     for row in all_rows:
         config_file(row.method)  # fail early on a missing config
     test_name = data.test_dataset()
-    key = lambda row, s: f"{table}/{row.key}/seed{s}/iters{iters}"  # noqa: E731
-    cfgs = {key(row, s): build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled),
-                                   test_name, "") for row in shown for s in range(seeds)}
-    fingerprints = {k: config_fingerprint(c) for k, c in cfgs.items()}
+    warm = warm_start_iters(spec)
+    key = lambda row, s: result_key(table, row, s, iters, warm)  # noqa: E731
+    inits = {}  # (boxes, seed) -> (results key, config, fingerprint) of the warm start's RetinaNet
+    cfgs = {}
+    for row in shown:
+        for s in range(seeds):
+            cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, "")
+            if warm:
+                init_row = Row("retinanet", row.full, 0, 0)
+                init_cfg = build_cfg(spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "")
+                init_fp = config_fingerprint(init_cfg)
+                init_cfg.defrost()
+                init_cfg.OUTPUT_DIR = os.path.join(out_dir, "runs", "init", init_row.key,
+                                                   f"seed{s}_iters{warm}_{init_fp}")
+                init_cfg.freeze()
+                inits[(row.full, s)] = (f"init/{init_row.key}/seed{s}/iters{warm}", init_cfg, init_fp)
+                cfg.defrost()
+                cfg.merge_from_list(list(spec["warm_start"].get("opts", [])))
+                cfg.MODEL.WEIGHTS = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
+                cfg.freeze()
+            cfgs[key(row, s)] = cfg
+    fingerprints = {k: config_fingerprint(c, root=out_dir) for k, c in cfgs.items()}
+
+    def ensure_init(boxes, s):  # train the warm start's RetinaNet unless its weights are there
+        k, init_cfg, fp = inits[(boxes, s)]
+        weights = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
+        if load_results(out_dir).get(k, {}).get("config") == fp and os.path.exists(weights):
+            return
+        start = time.perf_counter()
+        metrics = train_and_evaluate(init_cfg, test_name, keep_weights=True)
+        _drop_weights(init_cfg.OUTPUT_DIR, keep=("model_final.pth",))
+        record(k, {"table": "init", "method": "retinanet", "full": boxes, "weak": 0, "unlabeled": 0,
+                   "seed": s, "iters": warm, "config": fp, "seconds": round(time.perf_counter() - start, 1),
+                   "metrics": metrics})
+
+    def record(k, result):
+        results = load_results(out_dir)  # another process may have added runs meanwhile
+        results[k] = result
+        atomic_write_json(os.path.join(out_dir, "results.json"), results, indent=2)
+        logger.info(f"{k}: mAP {result['metrics']['mAP']:.2f} in {result['seconds']:.0f} s")
 
     def current(results):  # the results of runs with today's configs
         return {k: r for k, r in results.items()
@@ -224,15 +275,14 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         cfg.defrost()
         cfg.OUTPUT_DIR = run_dir
         cfg.freeze()
+        if warm:
+            ensure_init(row.full, s)
         start = time.perf_counter()
         metrics = train_and_evaluate(cfg, test_name, keep_weights)
-        seconds = time.perf_counter() - start
-        results = load_results(out_dir)  # another process may have added runs meanwhile
-        results[key(row, s)] = {"table": table, "method": row.method, "full": row.full, "weak": row.weak,
-                                "unlabeled": row.unlabeled, "seed": s, "iters": iters, "config": fp,
-                                "seconds": round(seconds, 1), "metrics": metrics}
-        atomic_write_json(os.path.join(out_dir, "results.json"), results, indent=2)
-        logger.info(f"{table} {row.key} seed {s}: mAP {metrics['mAP']:.2f} in {seconds:.0f} s")
+        seconds = round(time.perf_counter() - start, 1)
+        record(key(row, s), {"table": table, "method": row.method, "full": row.full, "weak": row.weak,
+                             "unlabeled": row.unlabeled, "seed": s, "iters": iters, "warm": warm,
+                             "config": fp, "seconds": seconds, "metrics": metrics})
         bar.update(1)
     bar.close()
     return write_table(table, spec, shown, seeds, iters, current(load_results(out_dir)), out_dir, data)

@@ -109,3 +109,51 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert rows["OXnet (SFL+DAA+GPA)"][4] == "42.0" and rows["RetinaNet"][4] != "42.0"
     # an unknown row is refused with its name
     assert main(["table1", "--data", "toy", "--out", out, "--rows", "resnet"]) == 2
+
+
+def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts_from_it(tmp_path,
+                                                                                       monkeypatch):
+    import torch
+
+    from oxnet.engine import OXnetTrainer
+    from oxnet.engine.hooks import unwrap
+
+    out = str(tmp_path / "bench")
+    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
+                 "--warm-start", "3", "--no-progress"]) == 0
+    results = json.load(open(os.path.join(out, "results.json")))
+    # one warm start (both rows share the 3 box-labeled images and seed 0), then the two rows
+    assert sorted(results) == ["init/retinanet_f3_w0_u0/seed0/iters3",
+                               "table1/oxnet_f3_w9_u0/seed0/iters2/warm3",
+                               "table1/retinanet_f3_w0_u0/seed0/iters2/warm3"]
+    init_dir = os.path.join(out, "runs", "init", "retinanet_f3_w0_u0")
+    (run,) = os.listdir(init_dir)
+    weights = os.path.join(init_dir, run, "model_final.pth")
+    kept = [f for _, _, files in os.walk(out) for f in files if f.endswith(".pth")]
+    assert kept == ["model_final.pth"] and os.path.exists(weights)  # only the warm start's final weights
+    rows = {r[0]: r for r in _table_rows(os.path.join(out, "table1_warm3.md"))}
+    assert rows["OXnet (SFL+DAA+GPA)"][4] != "pending" and rows["Mean Teacher"][4] == "pending"
+    assert not os.path.exists(os.path.join(out, "table1.md"))
+
+    # the row's run really starts from those weights, with its own learning rate, and the teacher too
+    seen = []
+
+    def check_start(cfg, test_name, keep_weights=False):
+        assert cfg.MODEL.WEIGHTS == weights and cfg.SOLVER.BASE_LR == pytest.approx(1e-4)
+        trainer = OXnetTrainer(cfg)
+        trainer.resume_or_load(resume=True)
+        init = torch.load(weights, map_location="cpu")["model"]
+        student = unwrap(trainer.model).state_dict()
+        teacher = trainer.teacher_hook.teacher.state_dict()
+        name = "backbone.bottom_up.stem.conv1.weight"
+        assert torch.equal(student[name], init[name]) and torch.equal(teacher[name], init[name])
+        seen.append(cfg.OXNET.METHOD)
+        return {k: 1.0 for k in runner.METRIC_KEYS}
+
+    monkeypatch.setattr(runner, "train_and_evaluate", check_start)
+    # from scratch and warm-started results live side by side; the warm start is not retrained
+    assert main(["table1", "--data", "toy", "--out", out, "--rows", "oxnet,sfl", "--iters", "2",
+                 "--warm-start", "3", "--no-progress"]) == 0
+    assert seen == ["sfl"]
+    assert main(["table1", "--data", "toy", "--out", out, "--rows", "sfl", "--iters", "2",
+                 "--warm-start", "-1"]) == 2
