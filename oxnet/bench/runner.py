@@ -151,11 +151,16 @@ def config_fingerprint(cfg, root=None):
     return hashlib.sha1(cfg.dump(sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _drop_weights(run_dir, keep=()):
-    for path in glob.glob(os.path.join(run_dir, "*.pth")):
+def run_dir(out_dir, table, row, seed, iters, fingerprint):
+    """The folder of one run: a run whose config changed gets a new folder, not the old checkpoints."""
+    return os.path.join(out_dir, "runs", table, row.key, f"seed{seed}_iters{iters}_{fingerprint}")
+
+
+def _drop_weights(folder, keep=()):
+    for path in glob.glob(os.path.join(folder, "*.pth")):
         if os.path.basename(path) not in keep:
             os.remove(path)
-    last = os.path.join(run_dir, "last_checkpoint")
+    last = os.path.join(folder, "last_checkpoint")
     if os.path.exists(last):
         os.remove(last)
 
@@ -217,14 +222,15 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         for s in range(seeds):
             cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, "")
             if warm:
-                init_row = Row("retinanet", row.full, 0, 0)
-                init_cfg = build_cfg(spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "")
-                init_fp = config_fingerprint(init_cfg)
-                init_cfg.defrost()
-                init_cfg.OUTPUT_DIR = os.path.join(out_dir, "runs", "init", init_row.key,
-                                                   f"seed{s}_iters{warm}_{init_fp}")
-                init_cfg.freeze()
-                inits[(row.full, s)] = (f"init/{init_row.key}/seed{s}/iters{warm}", init_cfg, init_fp)
+                if (row.full, s) not in inits:  # rows with the same boxes share their warm start
+                    init_row = Row("retinanet", row.full, 0, 0)
+                    init_cfg = build_cfg(spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "")
+                    init_fp = config_fingerprint(init_cfg)
+                    init_cfg.defrost()
+                    init_cfg.OUTPUT_DIR = run_dir(out_dir, "init", init_row, s, warm, init_fp)
+                    init_cfg.freeze()
+                    inits[(row.full, s)] = (init_row, init_cfg, init_fp)
+                init_cfg = inits[(row.full, s)][1]
                 cfg.defrost()
                 cfg.merge_from_list(list(spec["warm_start"].get("opts", [])))
                 cfg.MODEL.WEIGHTS = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
@@ -233,22 +239,24 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     fingerprints = {k: config_fingerprint(c, root=out_dir) for k, c in cfgs.items()}
 
     def ensure_init(boxes, s):  # train the warm start's RetinaNet unless its weights are there
-        k, init_cfg, fp = inits[(boxes, s)]
+        init_row, init_cfg, fp = inits[(boxes, s)]
+        k = result_key("init", init_row, s, warm)
         weights = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
         if load_results(out_dir).get(k, {}).get("config") == fp and os.path.exists(weights):
             return
-        start = time.perf_counter()
-        metrics = train_and_evaluate(init_cfg, test_name, keep_weights=True)
+        train_and_record(k, "init", init_row, s, warm, init_cfg, fp, keep_weights=True)
         _drop_weights(init_cfg.OUTPUT_DIR, keep=("model_final.pth",))
-        record(k, {"table": "init", "method": "retinanet", "full": boxes, "weak": 0, "unlabeled": 0,
-                   "seed": s, "iters": warm, "config": fp, "seconds": round(time.perf_counter() - start, 1),
-                   "metrics": metrics})
 
-    def record(k, result):
+    def train_and_record(k, table_name, row, s, n_iters, cfg, fp, keep_weights, **extra):
+        start = time.perf_counter()
+        metrics = train_and_evaluate(cfg, test_name, keep_weights)
+        seconds = round(time.perf_counter() - start, 1)
         results = load_results(out_dir)  # another process may have added runs meanwhile
-        results[k] = result
+        results[k] = {"table": table_name, "method": row.method, "full": row.full, "weak": row.weak,
+                      "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
+                      "seconds": seconds, "metrics": metrics}
         atomic_write_json(os.path.join(out_dir, "results.json"), results, indent=2)
-        logger.info(f"{k}: mAP {result['metrics']['mAP']:.2f} in {result['seconds']:.0f} s")
+        logger.info(f"{k}: mAP {metrics['mAP']:.2f} in {seconds:.0f} s")
 
     def current(results):  # the results of runs with today's configs
         return {k: r for k, r in results.items()
@@ -270,19 +278,13 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     for row, s in todo:
         bar.set_postfix_str(f"{row.method} {row.full}/{row.weak}/{row.unlabeled} seed {s}")
         fp = fingerprints[key(row, s)]
-        run_dir = os.path.join(out_dir, "runs", table, row.key, f"seed{s}_iters{iters}_{fp}")
         cfg = cfgs[key(row, s)].clone()
         cfg.defrost()
-        cfg.OUTPUT_DIR = run_dir
+        cfg.OUTPUT_DIR = run_dir(out_dir, table, row, s, iters, fp)
         cfg.freeze()
         if warm:
             ensure_init(row.full, s)
-        start = time.perf_counter()
-        metrics = train_and_evaluate(cfg, test_name, keep_weights)
-        seconds = round(time.perf_counter() - start, 1)
-        record(key(row, s), {"table": table, "method": row.method, "full": row.full, "weak": row.weak,
-                             "unlabeled": row.unlabeled, "seed": s, "iters": iters, "warm": warm,
-                             "config": fp, "seconds": seconds, "metrics": metrics})
+        train_and_record(key(row, s), table, row, s, iters, cfg, fp, keep_weights, warm=warm)
         bar.update(1)
     bar.close()
     return write_table(table, spec, shown, seeds, iters, current(load_results(out_dir)), out_dir, data)
