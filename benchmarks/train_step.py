@@ -337,6 +337,17 @@ def main(argv=None):
             result[f"{what}_ratio_{clk}"] = statistics.median(t["oxnet"]) / statistics.median(t["retinanet"])
             # ratios of measurements taken next to each other
             result[f"{what}_ratio_{clk}_paired"] = paired_ratio(t["oxnet"], t["retinanet"])
+    if device.startswith("cuda"):  # peak GPU memory of one step of each model, on top of what is held
+        result["cuda_step_peak_gib"] = {}
+        with EventStorage():
+            for name in ("oxnet", "retinanet"):
+                torch.cuda.synchronize()
+                held = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                steppers[name]()
+                torch.cuda.synchronize()
+                result["cuda_step_peak_gib"][name] = (torch.cuda.max_memory_allocated() - held) / 2 ** 30
+        result["cuda_device"] = torch.cuda.get_device_name()
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -383,6 +394,10 @@ def main(argv=None):
               f"{f['train_retinanet'] / 1e9:.2f} ({result['train_ratio_flops']:.3f}x); inference OXnet "
               f"{f['infer_oxnet'] / 1e9:.3f}, RetinaNet {f['infer_retinanet'] / 1e9:.3f} "
               f"({result['infer_ratio_flops']:.4f}x)")
+    if "cuda_step_peak_gib" in result:
+        m = result["cuda_step_peak_gib"]
+        print(f"{result['cuda_device']}: peak memory of one step beyond the weights and optimizer state: "
+              f"OXnet {m['oxnet']:.2f} GiB, RetinaNet {m['retinanet']:.2f} GiB")
     if args.profile:
         pieces = result["oxnet_step_pieces_s"]
         print(f"OXnet step pieces ({'wall' if primary == 'wall' else 'CPU'} s per step, median of "

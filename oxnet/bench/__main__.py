@@ -1,5 +1,5 @@
 """Command line: ``python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K]
-[--rows a,b,c] [--warm-start K0]``.
+[--rows a,b,c] [--warm-start K0] [--shard I/N]``.
 
 SPEC is a preset (``synthetic``, ``tbx500``, ``toy``) or a JSON spec file (see :mod:`oxnet.bench.presets`).
 Every (row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
@@ -27,6 +27,9 @@ def parse_args(argv=None):
     parser.add_argument("--warm-start", type=int, default=None, metavar="ITERS",
                         help="start every row from RetinaNet trained ITERS iterations on the row's boxes "
                              "(0: from scratch; default: the spec's warm_start.iters)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="train only the I-th of N shares of the runs (0-based); N processes with the same "
+                             "--out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and results.json")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true",
@@ -50,9 +53,14 @@ def main(argv=None):
                 raise ValueError(f"--warm-start must be >= 0, got {args.warm_start}")
             spec["warm_start"] = dict(spec["warm_start"], iters=args.warm_start)
         rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+        try:
+            shard = tuple(int(x) for x in args.shard.split("/"))
+            assert len(shard) == 2 and shard[1] >= 1
+        except (ValueError, AssertionError):
+            raise ValueError(f"--shard takes I/N (e.g. 0/4), got {args.shard!r}") from None
         path = run_table(args.table, spec, args.out, seeds=args.seeds, iters=args.iters, rows=rows,
                          keep_weights=args.keep_weights, progress=not args.no_progress,
-                         train=not args.report_only)
+                         train=not args.report_only, shard=shard)
     except ValueError as e:
         logging.getLogger("oxnet.bench").error(str(e))
         return 2

@@ -24,6 +24,9 @@ keys; missing keys take :data:`DEFAULTS`):
 * ``iters``, ``seeds``: iterations per run and seeds per row (``--iters`` / ``--seeds`` override).
 * ``burn_in_fraction`` (default 0), ``rampup_fraction`` (default 0.25): ``OXNET.RAMPUP.BURN_IN_ITERS``
   and ``OXNET.RAMPUP.ITERS`` as fractions of ``iters``, for every row alike.
+* ``eval_period`` (default 0: only after training): also evaluate on the test set every so many
+  iterations (or this fraction of ``iters``) during training; the mAPs are kept as the run's
+  ``curve`` in results.json.
 * ``opts``: detectron2 config overrides applied after the row's config file, e.g. the model size.
 * ``warm_start``: ``{"iters": K0, "opts": [...]}``; with K0 > 0 every run starts from RetinaNet trained
   K0 iterations on the run's box-labeled images (same seed), as the paper's authors start OXnet from a

@@ -2,9 +2,10 @@
 
 Each run trains in ``OUT/runs/<table>/<row>/seed<S>_iters<K>_<config>`` (resumable from its periodic
 checkpoints), is evaluated on the test set with :class:`oxnet.evaluation.OXnetEvaluator`, and its
-metrics are added to ``OUT/results.json`` (written atomically) with the fingerprint of its full
-config. Finished runs are skipped when the command is repeated, unless their config changed since
-(another spec, other defaults): those are run again and the stale result is not shown.
+metrics are added to ``OUT/results.json`` (written atomically, under a lock: several processes may
+share one OUT, e.g. one ``--shard`` per GPU) with the fingerprint of its full config. Finished runs
+are skipped when the command is repeated, unless their config changed since (another spec, other
+defaults): those are run again and the stale result is not shown.
 """
 import glob
 import hashlib
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from oxnet.config import method_components
-from oxnet.utils.atomic import atomic_write_json
+from oxnet.utils.atomic import atomic_write_json, locked
 
 from .presets import TABLE1_ROWS
 
@@ -94,8 +95,7 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
     add_oxnet_config(cfg)
     cfg.merge_from_file(config_file(row.method))
     cfg.merge_from_list(list(spec.get("opts", [])))
-    # the test set is evaluated once, after training, by train_and_evaluate (not by the trainer's hook)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train_name,), ()
+    cfg.DATASETS.TRAIN = (train_name,)
     classes = MetadataCatalog.get(test_name).thing_classes
     cfg.MODEL.RETINANET.NUM_CLASSES = len(classes)
     cfg.OXNET.CLASS_NAMES = tuple(classes)
@@ -106,7 +106,11 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
     cfg.SOLVER.CHECKPOINT_PERIOD = max(iters // 4, 1)
     cfg.OXNET.RAMPUP.BURN_IN_ITERS = int(spec.get("burn_in_fraction", 0.0) * iters)
     cfg.OXNET.RAMPUP.ITERS = int(spec.get("rampup_fraction", 0.25) * iters)
-    cfg.TEST.EVAL_PERIOD = 0
+    # the test set is evaluated after training by train_and_evaluate; with the spec's eval_period also
+    # during training (a learning curve in the run's metrics.json)
+    period = _count(spec.get("eval_period", 0), iters)
+    cfg.DATASETS.TEST = (test_name,) if period > 0 else ()
+    cfg.TEST.EVAL_PERIOD = period
     cfg.OXNET.SOLVER.PLATEAU_PATIENCE = 0  # needs periodic validation; the fixed steps replace it
     cfg.OUTPUT_DIR = output_dir
     from oxnet.config import resolve_device
@@ -138,6 +142,24 @@ def train_and_evaluate(cfg, test_name, keep_weights=False):
     if not keep_weights:
         _drop_weights(cfg.OUTPUT_DIR)
     return {k: float(results["bbox"][k]) for k in METRIC_KEYS}
+
+
+def learning_curve(folder, max_iter):
+    """{iterations done: mAP} of the evaluations during training, from detectron2's log
+    ``metrics.json`` (its EvalHook logs an evaluation at the 0-based iteration that ends with it,
+    and the last one, after training, at ``max_iter``)."""
+    path = os.path.join(folder, "metrics.json")
+    curve = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by an interruption
+                    continue
+                if "bbox/mAP" in rec:
+                    curve[min(int(rec["iteration"]) + 1, max_iter)] = round(float(rec["bbox/mAP"]), 3)
+    return curve
 
 
 def config_fingerprint(cfg, root=None):
@@ -174,7 +196,7 @@ def load_results(out_dir):
 
 
 def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weights=False, progress=True,
-              train=True):
+              train=True, shard=(0, 1)):
     """Run every (row, seed) of ``table`` ("table1" or "table2"), or of the ``rows`` given, not yet in
     ``OUT/results.json`` (none with ``train=False``) and write ``OUT/<table>.md`` with every row of
     the table (those not run yet marked "pending"); return the path of the table.
@@ -183,12 +205,18 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     weights of RetinaNet trained K0 iterations on the run's box-labeled images with the same seed
     (trained once, kept in ``runs/init``, its test metrics under ``init/...`` in results.json), then
     trains its own iterations with ``opts`` on top of the spec's; the table goes to
-    ``OUT/<table>_warm<K0>.md``."""
+    ``OUT/<table>_warm<K0>.md``.
+
+    ``shard=(i, n)`` trains only every n-th run starting at the i-th (runs sharing a warm start stay
+    together), so that n processes, e.g. one per GPU, share the work and one OUT."""
     from tqdm import tqdm
 
     from .data import prepare_data
     from .tables import result_key, warm_start_iters, write_table
 
+    shard_index, shards = shard
+    if not 0 <= shard_index < shards:
+        raise ValueError(f"shard {shard_index}/{shards}: need 0 <= index < count")
     seeds = int(seeds if seeds is not None else spec["seeds"])
     iters = int(iters if iters is not None else spec["iters"])
     if seeds < 1 or iters < 1:
@@ -251,11 +279,17 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         start = time.perf_counter()
         metrics = train_and_evaluate(cfg, test_name, keep_weights)
         seconds = round(time.perf_counter() - start, 1)
-        results = load_results(out_dir)  # another process may have added runs meanwhile
-        results[k] = {"table": table_name, "method": row.method, "full": row.full, "weak": row.weak,
-                      "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
-                      "seconds": seconds, "metrics": metrics}
-        atomic_write_json(os.path.join(out_dir, "results.json"), results, indent=2)
+        record = {"table": table_name, "method": row.method, "full": row.full, "weak": row.weak,
+                  "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
+                  "seconds": seconds, "metrics": metrics}
+        curve = learning_curve(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER)
+        if curve:
+            record["curve"] = curve
+        path = os.path.join(out_dir, "results.json")
+        with locked(path):  # other processes may add runs meanwhile
+            results = load_results(out_dir)
+            results[k] = record
+            atomic_write_json(path, results, indent=2)
         logger.info(f"{k}: mAP {metrics['mAP']:.2f} in {seconds:.0f} s")
 
     def current(results):  # the results of runs with today's configs
@@ -265,14 +299,20 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     results = load_results(out_dir)
     done = current(results)
     jobs = [(row, s) for row in all_rows for s in range(seeds)]
+    total = len(jobs)
+    if shards > 1:  # runs that share a warm start (same boxes and seed) go to the same shard
+        groups = list(dict.fromkeys((row.full, s) if warm else (row, s) for row, s in jobs))
+        mine = {g for i, g in enumerate(groups) if i % shards == shard_index}
+        jobs = [(row, s) for row, s in jobs if ((row.full, s) if warm else (row, s)) in mine]
     missing = [(row, s) for row, s in jobs if key(row, s) not in done]
     todo = missing if train else []
     stale = [key(row, s) for row, s in todo if key(row, s) in results]
     if stale:
         logger.warning(f"{len(stale)} finished runs had another config and are run again: "
                        f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}")
-    logger.info(f"{table}: {len(jobs)} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations), "
-                f"{len(jobs) - len(missing)} already done"
+    logger.info(f"{table}: {total} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations)"
+                + (f", {len(jobs)} in shard {shard_index}/{shards}" if shards > 1 else "")
+                + f", {len(jobs) - len(missing)} already done"
                 + ("" if train else " (report only: nothing is trained)"))
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=table, disable=not progress)
     for row, s in todo:

@@ -248,7 +248,7 @@ def _lookup(values, index, src, what, gt_source):
     mapped = np.array([index.get(v.item() if hasattr(v, "item") else v, -1) for v in uniq], dtype=np.int64)
     missing = np.flatnonzero(mapped < 0)
     if len(missing):
-        first = uniq[missing[0]]
+        first = uniq[missing[0]].item()  # a Python int/str: numpy 2 writes np.int64(7) for repr
         entry = int(np.flatnonzero(inverse == missing[0])[0])
         raise EvaluationInputError(
             f"{src}: entry {entry} has {what} {first!r}, which is not in the ground truth {gt_source} "

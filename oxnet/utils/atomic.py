@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary file in the same folder, then ``os.replace``."""
+"""Atomic file output: write to a temporary file in the same folder, then ``os.replace``; and an
+inter-process lock for read-modify-write updates of a shared file."""
 import contextlib
 import json
 import os
@@ -34,3 +35,13 @@ def atomic_write_json(path, obj, **json_kwargs):
     """Serialize ``obj`` as JSON to ``path`` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, **json_kwargs)
+
+
+@contextlib.contextmanager
+def locked(path, timeout=600):
+    """Hold an exclusive inter-process lock on ``path`` (through the file ``path + ".lock"``), so that
+    processes sharing a file (e.g. a benchmark's results.json) can read, update and write it in turn."""
+    import portalocker
+
+    with portalocker.Lock(os.fspath(path) + ".lock", mode="a", timeout=timeout):
+        yield

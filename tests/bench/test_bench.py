@@ -157,3 +157,46 @@ def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts
     assert seen == ["sfl"]
     assert main(["table1", "--data", "toy", "--out", out, "--rows", "sfl", "--iters", "2",
                  "--warm-start", "-1"]) == 2
+
+
+def test_shards_split_the_runs_without_overlap_and_keep_a_warm_start_with_its_rows(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_training(cfg, test_name, keep_weights=False):
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        open(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), "w").close()
+        trained.append((cfg.OXNET.METHOD, cfg.SEED, cfg.SOLVER.MAX_ITER))
+        return {k: 1.0 for k in runner.METRIC_KEYS}
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
+    out = str(tmp_path / "bench")
+    args = ["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet,sfl", "--seeds", "2",
+            "--iters", "2", "--no-progress"]
+    per_shard = []
+    for i in range(3):
+        before = len(trained)
+        assert main(args + ["--shard", f"{i}/3"]) == 0
+        per_shard.append(trained[before:])
+    assert sorted(t[:2] for t in trained) == sorted((m, s) for m in ("retinanet", "oxnet", "sfl")
+                                                  for s in (0, 1))  # each run once
+    assert [len(p) for p in per_shard] == [2, 2, 2]
+    assert len(json.load(open(os.path.join(out, "results.json")))) == 6  # all shards' results kept
+
+    # with a warm start, the rows sharing one (boxes, seed) warm start stay in one shard, which
+    # trains that warm start once: 2 seeds over 2 shards, each trains 1 warm start + 3 rows
+    trained.clear()
+    for i in range(2):
+        before = len(trained)
+        assert main(args + ["--warm-start", "3", "--shard", f"{i}/2"]) == 0
+        shard = trained[before:]
+        assert len(shard) == 4 and len({s for _, s, _ in shard}) == 1 and shard[0] == ("retinanet", i, 3)
+    assert main(args + ["--shard", "2/2"]) == 2 and main(args + ["--shard", "x"]) == 2
+
+
+def test_eval_period_records_a_learning_curve(tmp_path):
+    out = str(tmp_path / "bench")
+    spec = dict(load_spec("toy"), eval_period=1)
+    run_table("table1", spec, out, iters=2, rows=["retinanet"], progress=False)
+    (record,) = json.load(open(os.path.join(out, "results.json"))).values()
+    assert sorted(record["curve"]) == ["1", "2"]  # evaluated after iterations 1 and 2
+    assert record["curve"]["2"] == pytest.approx(record["metrics"]["mAP"], abs=1e-3)
