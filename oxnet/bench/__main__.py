@@ -28,8 +28,9 @@ def parse_args(argv=None):
                         help="start every row from RetinaNet trained ITERS iterations on the row's boxes "
                              "(0: from scratch; default: the spec's warm_start.iters)")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
-                        help="train only the I-th of N shares of the runs (0-based); N processes with the same "
-                             "--out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and results.json")
+                        help="train only the I-th of N shares of the runs (0-based); N processes with the "
+                             "same --out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and "
+                             "results.json")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true",
