@@ -162,6 +162,17 @@ def learning_curve(folder, max_iter):
     return curve
 
 
+def device_name(device):
+    """What a run trained on: the GPU's name for a CUDA device, else the CPU and its core count."""
+    import platform
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
 def config_fingerprint(cfg, root=None):
     """A short hash of everything that defines a run: the config without its output folder (and with
     MODEL.WEIGHTS relative to ``root``, so that a moved benchmark folder keeps its results)."""
@@ -281,7 +292,7 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         seconds = round(time.perf_counter() - start, 1)
         record = {"table": table_name, "method": row.method, "full": row.full, "weak": row.weak,
                   "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
-                  "seconds": seconds, "metrics": metrics}
+                  "seconds": seconds, "device": device_name(cfg.MODEL.DEVICE), "metrics": metrics}
         curve = learning_curve(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER)
         if curve:
             record["curve"] = curve

@@ -63,8 +63,11 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
                  + (f" Each row starts from the weights of RetinaNet trained for {warm} iterations on the "
                     "row's box-labeled images with the same seed, then trains its own iterations with "
                     f"`{' '.join(map(str, spec['warm_start'].get('opts', [])))}`." if warm else ""))
+    shown = [results.get(result_key(table, row, s, iters, warm)) for row in rows for s in range(seeds)]
+    devices = sorted({r["device"] for r in shown if r and r.get("device")})
     lines.append(f"Machine: {platform.node() or '?'} ({platform.machine()}, {os.cpu_count()} CPUs). "
-                 f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+                 + (f"Runs trained on: {'; '.join(devices)}. " if devices else "")
+                 + f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     previous = None
     for row in rows:

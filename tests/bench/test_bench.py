@@ -65,6 +65,9 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert all(c != "pending" for name in ("RetinaNet", "OXnet (SFL+DAA+GPA)") for c in rows[name][4:])
     results = json.load(open(os.path.join(out, "results.json")))
     assert len(results) == 2
+    assert all(r["device"].endswith("cores") for r in results.values())  # trained on the CPU here
+    assert "Runs trained on: " + next(iter(results.values()))["device"] in open(
+        os.path.join(out, "table1.md"), encoding="utf-8").read()
     assert all(set(r["metrics"]) == {"mAP", "AP40", "AP75", "APs", "APm", "APl"} for r in results.values())
     assert not any(f.endswith(".pth") for _, _, files in os.walk(out) for f in files)  # weights dropped
 
