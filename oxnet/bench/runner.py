@@ -219,7 +219,8 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     ``OUT/<table>_warm<K0>.md``.
 
     ``shard=(i, n)`` trains only every n-th run starting at the i-th (runs sharing a warm start stay
-    together), so that n processes, e.g. one per GPU, share the work and one OUT."""
+    together), so that n processes, e.g. one per GPU, share the work and one OUT. The split depends on
+    the table, rows and seeds alone, not on what is done: a shard started again trains the same runs."""
     from tqdm import tqdm
 
     from .data import prepare_data
