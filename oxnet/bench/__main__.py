@@ -1,10 +1,11 @@
 """Command line: ``python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K]
-[--rows a,b,c] [--warm-start K0] [--shard I/N]``.
+[--rows a,b,c] [--warm-start K0] [--shard I/N] [--eval-period K] [KEY VALUE ...]``.
 
 SPEC is a preset (``synthetic``, ``tbx500``, ``toy``) or a JSON spec file (see :mod:`oxnet.bench.presets`).
 Every (row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
 ``DIR/results.json`` and skipped when the command is repeated, so an interrupted benchmark resumes.
-The table is written to ``DIR/table1.md`` or ``DIR/table2.md``.
+The table is written to ``DIR/table1.md`` or ``DIR/table2.md``. Trailing ``KEY VALUE`` pairs are
+detectron2 config overrides applied after the spec's ``opts`` to every run, e.g. ``MODEL.DEVICE cuda``.
 """
 import argparse
 import logging
@@ -31,11 +32,32 @@ def parse_args(argv=None):
                         help="train only the I-th of N shares of the runs (0-based); N processes with the "
                              "same --out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and "
                              "results.json")
+    parser.add_argument("--eval-period", type=float, default=None, metavar="K",
+                        help="also evaluate every K iterations (or this fraction of --iters) during training "
+                             "and keep the learning curve (default: the spec's eval_period, 0)")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the table from the runs already in results.json")
-    return parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
+                        help="detectron2 config overrides for every run, after the spec's opts")
+    return parser.parse_intermixed_args(argv)
+
+
+def check_overrides(opts):
+    """Refuse config overrides that name an unknown key or do not come in pairs, before any run."""
+    from detectron2.config import get_cfg
+
+    from oxnet.config import add_oxnet_config
+
+    if len(opts) % 2:
+        raise ValueError(f"config overrides come in KEY VALUE pairs, got {opts}")
+    cfg = get_cfg()
+    add_oxnet_config(cfg)
+    try:
+        cfg.merge_from_list(list(opts))
+    except (AssertionError, KeyError, ValueError) as e:  # yacs asserts on unknown keys
+        raise ValueError(f"config override {opts}: {e}") from None
 
 
 def main(argv=None):
@@ -53,6 +75,12 @@ def main(argv=None):
             if args.warm_start < 0:
                 raise ValueError(f"--warm-start must be >= 0, got {args.warm_start}")
             spec["warm_start"] = dict(spec["warm_start"], iters=args.warm_start)
+        check_overrides(args.opts)
+        spec["opts"] = list(spec.get("opts", [])) + list(args.opts)
+        if args.eval_period is not None:
+            if args.eval_period < 0:
+                raise ValueError(f"--eval-period must be >= 0, got {args.eval_period}")
+            spec["eval_period"] = int(args.eval_period) if args.eval_period >= 1 else args.eval_period
         rows = [r.strip() for r in args.rows.split(",") if r.strip()]
         try:
             shard = tuple(int(x) for x in args.shard.split("/"))

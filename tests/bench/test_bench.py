@@ -203,3 +203,20 @@ def test_eval_period_records_a_learning_curve(tmp_path):
     (record,) = json.load(open(os.path.join(out, "results.json"))).values()
     assert sorted(record["curve"]) == ["1", "2"]  # evaluated after iterations 1 and 2
     assert record["curve"]["2"] == pytest.approx(record["metrics"]["mAP"], abs=1e-3)
+
+
+def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_training(cfg, test_name, keep_weights=False):
+        seen.append((cfg.MODEL.RETINANET.NUM_CONVS, cfg.TEST.EVAL_PERIOD, cfg.DATASETS.TEST))
+        return {k: 1.0 for k in runner.METRIC_KEYS}
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
+    out = str(tmp_path / "bench")
+    args = ["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "8", "--no-progress"]
+    assert main(args + ["--eval-period", "0.25", "MODEL.RETINANET.NUM_CONVS", "3"]) == 0
+    assert len(seen) == 2 and all(s[:2] == (3, 2) and len(s[2]) == 1 for s in seen)  # 8 x 0.25 = 2
+    assert main(args + ["MODEL.RETINANET.NUM_CONVS"]) == 2  # a key without its value
+    assert main(args + ["MODEL.NO_SUCH_KEY", "1"]) == 2
+    assert main(args + ["--eval-period", "-1"]) == 2
