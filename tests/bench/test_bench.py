@@ -214,7 +214,8 @@ def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkey
 
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
     out = str(tmp_path / "bench")
-    args = ["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "8", "--no-progress"]
+    args = ["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "8",
+            "--no-progress"]
     assert main(args + ["--eval-period", "0.25", "MODEL.RETINANET.NUM_CONVS", "3"]) == 0
     assert len(seen) == 2 and all(s[:2] == (3, 2) and len(s[2]) == 1 for s in seen)  # 8 x 0.25 = 2
     assert main(args + ["MODEL.RETINANET.NUM_CONVS"]) == 2  # a key without its value
