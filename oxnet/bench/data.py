@@ -9,7 +9,7 @@ import logging
 import os
 
 from oxnet.data.format import read_omni_coco, write_omni_coco
-from oxnet.utils.atomic import atomic_write_json
+from oxnet.utils.atomic import atomic_write_json, locked
 
 __all__ = ["BenchData", "prepare_data"]
 
@@ -78,7 +78,14 @@ def _split_coco(d, folder):
 
 
 def prepare_data(spec, out_dir):
-    """Build (or reuse) the pool and test set of a spec under ``out_dir/data``; return :class:`BenchData`."""
+    """Build (or reuse) the pool and test set of a spec under ``out_dir/data``; return :class:`BenchData`.
+    Processes sharing ``out_dir`` (``--shard``) build it once, in turn."""
+    os.makedirs(out_dir, exist_ok=True)
+    with locked(os.path.join(out_dir, "data")):
+        return _prepare_data(spec, out_dir)
+
+
+def _prepare_data(spec, out_dir):
     d = spec["data"]
     folder = os.path.join(out_dir, "data")
     stamp = os.path.join(folder, "spec.json")
