@@ -9,7 +9,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -17,6 +17,7 @@ from oxnet.config import method_components, uses_teacher
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, split_by_supervision
 from oxnet.data.mapper import OmniDatasetMapper
 
+from .clipping import add_gradient_clipping
 from .hooks import MeanTeacherHook, PlateauLRHook
 
 logger = logging.getLogger(__name__)
@@ -131,10 +132,10 @@ class OXnetTrainer(DefaultTrainer):
                                               weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM)
         name = cfg.OXNET.SOLVER.OPTIMIZER.upper()
         if name == "ADAM":
-            optim = maybe_add_gradient_clipping(cfg, torch.optim.Adam)
+            optim = add_gradient_clipping(cfg, torch.optim.Adam)
             return optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         if name == "SGD":
-            optim = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+            optim = add_gradient_clipping(cfg, torch.optim.SGD)
             return optim(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
                          nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         raise ValueError(f"OXNET.SOLVER.OPTIMIZER must be ADAM or SGD, got {cfg.OXNET.SOLVER.OPTIMIZER!r}")
