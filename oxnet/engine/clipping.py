@@ -5,7 +5,8 @@ its own norm (``torch.nn.utils.clip_grad_norm_`` called once per tensor, in a Py
 ResNet-101 RetinaNet that is 372 calls of a few small kernels each per step, which on a GPU took as
 long as the backward pass (BENCHMARKS.md). :func:`add_gradient_clipping` computes the same thing with
 one ``torch._foreach_*`` call per step and device: every tensor's norm, its own clip coefficient
-``min(1, CLIP_VALUE / (norm + 1e-6))`` and the scaling, bit for bit as detectron2 does.
+``min(1, CLIP_VALUE / (norm + 1e-6))`` and the scaling, with the same operations as detectron2 (equal
+bit for bit in ``tests/engine/test_clipping.py``, on the CPU).
 """
 from collections import defaultdict
 
