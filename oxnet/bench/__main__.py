@@ -33,8 +33,8 @@ def parse_args(argv=None):
                              "same --out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and "
                              "results.json")
     parser.add_argument("--eval-period", type=float, default=None, metavar="K",
-                        help="also evaluate every K iterations (or this fraction of --iters) during training "
-                             "and keep the learning curve (default: the spec's eval_period, 0)")
+                        help="also evaluate every K iterations (below 1: this fraction of --iters) during "
+                             "training and keep the learning curve (default: the spec's eval_period, 0)")
     parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true",
@@ -82,11 +82,10 @@ def main(argv=None):
                 raise ValueError(f"--eval-period must be >= 0, got {args.eval_period}")
             spec["eval_period"] = int(args.eval_period) if args.eval_period >= 1 else args.eval_period
         rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-        try:
-            shard = tuple(int(x) for x in args.shard.split("/"))
-            assert len(shard) == 2 and shard[1] >= 1
-        except (ValueError, AssertionError):
-            raise ValueError(f"--shard takes I/N (e.g. 0/4), got {args.shard!r}") from None
+        parts = args.shard.split("/")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) < 1:
+            raise ValueError(f"--shard takes I/N (e.g. 0/4), got {args.shard!r}")
+        shard = (int(parts[0]), int(parts[1]))
         path = run_table(args.table, spec, args.out, seeds=args.seeds, iters=args.iters, rows=rows,
                          keep_weights=args.keep_weights, progress=not args.no_progress,
                          train=not args.report_only, shard=shard)
