@@ -233,8 +233,7 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     iters = int(iters if iters is not None else spec["iters"])
     if seeds < 1 or iters < 1:
         raise ValueError(f"--seeds and --iters must be >= 1, got {seeds} and {iters}")
-    os.makedirs(out_dir, exist_ok=True)
-    data = prepare_data(spec, out_dir)
+    data = prepare_data(spec, out_dir)  # creates out_dir
     if table == "table1":
         all_rows = shown = table1_rows(spec, data.n_train)
         if rows:
@@ -313,9 +312,10 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     jobs = [(row, s) for row in all_rows for s in range(seeds)]
     total = len(jobs)
     if shards > 1:  # runs that share a warm start (same boxes and seed) go to the same shard
-        groups = list(dict.fromkeys((row.full, s) if warm else (row, s) for row, s in jobs))
+        group = lambda row, s: (row.full, s) if warm else (row, s)  # noqa: E731
+        groups = list(dict.fromkeys(group(*job) for job in jobs))
         mine = {g for i, g in enumerate(groups) if i % shards == shard_index}
-        jobs = [(row, s) for row, s in jobs if ((row.full, s) if warm else (row, s)) in mine]
+        jobs = [job for job in jobs if group(*job) in mine]
     missing = [(row, s) for row, s in jobs if key(row, s) not in done]
     todo = missing if train else []
     stale = [key(row, s) for row, s in todo if key(row, s) in results]

@@ -14,11 +14,19 @@ import torch
 
 __all__ = ["add_gradient_clipping", "clip_each_parameter"]
 
+CLIP_TYPES = ("value", "norm")
+
+
+def _check_clip_type(clip_type):
+    if clip_type not in CLIP_TYPES:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got {clip_type!r}")
+
 
 def clip_each_parameter(params, clip_type, clip_value, norm_type=2.0):
     """Clip the gradient of each tensor in ``params`` on its own (detectron2's per-parameter clipping):
     ``clip_type`` "value" clamps to [-clip_value, clip_value]; "norm" scales each gradient whose
     ``norm_type`` norm exceeds ``clip_value`` down to it."""
+    _check_clip_type(clip_type)
     groups = defaultdict(list)
     for p in params:
         if p.grad is not None:
@@ -27,14 +35,12 @@ def clip_each_parameter(params, clip_type, clip_value, norm_type=2.0):
         if clip_type == "value":
             torch._foreach_clamp_min_(grads, -clip_value)
             torch._foreach_clamp_max_(grads, clip_value)
-        elif clip_type == "norm":
+        else:
             norms = torch.stack(torch._foreach_norm(grads, norm_type))
             # clip_grad_norm_ takes the norm of the per-tensor norms: for one tensor, that of [norm]
             totals = torch.linalg.vector_norm(norms.unsqueeze(1), norm_type, dim=1)
             coefs = torch.clamp(clip_value / (totals + 1e-6), max=1.0)
             torch._foreach_mul_(grads, list(coefs.unbind()))
-        else:
-            raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got {clip_type!r}")
 
 
 def add_gradient_clipping(cfg, optimizer_cls):
@@ -45,8 +51,7 @@ def add_gradient_clipping(cfg, optimizer_cls):
     if not clip.ENABLED:
         return optimizer_cls
     clip_type, value, norm_type = clip.CLIP_TYPE, float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
-    if clip_type not in ("value", "norm"):
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got {clip_type!r}")
+    _check_clip_type(clip_type)  # at build time, not at the first step
 
     def step(self, closure=None):
         clip_each_parameter((p for g in self.param_groups for p in g["params"]), clip_type, value, norm_type)
