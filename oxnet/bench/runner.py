@@ -163,22 +163,35 @@ def learning_curve(folder, max_iter):
 
 
 def device_name(device):
-    """What a run trained on: the GPU's name for a CUDA device, else the CPU and its core count."""
+    """What a run trained on: the GPU's name for a CUDA device, else the CPU, its core count and the
+    threads PyTorch used (the thread count changes the order of floating-point sums, so the same seed
+    gives bitwise identical runs only with the same count)."""
     import platform
 
     import torch
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    threads = torch.get_num_threads()
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {threads} thread{'s' * (threads != 1)}"
 
 
 def config_fingerprint(cfg, root=None):
     """A short hash of everything that defines a run: the config without its output folder (and with
-    MODEL.WEIGHTS relative to ``root``, so that a moved benchmark folder keeps its results)."""
+    MODEL.WEIGHTS relative to ``root``, so that a moved benchmark folder keeps its results), and
+    without the options of :data:`oxnet.config.NEUTRAL_OPTIONS` that have their neutral value."""
+    from oxnet.config import NEUTRAL_OPTIONS
+
     cfg = cfg.clone()
     cfg.defrost()
     cfg.OUTPUT_DIR = ""
+    for name, neutral in NEUTRAL_OPTIONS.items():
+        *parents, key = name.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part, {})
+        if key in node and (tuple(node[key]) if isinstance(neutral, tuple) else node[key]) == neutral:
+            del node[key]
     if root and cfg.MODEL.WEIGHTS:
         cfg.MODEL.WEIGHTS = os.path.relpath(cfg.MODEL.WEIGHTS, root)
     return hashlib.sha1(cfg.dump(sort_keys=True).encode()).hexdigest()[:10]

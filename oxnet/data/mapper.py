@@ -15,7 +15,9 @@ class OmniDatasetMapper:
     """Map an OXnet dataset dict (see :func:`oxnet.data.register_omni_coco`) to model inputs.
 
     Every image is resized to ``OXNET.INPUT_SIZE`` squared ("resized to 512x512 without cropping",
-    Sec. 2.4); training adds an optional horizontal flip. In training, for methods with a mean
+    Sec. 2.4); training adds an optional scale jitter (``OXNET.AUG.SCALE_RANGE``: resized by a random
+    factor of that size, then cropped or padded back to it; a box cropped away leaves that view) and
+    an optional horizontal flip. In training, for methods with a mean
     teacher, weak and unlabeled images also get ``"image_weak"``, the teacher's view: same geometry
     as the student's ``"image"`` (so their anchors align), without the strong view's photometric
     changes (brightness, contrast, noise, cutout). For the Pi model
@@ -42,7 +44,15 @@ class OmniDatasetMapper:
         self.second_view = second_view(cfg.OXNET.METHOD) if is_train else ""
         self.teacher_view = self.second_view == "weak"
         aug = cfg.OXNET.AUG
-        augs = [T.Resize((self.size, self.size))]
+        lo, hi = (float(v) for v in aug.SCALE_RANGE)
+        if not 0 < lo <= hi:
+            raise ValueError("OXNET.AUG.SCALE_RANGE must be (low, high) with 0 < low <= high, "
+                             f"got {aug.SCALE_RANGE}")
+        if is_train and (lo, hi) != (1.0, 1.0):
+            augs = [T.ResizeScale(lo, hi, self.size, self.size),
+                    T.FixedSizeCrop((self.size, self.size), pad_value=0)]
+        else:
+            augs = [T.Resize((self.size, self.size))]
         if is_train and aug.HFLIP_PROB > 0:
             augs.append(T.RandomFlip(prob=aug.HFLIP_PROB, horizontal=True))
         self.augmentations = T.AugmentationList(augs)
@@ -114,5 +124,7 @@ class OmniDatasetMapper:
         if self.is_train and level == "full":
             annos = [utils.transform_instance_annotations(a, transforms, image.shape[:2])
                      for a in d.get("annotations", []) if a.get("iscrowd", 0) == 0]
-            out["instances"] = utils.annotations_to_instances(annos, image.shape[:2])
+            # a box the scale jitter's crop left outside the image is dropped from this view
+            instances = utils.annotations_to_instances(annos, image.shape[:2])
+            out["instances"] = utils.filter_empty_instances(instances)
         return out

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from oxnet.bench import PRESETS, TABLE1_ROWS, load_spec, run_table, table1_rows, table2_rows
 from oxnet.bench import runner
@@ -65,7 +66,9 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert all(c != "pending" for name in ("RetinaNet", "OXnet (SFL+DAA+GPA)") for c in rows[name][4:])
     results = json.load(open(os.path.join(out, "results.json")))
     assert len(results) == 2
-    assert all(r["device"].endswith("cores") for r in results.values())  # trained on the CPU here
+    threads = torch.get_num_threads()
+    assert all(r["device"].endswith(f"cores, {threads} thread" + "s" * (threads != 1))  # the CPU here
+               for r in results.values())
     assert "Runs trained on: " + next(iter(results.values()))["device"] in open(
         os.path.join(out, "table1.md"), encoding="utf-8").read()
     assert all(set(r["metrics"]) == {"mAP", "AP40", "AP75", "APs", "APm", "APl"} for r in results.values())
@@ -221,3 +224,20 @@ def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkey
     assert main(args + ["MODEL.RETINANET.NUM_CONVS"]) == 2  # a key without its value
     assert main(args + ["MODEL.NO_SUCH_KEY", "1"]) == 2
     assert main(args + ["--eval-period", "-1"]) == 2
+
+
+def test_fingerprint_omits_options_at_their_neutral_value_and_sees_any_other():
+    from oxnet.config import NEUTRAL_OPTIONS
+    from oxnet.utils.testing import tiny_cfg
+
+    cfg = tiny_cfg("oxnet")
+    before = cfg.clone()  # the config as it was before the neutral options existed
+    for name in NEUTRAL_OPTIONS:
+        *parents, key = name.split(".")
+        node = before
+        for part in parents:
+            node = node[part]
+        del node[key]
+    assert runner.config_fingerprint(cfg) == runner.config_fingerprint(before)
+    cfg.OXNET.AUG.SCALE_RANGE = (0.75, 1.25)
+    assert runner.config_fingerprint(cfg) != runner.config_fingerprint(before)

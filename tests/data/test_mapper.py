@@ -73,3 +73,50 @@ def test_cached_images_give_the_same_inputs_as_files(toy, tmp_path):
     cfg.OXNET.INPUT_SIZE = 48
     with pytest.raises(ValueError, match="32 px"):
         OmniDatasetMapper(cfg, is_train=False)
+
+
+def _full_with_boxes(dicts):
+    full = next(d for d in dicts if d["supervision"] == "full" and len(d["annotations"]) >= 2)
+    xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in full["annotations"])], float)
+    return full, xyxy
+
+
+def test_scale_jitter_down_pads_at_right_and_bottom_and_scales_the_boxes(toy):
+    _, _, dicts = toy
+    full, xyxy = _full_with_boxes(dicts)
+    cfg = _cfg()  # 64 px images, 32 px input
+    cfg.OXNET.AUG.SCALE_RANGE = (0.5, 0.5)
+    out = OmniDatasetMapper(cfg, is_train=True)(full)
+    assert out["image"].shape == (3, 32, 32)
+    assert torch.all(out["image"][:, 16:, :] == 0) and torch.all(out["image"][:, :, 16:] == 0)
+    assert out["image"][:, :16, :16].std() > 0  # the picture, at half the input size
+    assert np.allclose(out["instances"].gt_boxes.tensor.numpy(), xyxy * 16 / 64, atol=1e-4)
+
+
+def test_scale_jitter_up_crops_and_keeps_only_the_boxes_left_in_view(toy):
+    _, _, dicts = toy
+    full, xyxy = _full_with_boxes(dicts)
+    cfg = _cfg()
+    cfg.OXNET.AUG.SCALE_RANGE = (2.0, 2.0)  # 64 px images at 2 x 32 px: a random 32 px crop of the original
+    mapper = OmniDatasetMapper(cfg, is_train=True)
+    original = OmniDatasetMapper(_cfg(size=64), is_train=False)(full)["image"]
+    dropped = 0
+    for seed in range(12):
+        np.random.seed(seed)
+        out = mapper(full)
+        err = {(oy, ox): (original[:, oy:oy + 32, ox:ox + 32] - out["image"]).abs().max().item()
+               for oy in range(33) for ox in range(33)}
+        oy, ox = min(err, key=err.get)
+        assert err[(oy, ox)] < 1e-3, "the input is not a crop of the original image"
+        expected = (xyxy - [ox, oy, ox, oy]).clip(0, 32)
+        expected = expected[(expected[:, 2] > expected[:, 0]) & (expected[:, 3] > expected[:, 1])]
+        assert np.allclose(out["instances"].gt_boxes.tensor.numpy(), expected, atol=1e-4)
+        dropped += len(expected) < len(xyxy)
+    assert dropped > 0  # some crops leave a box outside, and it is dropped rather than kept empty
+
+
+def test_scale_jitter_range_is_checked():
+    cfg = _cfg()
+    cfg.OXNET.AUG.SCALE_RANGE = (1.2, 0.8)
+    with pytest.raises(ValueError, match="SCALE_RANGE"):
+        OmniDatasetMapper(cfg, is_train=True)
