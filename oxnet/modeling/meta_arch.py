@@ -8,10 +8,12 @@ from torch import distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling.meta_arch import retinanet as d2_retinanet
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from torch import nn
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.events import get_event_storage
+from fvcore.nn import sigmoid_focal_loss
 
 from oxnet.config import UNSUP_LOSSES, method_components
 
@@ -161,6 +163,18 @@ class OXNet(RetinaNet):
             value /= dist.get_world_size()
         buf.mul_(momentum).add_((1 - momentum) * value)
         return buf.item()
+
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        """RetinaNet's focal and box losses (detectron2's), computed with fvcore's eager focal loss
+        instead of its TorchScript twin. TorchScript's profiling executor replaces a function's graph
+        after its first calls in a process, and the optimized backward rounds differently: a run's
+        gradients, hence its result, would depend on what ran before it in the same process."""
+        scripted = d2_retinanet.sigmoid_focal_loss_jit
+        d2_retinanet.sigmoid_focal_loss_jit = sigmoid_focal_loss
+        try:
+            return super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        finally:
+            d2_retinanet.sigmoid_focal_loss_jit = scripted
 
     def _run_network(self, batched_inputs, image_key="image", with_boxes=True):
         """Backbone + head on ``batched_inputs[i][image_key]``. ``with_boxes=False`` skips the box
