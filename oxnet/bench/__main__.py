@@ -77,6 +77,7 @@ def main(argv=None):
             spec["warm_start"] = dict(spec["warm_start"], iters=args.warm_start)
         check_overrides(args.opts)
         spec["opts"] = list(spec.get("opts", [])) + list(args.opts)
+        spec["overrides"] = list(args.opts)  # named in the table
         if args.eval_period is not None:
             if args.eval_period < 0:
                 raise ValueError(f"--eval-period must be >= 0, got {args.eval_period}")

@@ -63,6 +63,8 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
                  + (f" Each row starts from the weights of RetinaNet trained for {warm} iterations on the "
                     "row's box-labeled images with the same seed, then trains its own iterations with "
                     f"`{' '.join(map(str, spec['warm_start'].get('opts', [])))}`." if warm else ""))
+    if spec.get("overrides"):
+        lines.append("Config overrides for every run: `" + " ".join(map(str, spec["overrides"])) + "`.")
     shown = [results.get(result_key(table, row, s, iters, warm)) for row in rows for s in range(seeds)]
     devices = sorted({r["device"] for r in shown if r and r.get("device")})
     lines.append(f"Machine: {platform.node() or '?'} ({platform.machine()}, {os.cpu_count()} CPUs). "

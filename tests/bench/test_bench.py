@@ -221,6 +221,8 @@ def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkey
             "--no-progress"]
     assert main(args + ["--eval-period", "0.25", "MODEL.RETINANET.NUM_CONVS", "3"]) == 0
     assert len(seen) == 2 and all(s[:2] == (3, 2) and len(s[2]) == 1 for s in seen)  # 8 x 0.25 = 2
+    assert "Config overrides for every run: `MODEL.RETINANET.NUM_CONVS 3`." in open(
+        os.path.join(out, "table1.md"), encoding="utf-8").read()
     assert main(args + ["MODEL.RETINANET.NUM_CONVS"]) == 2  # a key without its value
     assert main(args + ["MODEL.NO_SUCH_KEY", "1"]) == 2
     assert main(args + ["--eval-period", "-1"]) == 2
