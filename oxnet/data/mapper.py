@@ -17,10 +17,10 @@ class OmniDatasetMapper:
     Every image is resized to ``OXNET.INPUT_SIZE`` squared ("resized to 512x512 without cropping",
     Sec. 2.4); training adds an optional scale jitter (``OXNET.AUG.SCALE_RANGE``: resized by a random
     factor of that size, then cropped or padded back to it; a box cropped away leaves that view) and
-    an optional horizontal flip. In training, for methods with a mean
-    teacher, weak and unlabeled images also get ``"image_weak"``, the teacher's view: same geometry
-    as the student's ``"image"`` (so their anchors align), without the strong view's photometric
-    changes (brightness, contrast, noise, cutout). For the Pi model
+    an optional horizontal flip. In training, for methods with a mean teacher, weak and unlabeled
+    images also get ``"image_weak"``, the teacher's view: same geometry as the student's ``"image"``
+    (so their anchors align), without the strong view's photometric changes (brightness, contrast,
+    noise, cutout). For the Pi model
     (``oxnet.config.second_view(method) == "strong"``), ``"image_weak"`` is instead a second strong
     view with its own photometric draw.
 
