@@ -6,7 +6,6 @@ import time
 import weakref
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params
@@ -17,6 +16,7 @@ from oxnet.config import method_components, uses_teacher
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, split_by_supervision
 from oxnet.data.mapper import OmniDatasetMapper
 
+from .checkpoint import AtomicCheckpointer
 from .clipping import add_gradient_clipping
 from .hooks import MeanTeacherHook, PlateauLRHook
 
@@ -88,7 +88,7 @@ class OXnetTrainer(DefaultTrainer):
         self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"teacher": self.teacher_hook.teacher_checkpointable()} if self.teacher_hook else {}
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
