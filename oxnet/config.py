@@ -37,7 +37,7 @@ TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
 
 # Options added after benchmark results were first recorded, with the value that leaves training as it
 # was: a run's fingerprint (oxnet.bench) omits them while they have it, so finished runs stay valid.
-NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0)}
+NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all"}
 
 
 def second_view(method):
@@ -75,6 +75,9 @@ def add_oxnet_config(cfg):
     # The last ResNet stage M (Sec. 2.1), taken from the FPN's bottom-up network.
     _C.OXNET.GLOBAL_HEAD.IN_FEATURE = "res5"
     _C.OXNET.GLOBAL_HEAD.LOSS_WEIGHT = 1.0
+    # Whose image labels reach the detector through DAA's attention R (oxnet.modeling.attention.
+    # gate_attention): "all" (Eq. 3, the paper), "positive" (present classes only) or "none".
+    _C.OXNET.GLOBAL_HEAD.ATTENTION_GRAD = "all"
 
     _C.OXNET.GPA = CN()
     _C.OXNET.GPA.MOMENTUM = 0.7  # beta of Eq. 5 after the first update

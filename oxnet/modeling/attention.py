@@ -51,3 +51,31 @@ def daa_logits(cam: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         (B, K) logits; ``p_c = sigmoid(logits)``.
     """
     return (cam * attention).flatten(2).sum(dim=2)
+
+
+#: Which classes' image labels train the detector through R (``OXNET.GLOBAL_HEAD.ATTENTION_GRAD``).
+ATTENTION_GRAD_MODES = ("all", "positive", "none")
+
+
+def gate_attention(attention: torch.Tensor, labels: torch.Tensor, mode: str = "all") -> torch.Tensor:
+    """R with its gradient kept only where ``mode`` says; the values are unchanged.
+
+    "all" (Eq. 3 as written): every class's image label reaches the RetinaNet classification head.
+    "positive": only the classes present in the image (label 1). For an absent class, the gradient
+    of -log(1 - p_c) with respect to R_c raises the normalized attention where X_c is low, i.e. it
+    moves the detector's scores for that class to arbitrary places instead of lowering them; with
+    "positive" such a label still trains X_c but leaves the detector alone.
+    "none": R is a constant; DAA then trains only the global head (an ablation).
+
+    Args:
+        attention: (B, K, h, w) normalized local attention R.
+        labels: (B, K) image labels, 1 present, 0 absent, -1 unknown.
+    """
+    if mode == "all":
+        return attention
+    if mode == "none":
+        return attention.detach()
+    if mode == "positive":
+        keep = (labels == 1)[:, :, None, None]
+        return torch.where(keep, attention, attention.detach())
+    raise ValueError(f"attention gradient mode must be one of {ATTENTION_GRAD_MODES}, got {mode!r}")

@@ -18,7 +18,8 @@ from fvcore.nn import sigmoid_focal_loss
 from oxnet.config import UNSUP_LOSSES, method_components
 
 from . import baselines
-from .attention import daa_logits, local_attention, normalize_attention
+from .attention import (ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention,
+                        normalize_attention)
 from .global_head import GlobalHead
 from .gpa import PrototypeMemory, class_features, gpa_losses
 from .losses import masked_bce_with_logits, soft_focal_loss
@@ -66,7 +67,7 @@ class OXNet(RetinaNet):
 
     @configurable
     def __init__(self, *, global_mode: str = "", global_in_feature: str = "res5",
-                 global_head: GlobalHead = None, global_loss_weight: float = 1.0,
+                 global_head: GlobalHead = None, global_loss_weight: float = 1.0, attention_grad: str = "all",
                  prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
                  unsup: str = "", sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
@@ -79,7 +80,11 @@ class OXNet(RetinaNet):
             raise ValueError(f"global head mode must be '', 'gap' or 'daa', got {global_mode!r}")
         if prototypes is not None and global_mode != "daa":
             raise ValueError("GPA needs the DAA global head: its class features use the local attention R")
+        if attention_grad not in ATTENTION_GRAD_MODES:
+            raise ValueError(f"OXNET.GLOBAL_HEAD.ATTENTION_GRAD must be one of {ATTENTION_GRAD_MODES}, "
+                             f"got {attention_grad!r}")
         self.global_mode = global_mode
+        self.attention_grad = attention_grad
         self.global_in_feature = global_in_feature
         self.global_head = global_head
         self.global_loss_weight = global_loss_weight
@@ -134,7 +139,8 @@ class OXNet(RetinaNet):
                                  f"backbone ({sorted(shapes)}); add it to MODEL.RESNETS.OUT_FEATURES")
             channels = shapes[feature].channels
             ret.update(global_in_feature=feature, global_head=GlobalHead(channels, num_classes),
-                       global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT)
+                       global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT,
+                       attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD)
             if parts["gpa"]:
                 ret.update(prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
                            gpa_margin=cfg.OXNET.GPA.MARGIN, gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
@@ -244,7 +250,7 @@ class OXNet(RetinaNet):
         return losses
 
     def _weak_losses(self, batched_inputs, levels, global_out, zero):
-        g_logits, _, attention, feats_m = global_out
+        g_logits, cam, attention, feats_m = global_out
         idx = [i for i, s in enumerate(levels) if s in IMAGE_LABEL_LEVELS and "image_labels" in batched_inputs[i]]
         out = {"loss_global": zero + 0.0}
         if self.prototypes is not None:
@@ -255,7 +261,12 @@ class OXNet(RetinaNet):
             return out
         sel = torch.as_tensor(idx, device=self.device)
         labels = torch.stack([batched_inputs[i]["image_labels"] for i in idx]).to(self.device)
-        out["loss_global"] = out["loss_global"] + self.global_loss_weight * masked_bce_with_logits(g_logits[sel], labels)
+        logits = g_logits[sel]
+        if self.global_mode == "daa" and self.attention_grad != "all":
+            gated = gate_attention(attention[sel], labels, self.attention_grad)
+            logits = daa_logits(cam[sel], gated)  # Eq. 3, same values as g_logits
+        loss = masked_bce_with_logits(logits, labels)
+        out["loss_global"] = out["loss_global"] + self.global_loss_weight * loss
         if self.prototypes is not None:
             feats = class_features(feats_m[sel], attention[sel])  # Eq. 4
             positives = labels == 1

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from oxnet.modeling.attention import daa_logits, local_attention, normalize_attention
+from oxnet.modeling.attention import daa_logits, gate_attention, local_attention, normalize_attention
 
 
 def _level(b, a, k, h, w, fill=-8.0):
@@ -47,3 +48,44 @@ def test_normalized_attention_sums_to_one_and_daa_pools_the_cam():
     one_hot = torch.zeros(1, 1, 5, 5)
     one_hot[0, 0, 3, 1] = 1.0
     assert daa_logits(cam[:1, :1], normalize_attention(one_hot)).item() == cam[0, 0, 3, 1].item()
+
+
+def _attention_grad(mode, labels):
+    torch.manual_seed(0)
+    raw = torch.rand(2, 3, 4, 4, requires_grad=True)
+    cam = torch.randn(2, 3, 4, 4, requires_grad=True)
+    gated = gate_attention(normalize_attention(raw), labels, mode)
+    assert torch.equal(gated, normalize_attention(raw))  # values never change
+    logits = daa_logits(cam, gated)
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.clamp(min=0)).backward()
+    grad = torch.zeros_like(raw) if raw.grad is None else raw.grad
+    per_class = grad.abs().flatten(2).sum(dim=2)  # (B, K)
+    return per_class, cam.grad.abs().flatten(2).sum(dim=2)
+
+
+def test_gate_attention_keeps_the_detector_gradient_of_the_selected_classes_only():
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    present = labels == 1
+    grad_all, cam_all = _attention_grad("all", labels)
+    assert (grad_all > 0).all()  # Eq. 3 as written: absent classes reach the attention too
+    grad_pos, cam_pos = _attention_grad("positive", labels)
+    assert (grad_pos[present] > 0).all() and (grad_pos[~present] == 0).all()
+    assert torch.allclose(grad_pos[present], grad_all[present])
+    grad_none, cam_none = _attention_grad("none", labels)
+    assert (grad_none == 0).all()
+    # The global head's CAM learns every label in every mode.
+    assert torch.equal(cam_all, cam_pos) and torch.equal(cam_all, cam_none) and (cam_all > 0).all()
+
+
+def test_negative_label_moves_attention_towards_low_cam():
+    # Why "positive" exists: for an absent class, descending the loss raises R where X is lowest.
+    raw = torch.tensor([[[[1.0, 1.0]]]], requires_grad=True)
+    cam = torch.tensor([[[[2.0, -2.0]]]])
+    logits = daa_logits(cam, normalize_attention(raw))
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros(1, 1)).backward()
+    assert raw.grad[0, 0, 0, 1] < 0 < raw.grad[0, 0, 0, 0]  # a step raises the low-X location
+
+
+def test_gate_attention_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="positive"):
+        gate_attention(torch.rand(1, 1, 2, 2), torch.ones(1, 1), "some")

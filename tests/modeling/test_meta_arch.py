@@ -42,6 +42,27 @@ def test_daa_global_loss_reaches_the_retinanet_classification_head():
         assert _grad_norm(model.global_head) > 0
 
 
+def test_attention_grad_positive_keeps_absent_classes_out_of_the_detector():
+    batch = [random_input("weak", labels=[1, 0, -1])]
+    grads = {}
+    for mode in ("all", "positive"):
+        cfg = tiny_cfg("daa")
+        cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD = mode
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        model.train()
+        with EventStorage(0):
+            losses = model(batch)
+        losses["loss_global"].backward()
+        # cls_score's output channels are anchor-major: channel = anchor * K + class.
+        g = model.head.cls_score.weight.grad.abs().view(-1, NUM_CLASSES, *model.head.cls_score.weight.shape[1:])
+        grads[mode] = (losses["loss_global"].item(), g.flatten(2).sum(dim=2).sum(dim=0))
+    assert grads["all"][0] == grads["positive"][0]  # same loss value
+    assert (grads["all"][1][:2] > 0).all()
+    assert grads["positive"][1][0] > 0 and grads["positive"][1][1] == 0  # class 1 is absent
+    assert grads["positive"][1][2] == 0  # class 2 is unknown (-1): no label, no gradient
+
+
 def test_full_image_without_boxes_trains_as_background():
     model = _build("retinanet")
     with EventStorage(0):
