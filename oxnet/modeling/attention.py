@@ -63,9 +63,10 @@ def gate_attention(attention: torch.Tensor, labels: torch.Tensor, mode: str = "a
     "all" (Eq. 3 as written): every class's image label reaches the RetinaNet classification head.
     "positive": only the classes present in the image (label 1). For an absent class, the gradient
     of -log(1 - p_c) with respect to R_c raises the normalized attention where X_c is low, i.e. it
-    moves the detector's scores for that class to arbitrary places instead of lowering them; with
-    "positive" such a label still trains X_c but leaves the detector alone.
-    "none": R is a constant; DAA then trains only the global head (an ablation).
+    moves the detector's scores for that class rather than lowering them; with "positive" such a
+    label still trains X_c but leaves the detector alone. (Measured as an ablation, it was worse:
+    BENCHMARKS.md.)
+    "none": R is a constant; DAA then trains only the global head.
 
     Args:
         attention: (B, K, h, w) normalized local attention R.
