@@ -55,7 +55,8 @@ def test_attention_grad_positive_keeps_absent_classes_out_of_the_detector():
             losses = model(batch)
         losses["loss_global"].backward()
         # cls_score's output channels are anchor-major: channel = anchor * K + class.
-        g = model.head.cls_score.weight.grad.abs().view(-1, NUM_CLASSES, *model.head.cls_score.weight.shape[1:])
+        weight = model.head.cls_score.weight
+        g = weight.grad.abs().view(-1, NUM_CLASSES, *weight.shape[1:])
         grads[mode] = (losses["loss_global"].item(), g.flatten(2).sum(dim=2).sum(dim=0))
     assert grads["all"][0] == grads["positive"][0]  # same loss value
     assert (grads["all"][1][:2] > 0).all()
