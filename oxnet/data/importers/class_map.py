@@ -11,9 +11,15 @@ A class map file (``datasets/class_maps/*.yaml``)::
 A source class in neither ``map`` nor ``drop`` is *unmapped*: it is kept under its own name
 (``unmapped="keep"``), dropped with counts (``"drop"``) or an error (``"error"``, strict mode).
 
+A ``map`` or ``drop`` entry naming a class the input does not have (a typo such as ``Cardiomegally``)
+is an error listing the unknown names and the classes the input has (``absent_sources="error"``).
+``absent_sources="ignore"`` accepts them, for a class map shared between datasets or a small sample
+in which some source classes do not occur; they are reported with the rule ``absent``.
+
 Merged image labels: positive if any merged source is positive, else uncertain if any is uncertain,
 else negative if all merged sources present in the image are negative.
 """
+import difflib
 import os
 from collections import Counter, defaultdict
 
@@ -23,19 +29,22 @@ from oxnet.data.classes import PAPER_CLASSES
 
 from .common import ImportDataError
 
-__all__ = ["ClassMap", "load_class_map", "apply_class_map", "UNMAPPED_POLICIES"]
+__all__ = ["ClassMap", "load_class_map", "apply_class_map", "UNMAPPED_POLICIES", "ABSENT_POLICIES"]
 
 UNMAPPED_POLICIES = ("keep", "drop", "error")
+ABSENT_POLICIES = ("error", "ignore")
 
 
 class ClassMap:
-    """A parsed class map: ``mapping`` {source: target}, ``drop`` (set), ``targets`` (tuple or None)."""
+    """A parsed class map: ``mapping`` {source: target}, ``drop`` (set), ``targets`` (tuple or None);
+    ``lines`` {source: 1-based line of its entry in the file} when read from a file."""
 
-    def __init__(self, mapping=None, drop=(), targets=None, path="<class map>"):
+    def __init__(self, mapping=None, drop=(), targets=None, path="<class map>", lines=None):
         self.mapping = dict(mapping or {})
         self.drop = set(drop)
         self.targets = tuple(targets) if targets else None
         self.path = path
+        self.lines = dict(lines or {})
         both = sorted(set(self.mapping) & self.drop)
         if both:
             raise ImportDataError(path, None, f"classes {both} are both mapped and dropped")
@@ -50,11 +59,12 @@ def load_class_map(path):
     """Read a class-map YAML file (see the module docstring)."""
     path = os.fspath(path)
     with open(path, encoding="utf-8-sig") as f:
-        try:
-            spec = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise ImportDataError(path, None if line is None else line + 1, f"invalid YAML: {e}") from None
+        text = f.read()
+    try:
+        spec = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise ImportDataError(path, None if line is None else line + 1, f"invalid YAML: {e}") from None
     if not isinstance(spec, dict):
         raise ImportDataError(path, None, "a class map must be a mapping with keys 'map', 'drop', 'targets'")
     unknown_keys = sorted(set(spec) - {"map", "drop", "targets", "source", "description"})
@@ -72,7 +82,47 @@ def load_class_map(path):
         targets = PAPER_CLASSES
     elif targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
         raise ImportDataError(path, None, "'targets' must be 'paper' or a list of class names")
-    return ClassMap(mapping, drop, targets, path)
+    return ClassMap(mapping, drop, targets, path, lines=_entry_lines(text))
+
+
+def _entry_lines(text):
+    """{source class: 1-based line} of the ``map`` keys and ``drop`` items of a class-map YAML text."""
+    root = yaml.compose(text)
+    lines = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key, value in root.value:
+        if key.value == "map" and isinstance(value, yaml.MappingNode):
+            for k, _ in value.value:
+                lines.setdefault(k.value, k.start_mark.line + 1)
+        elif key.value == "drop" and isinstance(value, yaml.SequenceNode):
+            for item in value.value:
+                lines.setdefault(item.value, item.start_mark.line + 1)
+    return lines
+
+
+def _check_sources(class_map, sources):
+    """Raise :class:`ImportDataError` when the class map names source classes absent from ``sources``."""
+    named = list(class_map.mapping) + sorted(class_map.drop)
+    unknown = [s for s in named if s not in sources]
+    if not unknown:
+        return
+    unknown.sort(key=lambda s: (class_map.lines.get(s, 0), s))
+    details = []
+    for s in unknown:
+        kind = "map" if s in class_map.mapping else "drop"
+        line = class_map.lines.get(s)
+        text = f"{s!r} ({kind}" + (f", line {line})" if line else ")")
+        close = difflib.get_close_matches(s, sources, n=1)
+        if close:
+            text += f", did you mean {close[0]!r}?"
+        details.append(text)
+    raise ImportDataError(
+        class_map.path, class_map.lines.get(unknown[0]),
+        f"{len(unknown)} source classes of the class map are not in the data: {'; '.join(details)}. "
+        f"The data has the classes {sorted(sources)}. A class map shared with other datasets may name "
+        "classes this input lacks: accept them with --allow-absent-classes (absent_sources='ignore')",
+    )
 
 
 def _merge_labels(values):
@@ -83,7 +133,7 @@ def _merge_labels(values):
     return 0
 
 
-def apply_class_map(coco, class_map, unmapped="keep", class_rows=None):
+def apply_class_map(coco, class_map, unmapped="keep", class_rows=None, absent_sources="error"):
     """Rename, merge and drop the classes of an OXnet-COCO dict (in place of a copy).
 
     Args:
@@ -91,18 +141,27 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None):
         class_map (ClassMap or None): ``None`` applies only the ``unmapped`` policy to every class.
         unmapped (str): "keep", "drop" or "error" for classes the map does not name.
         class_rows (dict or None): {source class: (file, row)} of a first occurrence, for error messages.
+        absent_sources (str): "error" (default): a ``map`` or ``drop`` entry naming a class that is not
+            in ``coco`` raises :class:`ImportDataError` (the class map's file and the entry's line)
+            listing the unknown names and the classes ``coco`` has; "ignore": such entries are
+            reported with the rule ``absent``.
 
     Returns:
         (dict, list[dict]): the new OXnet-COCO dict and one report row per source class:
         ``{"source", "target", "rule", "boxes", "labels"}`` where ``rule`` is one of ``rename``,
-        ``merge``, ``keep``, ``drop``, ``drop-unmapped``; ``boxes``, ``labels`` and ``positive_labels``
-        count the boxes, the image labels (any value) and the positive image labels it touched.
+        ``merge``, ``keep``, ``drop``, ``drop-unmapped`` (then rows with ``absent`` for the class
+        map's classes missing from the input); ``boxes``, ``labels`` and ``positive_labels`` count the
+        boxes, the image labels (any value) and the positive image labels it touched.
     """
     if unmapped not in UNMAPPED_POLICIES:
         raise ValueError(f"unmapped must be one of {UNMAPPED_POLICIES}, got {unmapped!r}")
+    if absent_sources not in ABSENT_POLICIES:
+        raise ValueError(f"absent_sources must be one of {ABSENT_POLICIES}, got {absent_sources!r}")
     class_map = class_map or ClassMap()
     id_to_name = {c["id"]: c["name"] for c in coco["categories"]}
     sources = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
+    if absent_sources == "error":
+        _check_sources(class_map, sources)
 
     boxes = Counter(id_to_name[a["category_id"]] for a in coco["annotations"])
     labels = Counter(k for img in coco["images"] for k in img.get("image_labels", {}))
@@ -178,6 +237,9 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None):
          "positive_labels": positives[s]}
         for s in sources
     ]
+    absent = [s for s in list(class_map.mapping) + sorted(class_map.drop) if s not in sources]
+    report += [{"source": s, "target": class_map.mapping.get(s), "rule": "absent", "boxes": 0, "labels": 0,
+                "positive_labels": 0} for s in absent]
     return out, report
 
 

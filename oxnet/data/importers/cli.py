@@ -26,6 +26,11 @@ def importer_parser(description):
                         "(default: fail, listing the count and the first missing files)")
     p.add_argument("--class-map", default=None,
                    help="YAML class map (see datasets/class_maps/) renaming, merging or dropping classes")
+    p.add_argument("--allow-absent-classes", action="store_true",
+                   help="accept class-map entries naming classes this input does not have (a class map "
+                        "shared between datasets, or a small sample in which some classes do not "
+                        "occur); default: such an entry (e.g. a typo) is an error listing the unknown "
+                        "names and the classes the input has")
     unmapped = p.add_mutually_exclusive_group()
     unmapped.add_argument("--strict", action="store_true",
                           help="a class the class map does not name is an error")
@@ -45,7 +50,8 @@ def finish(args, coco, report):
     class_map = load_class_map(args.class_map) if args.class_map else None
     if args.strict and class_map is None:
         raise ImportDataError(args.out, None, "--strict needs --class-map")
-    coco, class_report = apply_class_map(coco, class_map, unmapped=unmapped, class_rows=class_rows)
+    coco, class_report = apply_class_map(coco, class_map, unmapped=unmapped, class_rows=class_rows,
+                                         absent_sources="ignore" if args.allow_absent_classes else "error")
     unknown_sizes = write_output(args.out, coco)
     sup = Counter(img["supervision"] for img in coco["images"])
     report.update(
