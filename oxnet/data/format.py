@@ -82,7 +82,7 @@ def _check_top_level(coco, file):
             raise OmniFormatError(f"{file}: top-level key '{key}' {problem}")
 
 
-def _check_image(img, where, file, category_names):
+def _check_image(img, where, file, category_names, allow_unknown_sizes=False):
     sup = img.get("supervision")
     if sup not in SUPERVISION_LEVELS:
         problem = "is missing" if "supervision" not in img else f"has unknown value {sup!r}"
@@ -94,6 +94,14 @@ def _check_image(img, where, file, category_names):
         raise OmniFormatError(f"{file}: {where}: field 'file_name' must be a non-empty string")
     for key in ("width", "height"):
         value = img.get(key)
+        if value is None and key in img:
+            if allow_unknown_sizes:
+                continue
+            raise OmniFormatError(
+                f"{file}: {where}: field '{key}' is null: the image size is unknown (the importer ran with "
+                "--allow-missing-images and the file was absent); rerun the importer with --images to "
+                "train or evaluate on this file"
+            )
         if not _is_number(value) or value <= 0:
             problem = "is missing" if key not in img else f"must be a positive number, got {value!r}"
             raise OmniFormatError(f"{file}: {where}: field '{key}' {problem}")
@@ -126,6 +134,8 @@ def _check_box(ann, where, file, img):
     if w <= 0 or h <= 0:
         raise OmniFormatError(f"{file}: {where}: field 'bbox' {bbox} has non-positive width or height")
     W, H = img["width"], img["height"]
+    if W is None or H is None:  # unknown size (allowed by the caller): the box cannot be placed
+        return
     t = BOX_TOLERANCE
     if x < -t or y < -t or x + w > W + t or y + h > H + t:
         raise OmniFormatError(
@@ -149,7 +159,7 @@ def _missing_files(file_names, image_root):
     return missing
 
 
-def validate_omni_coco(coco, json_file, image_root=None, check_files=True):
+def validate_omni_coco(coco, json_file, image_root=None, check_files=True, allow_unknown_sizes=False):
     """Check that ``coco`` follows the OXnet-COCO format; raise :class:`OmniFormatError` otherwise.
 
     Args:
@@ -158,6 +168,10 @@ def validate_omni_coco(coco, json_file, image_root=None, check_files=True):
         image_root (str or None): folder that ``file_name`` is relative to.
         check_files (bool): also check that every image file exists (needs ``image_root``). All missing
             files are collected; the error gives their count and the first few.
+        allow_unknown_sizes (bool): accept ``width``/``height`` ``null`` (what importers write for
+            absent images with ``--allow-missing-images``); boxes of such images are checked for
+            everything but lying inside the image. By default a null size is an error: such a file
+            can be counted but not trained or evaluated on.
     """
     file = os.fspath(json_file)
     _check_top_level(coco, file)
@@ -169,7 +183,7 @@ def validate_omni_coco(coco, json_file, image_root=None, check_files=True):
         iid = _check_id(img, i, "images", file)
         if iid in images:
             raise OmniFormatError(f"{file}: image id={iid}: duplicate image id")
-        _check_image(img, f"image id={iid}", file, category_names)
+        _check_image(img, f"image id={iid}", file, category_names, allow_unknown_sizes)
         images[iid] = img
 
     ann_ids = set()

@@ -4,7 +4,9 @@ Usage::
 
     python -m oxnet.data.stats FILE [--json] [--image-root DIR]
 
-The file is validated first (image files are checked only when ``--image-root`` is given).
+The file is validated first (image files are checked only when ``--image-root`` is given). Images of
+unknown size (``width``/``height`` null, as importers write them with ``--allow-missing-images``) are
+counted and reported as such: such a file is for counting, not for training.
 """
 import argparse
 import json
@@ -30,7 +32,7 @@ def compute_stats(coco):
 
     Returns:
         dict: ``images``, ``boxes``, ``patients`` (distinct ``patient_id``), ``images_without_patient_id``,
-        ``supervision`` ({level: {"images", "boxes"}}) and ``categories`` ({name: {"boxes",
+        ``images_with_unknown_size`` (``width`` or ``height`` null), ``supervision`` ({level: {"images", "boxes"}}) and ``categories`` ({name: {"boxes",
         "images_with_boxes", "positive", "negative", "uncertain"}}, in category-id order).
     """
     cats = sorted(coco["categories"], key=lambda c: c["id"])
@@ -45,8 +47,10 @@ def compute_stats(coco):
     per_level = {level: {"images": 0, "boxes": 0} for level in SUPERVISION_LEVELS}
     boxes, images_with_boxes = Counter(), Counter()
     label_counts = [Counter() for _ in names]
-    patients, no_patient = set(), 0
+    patients, no_patient, unknown_size = set(), 0, 0
     for img in coco["images"]:
+        if img.get("width") is None or img.get("height") is None:
+            unknown_size += 1
         classes = box_classes.get(img["id"], [])
         level = per_level[img["supervision"]]
         level["images"] += 1
@@ -68,6 +72,7 @@ def compute_stats(coco):
         "boxes": len(coco["annotations"]),
         "patients": len(patients),
         "images_without_patient_id": no_patient,
+        "images_with_unknown_size": unknown_size,
         "supervision": per_level,
         "categories": {
             name: {
@@ -87,6 +92,12 @@ def format_stats(stats):
     lines = [
         f"images: {stats['images']}   boxes: {stats['boxes']}   patients: {stats['patients']}"
         f" (images without patient_id: {stats['images_without_patient_id']})",
+    ]
+    unknown = stats.get("images_with_unknown_size", 0)
+    if unknown:
+        lines.append(f"images of unknown size: {unknown} (their files were missing at import; rerun the "
+                     "importer with --images to train on them)")
+    lines += [
         "",
         f"{'supervision':<12}{'images':>10}{'boxes':>10}",
     ]
@@ -108,7 +119,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         coco = read_omni_coco(args.file)
-        validate_omni_coco(coco, args.file, args.image_root, check_files=args.image_root is not None)
+        validate_omni_coco(coco, args.file, args.image_root, check_files=args.image_root is not None,
+                           allow_unknown_sizes=True)
     except (OmniFormatError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -266,3 +266,21 @@ def test_real_tbx11k_subset(shared_data, tmp_path):
     with_boxes = {a["image_id"] for a in coco["annotations"]}
     assert {d["image_id"] for d in dicts if 1 in d["image_labels"].values()} == with_boxes
     assert meta["thing_classes"] == [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
+
+
+def test_unknown_size_is_an_error_unless_allowed():
+    coco = make_coco()
+    coco["images"][0].update(width=None, height=None)
+    assert_error(coco, "image id=1: field 'width' is null", "--allow-missing-images", "--images")
+    validate_omni_coco(coco, FILE, allow_unknown_sizes=True)
+    # everything else is still checked, boxes included (but not against the unknown size)
+    coco["annotations"][0]["bbox"] = [1, 2, -10, 8]
+    assert_error(coco, "annotation id=10 (image id=1): field 'bbox'", "non-positive", allow_unknown_sizes=True)
+    coco = make_coco()
+    coco["images"][0].update(width=None, height=None)
+    coco["images"][0]["image_labels"] = {"nodule": 2}
+    assert_error(coco, "image id=1: field 'image_labels' has value 2", allow_unknown_sizes=True)
+    coco = make_coco()
+    coco["images"][1].update(width=None, height=None)
+    del coco["images"][1]["height"]
+    assert_error(coco, "image id=2: field 'height' is missing", allow_unknown_sizes=True)

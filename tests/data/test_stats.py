@@ -57,3 +57,45 @@ def test_cli(tmp_path):
     bad = subprocess.run(cmd + ["--image-root", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "set.json: 5 of 5 image files are missing" in bad.stderr
+
+
+def _vindr_import_without_images(tmp_path):
+    """A VinDr file imported with --allow-missing-images: width/height null."""
+    import importlib.util
+    import pathlib
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
+                   "i0,Cardiomegaly,3,R1,100,200,300,400\n"
+                   "i0,Cardiomegaly,3,R2,102,198,301,405\n"
+                   "i1,No finding,14,R1,,,,\n")
+    script = pathlib.Path(__file__).resolve().parents[2] / "datasets" / "prepare_vindr.py"
+    spec = importlib.util.spec_from_file_location("prepare_vindr_stats", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "vindr.json"
+    module.main(["--csv", str(csv), "--allow-missing-images", "--out", str(out)])
+    return out
+
+
+def test_cli_counts_file_with_unknown_sizes(tmp_path):
+    path = _vindr_import_without_images(tmp_path)
+    coco = json.loads(path.read_text())
+    assert [img["width"] for img in coco["images"]] == [None, None]
+    cmd = [sys.executable, "-m", "oxnet.data.stats", str(path)]
+    stats = json.loads(subprocess.run(cmd + ["--json"], capture_output=True, text=True, check=True).stdout)
+    assert (stats["images"], stats["boxes"], stats["images_with_unknown_size"]) == (2, 1, 2)
+    assert stats["categories"]["Cardiomegaly"]["positive"] == 1
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "images of unknown size: 2" in text
+
+    coco["images"][1]["supervision"] = "partial"  # the rest of the format is still validated
+    path.write_text(json.dumps(coco))
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "vindr.json: image id=2: field 'supervision' has unknown value 'partial'" in bad.stderr
+
+
+def test_known_sizes_report_none_unknown():
+    assert compute_stats(COCO)["images_with_unknown_size"] == 0
+    assert "unknown size" not in format_stats(compute_stats(COCO))

@@ -379,16 +379,6 @@ def new_coco(source, description):
             "categories": []}
 
 
-def _placeholder_sizes(coco):
-    """A shallow copy where unknown (None) image sizes are replaced by a huge size for validation."""
-    images = []
-    for img in coco["images"]:
-        if img.get("width") is None or img.get("height") is None:
-            img = dict(img, width=1e9, height=1e9)
-        images.append(img)
-    return dict(coco, images=images)
-
-
 def write_output(path, coco, image_root=None):
     """Validate and write an importer's output atomically.
 
@@ -400,7 +390,7 @@ def write_output(path, coco, image_root=None):
 
     unknown = sum(1 for img in coco["images"] if img.get("width") is None or img.get("height") is None)
     if unknown:
-        validate_omni_coco(_placeholder_sizes(coco), path, image_root, check_files=False)
+        validate_omni_coco(coco, path, image_root, check_files=False, allow_unknown_sizes=True)
         write_omni_coco(path, coco, validate=False)
     else:
         write_omni_coco(path, coco, validate=True)
