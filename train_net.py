@@ -2,7 +2,7 @@
 """Train or evaluate OXnet (or any of its baselines) with detectron2.
 
     python train_net.py --config-file configs/oxnet_R101.yaml [--num-gpus N] [KEY VALUE ...]
-    python train_net.py --config-file configs/oxnet_R101.yaml --eval-only MODEL.WEIGHTS model_final.pth
+    python train_net.py --eval-only MODEL.WEIGHTS output/oxnet_R101/model_final.pth  # its config.yaml
     python train_net.py --config-file ... --resume          # continue the run in OUTPUT_DIR
 
 Datasets: register OXnet-COCO files through the config,
@@ -14,7 +14,6 @@ import logging
 import os
 
 import oxnet  # noqa: F401  (compatibility shims before detectron2)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -24,15 +23,26 @@ import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
 from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer, launch
+from oxnet.engine.model_files import StrictCheckpointer, load_model_config
 
 logger = logging.getLogger("oxnet")
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_oxnet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    if args.config_file:
+        cfg = get_cfg()
+        add_oxnet_config(cfg)
+        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+    elif args.eval_only and "MODEL.WEIGHTS" in args.opts[::2]:
+        # The model's own config, written beside its weights by training.
+        weights = args.opts[args.opts[::2].index("MODEL.WEIGHTS") * 2 + 1]
+        cfg = load_model_config(weights, opts=args.opts)
+        if "OUTPUT_DIR" not in args.opts[::2]:  # leave the model's folder and its config.yaml as they are
+            cfg.OUTPUT_DIR = os.path.join(os.path.dirname(os.path.abspath(weights)), "eval")
+    else:
+        raise SystemExit("error: --config-file is required (with --eval-only MODEL.WEIGHTS FILE, the "
+                         "config.yaml beside FILE is used by default)")
     resolve_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
@@ -53,7 +63,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = OXnetTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # Strict: weights that do not fit the config's model are an error, not a partly random model.
+        StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = OXnetTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -63,8 +74,39 @@ def main(args):
     return trainer.train()
 
 
+EPILOG = """\
+OXnet's options are config keys (OXNET.*), set in the config file or as trailing KEY VALUE pairs,
+e.g. OXNET.METHOD daa OXNET.BATCH.WEAK 4. docs/config.md lists every key with its default and
+meaning (regenerate it with tools/gen_config_docs.py); --list-methods lists the methods.
+"""
+
+
+def print_methods(file=None):
+    """Print every ``OXNET.METHOD`` with the components it enables (:data:`oxnet.config.METHODS`)."""
+    from oxnet.config import COMPONENT_TITLES, describe_methods
+
+    rows = [("OXNET.METHOD", *COMPONENT_TITLES.values())]
+    rows += [(method, *parts.values()) for method, parts in describe_methods()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=file)
+
+
+def parse_args(argv=None):
+    """detectron2's training options plus ``--list-methods``, which prints the methods and exits."""
+    parser = default_argument_parser(epilog=EPILOG)
+    parser.description = __doc__
+    parser.add_argument("--list-methods", action="store_true",
+                        help="print every OXNET.METHOD with the components it enables, and exit")
+    args = parser.parse_args(argv)
+    if args.list_methods:
+        print_methods()
+        raise SystemExit(0)
+    return args
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

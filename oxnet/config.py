@@ -37,7 +37,8 @@ TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
 
 # Options added after benchmark results were first recorded, with the value that leaves training as it
 # was: a run's fingerprint (oxnet.bench) omits them while they have it, so finished runs stay valid.
-NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all"}
+NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all",
+                   "OXNET.CATEGORY_IDS": (), "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes"}
 
 
 def second_view(method):
@@ -63,98 +64,131 @@ def method_components(method):
         raise ValueError(f"unknown OXNET.METHOD {method!r}; choose one of {sorted(METHODS)}") from None
 
 
+#: Readable names of the component switches of :data:`METHODS` and of their values.
+COMPONENT_TITLES = {"global_head": "global head", "gpa": "GPA", "unsup": "loss on images without boxes"}
+COMPONENT_VALUES = {
+    "global_head": {"": "-", "gap": "GAP (+MT)", "daa": "DAA"},
+    "gpa": {False: "-", True: "GPA"},
+    "unsup": {"": "-", "sfl": "SFL (mean teacher)", "pi": "Pi model", "mean_teacher": "Mean Teacher",
+              "mmt_psm": "MMT-PSM", "focalmix": "FocalMix"},
+}
+
+
+def describe_methods():
+    """``[(method, {component title: readable value})]`` for every method of :data:`METHODS`, in order."""
+    return [(m, {title: COMPONENT_VALUES[c][parts[c]] for c, title in COMPONENT_TITLES.items()})
+            for m, parts in METHODS.items()]
+
+
 def add_oxnet_config(cfg):
     """Add OXnet's keys (``cfg.OXNET``) with the paper's defaults (Sec. 2.4)."""
     _C = cfg
     _C.OXNET = CN()
+    # The method to train: OXnet, one of its ablations or a baseline of the paper's Table 1 (METHODS:
+    # which components each enables; `python train_net.py --list-methods`).
     _C.OXNET.METHOD = "oxnet"
     # Square input size: "CXR images are resized to 512x512 without cropping" (Sec. 2.4).
     _C.OXNET.INPUT_SIZE = 512
 
+    # The global head: image-level classification from the image labels (Sec. 2.1, Eq. 1; the "gap" and
+    # "daa" heads of METHODS).
     _C.OXNET.GLOBAL_HEAD = CN()
     # The last ResNet stage M (Sec. 2.1), taken from the FPN's bottom-up network.
     _C.OXNET.GLOBAL_HEAD.IN_FEATURE = "res5"
-    _C.OXNET.GLOBAL_HEAD.LOSS_WEIGHT = 1.0
-    # Whose image labels reach the detector through DAA's attention R (oxnet.modeling.attention.
-    # gate_attention): "all" (Eq. 3, the paper), "positive" (present classes only) or "none".
+    _C.OXNET.GLOBAL_HEAD.LOSS_WEIGHT = 1.0  # weight of the global head's BCE loss (Eq. 1)
+    # Whose image labels reach the detector through DAA's attention R
+    # (oxnet.modeling.attention.gate_attention): "all" (Eq. 3, the paper), "positive" (present classes
+    # only) or "none".
     _C.OXNET.GLOBAL_HEAD.ATTENTION_GRAD = "all"
+    # The image-label BCE (Eq. 1) over the known (image, class) entries: "mean" (the authors' code)
+    # or "sum_classes" (Eq. 1's sum over classes, averaged over images; K times the mean).
+    _C.OXNET.GLOBAL_HEAD.BCE_REDUCTION = "mean"
 
+    # Global prototype alignment (GPA, Sec. 2.2, Eq. 4-6).
     _C.OXNET.GPA = CN()
     _C.OXNET.GPA.MOMENTUM = 0.7  # beta of Eq. 5 after the first update
     _C.OXNET.GPA.MARGIN = 1.0  # delta of Eq. 6
-    _C.OXNET.GPA.INTRA_WEIGHT = 1.0
-    _C.OXNET.GPA.INTER_WEIGHT = 1.0
+    _C.OXNET.GPA.INTRA_WEIGHT = 1.0  # weight of the intra-class loss (features to their prototype)
+    _C.OXNET.GPA.INTER_WEIGHT = 1.0  # weight of the inter-class loss (prototypes apart by the margin)
 
+    # Soft focal loss on the mean teacher's predictions (SFL, Sec. 2.3, Eq. 7-8):
+    # (q~ alpha + eps) |q~ - q|^gamma BCE(q, q~) for the student's q and the teacher's q~.
     _C.OXNET.SFL = CN()
-    _C.OXNET.SFL.ALPHA = 0.9  # Eq. 8
-    _C.OXNET.SFL.EPS = 0.05
-    _C.OXNET.SFL.GAMMA = 2.0
-    _C.OXNET.SFL.WEIGHT = 1.0
+    _C.OXNET.SFL.ALPHA = 0.9  # alpha of Eq. 8: weight of the teacher's probability
+    _C.OXNET.SFL.EPS = 0.05  # eps of Eq. 8: weight left to entries the teacher deems negative
+    _C.OXNET.SFL.GAMMA = 2.0  # gamma of Eq. 8: focusing exponent
+    _C.OXNET.SFL.WEIGHT = 1.0  # weight of the SFL loss
 
     # Schedule of every loss beyond RetinaNet's on boxed images (global head, GPA, SFL and the
     # baselines' consistency): zero for the first BURN_IN_ITERS iterations (the detector learns from
     # its boxes alone), then Laine & Aila's ramp-up exp(-5 (1 - t / ITERS)^2) over the next ITERS.
     _C.OXNET.RAMPUP = CN()
-    _C.OXNET.RAMPUP.BURN_IN_ITERS = 0
-    _C.OXNET.RAMPUP.ITERS = 0
+    _C.OXNET.RAMPUP.BURN_IN_ITERS = 0  # iterations with these losses off (0: none)
+    _C.OXNET.RAMPUP.ITERS = 0  # length T of the ramp-up after the burn-in (0: full weight at once)
 
     # Semi-supervised baselines (oxnet.modeling.baselines): their loss is multiplied by WEIGHT.
     _C.OXNET.CONSISTENCY = CN()
-    _C.OXNET.CONSISTENCY.WEIGHT = 1.0
+    _C.OXNET.CONSISTENCY.WEIGHT = 1.0  # factor of the baselines' loss on images without boxes
     # MMT-PSM: teacher self-ensemble over VIEWS perturbed copies of the weak view (Gaussian noise of
     # NOISE_STD grey levels; the first copy is unperturbed); the SELECT_FRACTION most sensitive
     # anchor-class entries of each image are distilled.
     _C.OXNET.MMT_PSM = CN()
-    _C.OXNET.MMT_PSM.VIEWS = 4
-    _C.OXNET.MMT_PSM.NOISE_STD = 6.0
-    _C.OXNET.MMT_PSM.SELECT_FRACTION = 0.1
+    _C.OXNET.MMT_PSM.VIEWS = 4  # copies of the weak view the teacher's predictions are averaged over
+    _C.OXNET.MMT_PSM.NOISE_STD = 6.0  # Gaussian noise added to the copies but the first (grey levels)
+    _C.OXNET.MMT_PSM.SELECT_FRACTION = 0.1  # fraction of each image's anchor-class entries distilled
     # FocalMix: soft-target focal loss (ALPHA, GAMMA) on MixUp (lambda ~ Beta(MIXUP_ALPHA, MIXUP_ALPHA))
     # of unlabeled images and their teacher targets sharpened with TEMPERATURE.
     _C.OXNET.FOCALMIX = CN()
-    _C.OXNET.FOCALMIX.ALPHA = 0.25
-    _C.OXNET.FOCALMIX.GAMMA = 2.0
-    _C.OXNET.FOCALMIX.MIXUP_ALPHA = 0.75
-    _C.OXNET.FOCALMIX.TEMPERATURE = 0.5
+    _C.OXNET.FOCALMIX.ALPHA = 0.25  # alpha of the soft-target focal loss
+    _C.OXNET.FOCALMIX.GAMMA = 2.0  # gamma of the soft-target focal loss
+    _C.OXNET.FOCALMIX.MIXUP_ALPHA = 0.75  # MixUp weight lambda ~ Beta(MIXUP_ALPHA, MIXUP_ALPHA)
+    _C.OXNET.FOCALMIX.TEMPERATURE = 0.5  # sharpening temperature of the teacher's targets
 
+    # The mean teacher: an exponential moving average of the student (methods with a teacher loss).
     _C.OXNET.TEACHER = CN()
     _C.OXNET.TEACHER.EMA_DECAY = 0.99  # lambda of the mean teacher (Sec. 2.3)
 
     # Images per iteration from each stream (whole job; split evenly across processes).
     _C.OXNET.BATCH = CN()
-    _C.OXNET.BATCH.FULL = 2
-    _C.OXNET.BATCH.WEAK = 2
-    _C.OXNET.BATCH.UNLABELED = 2
+    _C.OXNET.BATCH.FULL = 2  # images with boxes (D_F)
+    _C.OXNET.BATCH.WEAK = 2  # images with image labels only (D_W); unused by methods that cannot use them
+    _C.OXNET.BATCH.UNLABELED = 2  # unlabeled images (D_U); used only by methods with an unsupervised loss
 
     # Augmentation. Geometry is shared by the teacher's (weak) and student's (strong) views so the
     # anchors align; the photometric part applies to the strong view only.
     _C.OXNET.AUG = CN()
-    _C.OXNET.AUG.HFLIP_PROB = 0.0  # chest anatomy is not left-right symmetric: off by default
+    _C.OXNET.AUG.HFLIP_PROB = 0.0  # horizontal flip probability; chest anatomy is not symmetric: 0
     # Scale jitter (large-scale jitter, Ghiasi et al. 2021): resize by a factor drawn from this range
     # of the input size, then crop (or pad at the right and bottom) to INPUT_SIZE. (1, 1): off.
     _C.OXNET.AUG.SCALE_RANGE = (1.0, 1.0)
     _C.OXNET.AUG.BRIGHTNESS = 0.2  # strong view: intensity scale in [1 - b, 1 + b]
-    _C.OXNET.AUG.CONTRAST = 0.2
+    _C.OXNET.AUG.CONTRAST = 0.2  # strong view: contrast scale in [1 - c, 1 + c] around the mean
     _C.OXNET.AUG.NOISE_STD = 6.0  # strong view: Gaussian noise (grey levels)
     _C.OXNET.AUG.CUTOUT = 1  # strong view: number of cutout squares
-    _C.OXNET.AUG.CUTOUT_SIZE = 0.1  # side as a fraction of the image side
+    _C.OXNET.AUG.CUTOUT_SIZE = 0.1  # strong view: cutout square side as a fraction of the image side
 
+    # Optimizer and LR schedule (detectron2's SOLVER.* keys set the rate, steps and warm-up).
     _C.OXNET.SOLVER = CN()
     _C.OXNET.SOLVER.OPTIMIZER = "ADAM"  # "ADAM" (the paper) or "SGD" (detectron2's default)
-    # Divide the LR by FACTOR when validation mAP has not improved for PATIENCE evaluations
+    # Multiply the LR by PLATEAU_FACTOR when validation mAP has not improved for PATIENCE evaluations
     # (the paper's schedule); 0 disables it, leaving detectron2's SOLVER.STEPS schedule.
     _C.OXNET.SOLVER.PLATEAU_PATIENCE = 0
-    _C.OXNET.SOLVER.PLATEAU_FACTOR = 0.1
-    _C.OXNET.SOLVER.PLATEAU_METRIC = "bbox/mAP"
+    _C.OXNET.SOLVER.PLATEAU_FACTOR = 0.1  # the LR's factor at each plateau (0.1: LR / 10)
+    _C.OXNET.SOLVER.PLATEAU_METRIC = "bbox/mAP"  # the validation metric PLATEAU_PATIENCE watches
 
     # OXnet-COCO datasets to register at start-up: ((name, json_file, image_root), ...).
     _C.OXNET.DATASETS = ()
 
     # Optional prepared image cache (datasets/prepare_cache.py); "" reads image files.
     _C.OXNET.DATA = CN()
-    _C.OXNET.DATA.CACHE = ""
+    _C.OXNET.DATA.CACHE = ""  # folder of the cache written by datasets/prepare_cache.py
 
     # Class names in contiguous-id order (for predictions and overlays); empty: see class_names().
+    # The trainer fills both from the training set into the run's config.yaml, so that predictions
+    # carry the dataset's category ids.
     _C.OXNET.CLASS_NAMES = ()
+    # The training set's COCO category id of each class, in contiguous-id order; empty: unknown.
+    _C.OXNET.CATEGORY_IDS = ()
     return cfg
 
 

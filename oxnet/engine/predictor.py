@@ -9,14 +9,16 @@ import os
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 import oxnet.modeling  # noqa: F401  (registers OXNet)
 from oxnet.config import class_names
 from oxnet.data.io import ImageReadError, is_dicom, read_image, write_png
 from oxnet.data.mapper import OmniDatasetMapper
+from oxnet.evaluation.records import category_ids_or_default, detection_records, image_score_record
 from oxnet.utils.atomic import atomic_open, atomic_write_json
+
+from .model_files import StrictCheckpointer, load_model_config
 
 __all__ = ["OXnetPredictor", "UnreadableImagesError", "find_images", "predict_files", "to_records",
            "draw_predictions", "write_overlay", "write_predictions", "IMAGE_EXTENSIONS"]
@@ -84,8 +86,12 @@ class OXnetPredictor:
 
     Example::
 
-        predictor = OXnetPredictor(cfg)                  # cfg.MODEL.WEIGHTS: the checkpoint
+        predictor = OXnetPredictor.from_weights("output/demo/model/model_final.pth")  # its config.yaml
         outputs = predictor(["a.png", "b.dcm", array])    # paths or uint8 HxWx3 / HxW arrays
+        outputs[0]["instances"].pred_boxes, predictor.class_names
+
+    or ``OXnetPredictor(cfg)`` with ``cfg.MODEL.WEIGHTS`` the checkpoint. Weights that do not fit the
+    model the config builds are an error (:class:`oxnet.engine.model_files.WeightsMismatchError`).
 
     Each output is a dict with ``"instances"`` (boxes in the image's original pixels, on the CPU) and,
     for models with a global head, ``"global_scores"`` (K,) image-level class probabilities.
@@ -101,11 +107,22 @@ class OXnetPredictor:
         if not cfg.MODEL.WEIGHTS:
             raise ValueError("MODEL.WEIGHTS is empty: give the trained model's checkpoint (.pth)")
         self.class_names = class_names(cfg)
+        self.category_ids = category_ids_or_default(cfg.OXNET.CATEGORY_IDS, len(self.class_names))
         self.model = build_model(self.cfg)
         self.model.eval()
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        StrictCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         self.has_global_scores = bool(getattr(self.model, "global_mode", ""))
         self.mapper = OmniDatasetMapper(self.cfg, is_train=False, image_reader=_read_any)
+
+    @classmethod
+    def from_weights(cls, weights, config_file=None, opts=()):
+        """A predictor for ``weights`` with the ``config.yaml`` written beside them by training (or
+        ``config_file``), plus ``opts`` (KEY VALUE ...)."""
+        from oxnet.config import resolve_device
+
+        cfg = load_model_config(weights, config_file, opts)
+        resolve_device(cfg)
+        return cls(cfg)
 
     def prepare(self, image):
         """The model input of one image (a path or an array); raises ImageReadError for a bad file."""
@@ -131,7 +148,7 @@ def _read_any(image):
 
 
 def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay_dir=None,
-                  num_threads=2, progress=True):
+                  num_threads=2, progress=True, display_threshold=0.0):
     """Run ``predictor`` over image files, ``batch_size`` images per forward pass, reading the next
     batch in ``num_threads`` threads while the model runs.
 
@@ -139,7 +156,8 @@ def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay
     and the remaining files are only read, then :class:`UnreadableImagesError` lists every unreadable
     file. With ``skip_unreadable`` the other images are predicted and the unreadable ones returned.
     With ``overlay_dir``, an overlay of each image's predictions (:func:`draw_predictions`) is written
-    there as ``<image_id>_<file stem>.png`` (image_id: the position in the results).
+    there as ``<image_id>_<file stem>.png`` (image_id: the position in the results), with the boxes
+    scoring at least ``display_threshold`` (the results keep every box the model returned).
 
     Returns:
         (results, skipped): results is a list of (path, output) in the order of ``paths``; skipped is a
@@ -168,7 +186,8 @@ def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay
                 outputs = predictor.run([x for _, x, _ in good])
                 for (path, _, image), out in zip(good, outputs):
                     if overlay_dir:
-                        write_overlay(overlay_dir, len(results), path, image, out, predictor.class_names)
+                        write_overlay(overlay_dir, len(results), path, image, out, predictor.class_names,
+                                      display_threshold)
                     results.append((path, out))
             bar.update(len(loaded))
             bar.set_postfix(unreadable=len(skipped))
@@ -178,32 +197,27 @@ def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay
     return results, skipped
 
 
-def write_overlay(overlay_dir, image_id, path, image, output, names):
+def write_overlay(overlay_dir, image_id, path, image, output, names, min_score=0.0):
     """Write ``overlay_dir/<image_id>_<file stem>.png`` (see :func:`draw_predictions`); return its path."""
     stem = os.path.splitext(os.path.basename(path))[0]
     out = os.path.join(overlay_dir, f"{image_id:05d}_{stem}.png")
-    write_png(out, np.ascontiguousarray(draw_predictions(image, output, names)[:, :, ::-1]))
+    picture = draw_predictions(image, output, names, min_score=min_score)
+    write_png(out, np.ascontiguousarray(picture[:, :, ::-1]))
     return out
 
 
-def to_records(output, file_name, image_id, names):
-    """COCO-results-style detections of one image: ``file_name``, ``image_id``, ``category_id``
-    (contiguous class index), ``category_name``, ``bbox`` [x, y, w, h] in original pixels, ``score``."""
-    inst = output["instances"]
-    boxes = inst.pred_boxes.tensor.numpy().astype(float)
-    records = []
-    for (x0, y0, x1, y1), c, s in zip(boxes, inst.pred_classes.tolist(), inst.scores.tolist()):
-        records.append({"file_name": file_name, "image_id": image_id, "category_id": int(c),
-                        "category_name": names[c], "bbox": [round(x0, 2), round(y0, 2),
-                                                            round(x1 - x0, 2), round(y1 - y0, 2)],
-                        "score": round(float(s), 5)})
-    return records
+def to_records(output, file_name, image_id, names, category_ids=None):
+    """COCO results of one image (:func:`oxnet.evaluation.records.detection_records`): ``image_id``,
+    ``file_name``, ``category_id`` (the dataset's, ``category_ids[class index]``; default index + 1),
+    ``category_name``, ``bbox`` [x, y, w, h] in original pixels, ``score``."""
+    return detection_records(output["instances"], image_id, file_name, names,
+                             category_ids_or_default(category_ids, len(names)))
 
 
-def draw_predictions(image, output, names, max_side=1024):
-    """An RGB overlay of one image's detections (class name and score) drawn by detectron2's
-    Visualizer in :func:`oxnet.data.visualize.class_colors`; the top image-level probabilities are
-    written at the top when the output has ``global_scores``."""
+def draw_predictions(image, output, names, max_side=1024, min_score=0.0):
+    """An RGB overlay of one image's detections scoring at least ``min_score`` (class name and score)
+    drawn by detectron2's Visualizer in :func:`oxnet.data.visualize.class_colors`; the top image-level
+    probabilities are written at the top when the output has ``global_scores``."""
     from detectron2.utils.visualizer import Visualizer
 
     from oxnet.data.visualize import class_colors
@@ -211,6 +225,7 @@ def draw_predictions(image, output, names, max_side=1024):
     scale = min(1.0, max_side / max(image.shape[:2]))
     vis = Visualizer(image, metadata=None, scale=scale)
     inst = output["instances"]
+    inst = inst[inst.scores >= min_score]
     colors = class_colors(len(names))
     classes = inst.pred_classes.tolist()
     if classes:
@@ -226,17 +241,19 @@ def draw_predictions(image, output, names, max_side=1024):
     return vis.get_output().get_image()
 
 
-def write_predictions(out_dir, results, skipped, names):
-    """Write ``predictions.json`` (see :func:`to_records`), ``image_scores.json`` (when the outputs have
-    ``global_scores``) and ``skipped.txt`` (when files were skipped; tab-separated path and problem)
-    atomically. ``image_id`` is the position in ``results``. Returns the paths written and counts."""
+def write_predictions(out_dir, results, skipped, names, category_ids=None):
+    """Write ``predictions.json`` (COCO results, see :func:`to_records`), ``image_scores.json`` (when
+    the outputs have ``global_scores``; :func:`oxnet.evaluation.records.image_score_record`) and
+    ``skipped.txt`` (when files were skipped; tab-separated path and problem) atomically.
+    ``image_id`` is the position in ``results``; ``python -m oxnet.evaluate`` matches images by
+    ``file_name``. Returns the paths written and counts."""
     os.makedirs(out_dir, exist_ok=True)
+    category_ids = category_ids_or_default(category_ids, len(names))
     detections, image_scores = [], []
     for image_id, (path, output) in enumerate(results):
-        detections += to_records(output, path, image_id, names)
+        detections += to_records(output, path, image_id, names, category_ids)
         if "global_scores" in output:
-            image_scores.append({"file_name": path, "image_id": image_id, "global_scores": {
-                name: round(float(p), 5) for name, p in zip(names, output["global_scores"].tolist())}})
+            image_scores.append(image_score_record(output["global_scores"], image_id, path, names))
     written = {"predictions": os.path.join(out_dir, "predictions.json"), "images": len(results),
                "detections": len(detections), "skipped": len(skipped)}
     atomic_write_json(written["predictions"], detections)

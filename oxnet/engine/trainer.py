@@ -19,6 +19,7 @@ from oxnet.data.mapper import OmniDatasetMapper
 from .checkpoint import AtomicCheckpointer
 from .clipping import add_gradient_clipping
 from .hooks import MeanTeacherHook, PlateauLRHook
+from .model_files import save_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class OXnetTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         self.cfg = cfg
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            save_run_config(cfg, cfg.OUTPUT_DIR)  # the model's config and classes beside its weights
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         self._train_loader = self.build_train_loader(cfg)

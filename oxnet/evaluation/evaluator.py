@@ -5,7 +5,6 @@ import logging
 import os
 from collections import OrderedDict
 
-import numpy as np
 
 import oxnet  # noqa: F401  (before detectron2)
 from detectron2.data import MetadataCatalog
@@ -15,6 +14,7 @@ from detectron2.utils import comm
 from .coco_ap import PAPER_IOU_THRESHOLDS
 from .froc import FROC_FPS
 from .metrics import AP_KEYS, evaluate_detections, format_table
+from .records import detection_records, image_score_record
 
 __all__ = ["OXnetEvaluator"]
 
@@ -45,9 +45,16 @@ class OXnetEvaluator(DatasetEvaluator):
         if self._json_file is None:
             raise ValueError(f"dataset {dataset_name!r} has no json_file metadata; register it with "
                              "oxnet.data.register_omni_coco or pass json_file")
-        self._contiguous_to_id = None
-        if meta.get("thing_dataset_id_to_contiguous_id", None):
-            self._contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+        id_map = meta.get("thing_dataset_id_to_contiguous_id", None)
+        if id_map and meta.get("thing_classes", None):
+            contiguous_to_id = {v: k for k, v in id_map.items()}
+            self._category_ids = [contiguous_to_id[k] for k in range(len(contiguous_to_id))]
+            self._class_names = list(meta.thing_classes)
+        else:  # categories in id order, as register_omni_coco numbers them
+            with open(self._json_file, encoding="utf-8") as f:
+                cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+            self._category_ids = [c["id"] for c in cats]
+            self._class_names = [str(c.get("name", c["id"])) for c in cats]
         self._output_dir = output_dir
         self._settings = dict(iou_thresholds=iou_thresholds, froc_iou=froc_iou, froc_fps=froc_fps,
                               max_dets=max_dets, bootstrap=bootstrap)
@@ -68,17 +75,11 @@ class OXnetEvaluator(DatasetEvaluator):
             rec = {"image_id": inp["image_id"], "file_name": inp.get("file_name"), "detections": []}
             if "instances" in out:
                 inst = out["instances"].to("cpu")
-                boxes = inst.pred_boxes.tensor.numpy().astype(np.float64)
-                boxes[:, 2:] -= boxes[:, :2]
-                classes = inst.pred_classes.numpy().tolist()
-                if self._contiguous_to_id is not None:
-                    classes = [self._contiguous_to_id[c] for c in classes]
-                rec["detections"] = [
-                    {"image_id": inp["image_id"], "category_id": c, "bbox": b, "score": s}
-                    for c, b, s in zip(classes, boxes.tolist(), inst.scores.numpy().tolist())
-                ]
+                rec["detections"] = detection_records(inst, inp["image_id"], inp.get("file_name"),
+                                                      self._class_names, self._category_ids)
             if "global_scores" in out:
-                rec["global_scores"] = out["global_scores"].detach().cpu().float().numpy().tolist()
+                rec["global_scores"] = image_score_record(out["global_scores"].float(), inp["image_id"],
+                                                          inp.get("file_name"), self._class_names)
             self._predictions.append(rec)
 
     def _ground_truth(self, image_ids):
@@ -107,14 +108,23 @@ class OXnetEvaluator(DatasetEvaluator):
             logger.warning(f"[OXnetEvaluator] {self._dataset_name}: no image was processed")
             return {}
         gt = self._ground_truth([p["image_id"] for p in predictions])
-        dets = [d for p in predictions for d in p["detections"]]
-        image_scores = None
-        if any("global_scores" in p for p in predictions):
-            image_scores = {p["image_id"]: p["global_scores"] for p in predictions if "global_scores" in p}
-        result = evaluate_detections(gt, dets, image_scores=image_scores, **self._settings)
+        records = [d for p in predictions for d in p["detections"]]
+        scores = [p["global_scores"] for p in predictions if "global_scores" in p]
+        # In process, images and classes are known by id: match by id alone.
+        dets = [{k: d[k] for k in ("image_id", "category_id", "bbox", "score")} for d in records]
+        image_scores = {s["image_id"]: s["global_scores"] for s in scores} if scores else None
+        result = evaluate_detections(gt, dets, image_scores=image_scores, require_match=False,
+                                     **self._settings)
         self.result = result
         logger.info(f"Evaluation results for {self._dataset_name} (percent):\n"
                     + format_table(result.metrics))
+        if self._output_dir:
+            from oxnet.utils.atomic import atomic_write_json
+
+            os.makedirs(self._output_dir, exist_ok=True)
+            atomic_write_json(os.path.join(self._output_dir, "predictions.json"), records)
+            if scores:
+                atomic_write_json(os.path.join(self._output_dir, "image_scores.json"), scores, indent=1)
         if self._output_dir and self._write_report:
             from .report import write_report
 

@@ -23,6 +23,31 @@ class EvaluationInputError(ValueError):
     """Ground truth or predictions that cannot be evaluated."""
 
 
+_AMBIGUOUS = -1
+
+
+def _path_parts(name):
+    return [p for p in os.path.normpath(str(name)).replace("\\", "/").split("/") if p not in ("", ".")]
+
+
+def _file_index(images):
+    """{path suffix: image index} for every trailing part of each image's file_name; a suffix shared by
+    several images maps to ``_AMBIGUOUS``, unless it is one image's whole file_name."""
+    index, whole = {}, {}
+    for i, img in enumerate(images):
+        parts = _path_parts(img.get("file_name") or "")
+        for start in range(len(parts)):
+            key = "/".join(parts[start:])
+            if start == 0:
+                whole[key] = _AMBIGUOUS if key in whole else i
+            elif key in index and index[key] != i:
+                index[key] = _AMBIGUOUS
+            else:
+                index[key] = i
+    index.update(whole)
+    return index
+
+
 def _read_json(obj, what):
     if isinstance(obj, (str, os.PathLike)):
         try:
@@ -55,10 +80,30 @@ class GroundTruth:
     ann_ids: np.ndarray  # [G]
     image_index: dict = field(repr=False, default_factory=dict)  # image id -> image index
     class_index: dict = field(repr=False, default_factory=dict)  # category id -> class index
+    file_index: dict = field(repr=False, default_factory=dict)  # normalized file_name -> image index
 
     @property
     def num_classes(self):
         return len(self.cat_ids)
+
+    def find_file(self, file_name):
+        """Image index of a prediction's ``file_name``, or None. The name may be the ground truth's own
+        ``file_name`` or a path ending with it (e.g. the absolute path a predictor was given):
+        ``/data/run/images/a.png`` matches ``images/a.png`` or ``a.png``, the longest match wins.
+
+        Raises:
+            EvaluationInputError: the name matches several ground-truth images equally well.
+        """
+        parts = _path_parts(file_name)
+        for start in range(len(parts)):
+            i = self.file_index.get("/".join(parts[start:]))
+            if i is _AMBIGUOUS:
+                raise EvaluationInputError(
+                    f"{self.source}: file name {file_name!r} matches several ground-truth images "
+                    f"({'/'.join(parts[start:])!r}); give the image_id or a longer path")
+            if i is not None:
+                return i
+        return None
 
 
 @dataclass
@@ -112,7 +157,12 @@ def load_ground_truth(gt):
         try:
             heights[i], widths[i] = float(img["height"]), float(img["width"])
         except (KeyError, TypeError, ValueError) as e:
-            raise EvaluationInputError(f"{src}: image id {iid} lacks a numeric height/width") from e
+            raise EvaluationInputError(f"{src}: image id {iid} ({img.get('file_name')!r}) lacks a numeric "
+                                       "height/width") from e
+        if not (np.isfinite(heights[i]) and np.isfinite(widths[i]) and heights[i] > 0 and widths[i] > 0):
+            raise EvaluationInputError(
+                f"{src}: image id {iid} ({img.get('file_name')!r}) has width {img['width']!r} and height "
+                f"{img['height']!r}; both must be positive")
         sup = img.get("supervision", "full")
         if sup not in ("full", "weak", "unlabeled"):
             raise EvaluationInputError(f"{src}: image id {iid} has unknown supervision {sup!r}")
@@ -170,19 +220,28 @@ def load_ground_truth(gt):
         image_ids=np.array([img["id"] for img in images]), heights=heights, widths=widths,
         box_eval=box_eval, labels=labels, ann_image=ann_image, ann_class=ann_class, ann_boxes=ann_boxes,
         ann_area=ann_area, ann_crowd=ann_crowd, ann_ids=ann_ids, image_index=image_index,
-        class_index=class_index,
+        class_index=class_index, file_index=_file_index(images),
     )
 
 
-def load_predictions(preds, gt, bbox_format="xywh"):
+def load_predictions(preds, gt, bbox_format="xywh", require_match=True):
     """Read a COCO results list (a path or a list of dicts) into :class:`Predictions` checked against ``gt``.
+
+    Images are matched by ``file_name`` when an entry has one (see :meth:`GroundTruth.find_file`;
+    ``demo/predict.py`` numbers images in the order it read them, so its ``image_id`` is not the
+    ground truth's), else by ``image_id``. Classes are matched by ``category_name`` when an entry has
+    one, else by ``category_id``.
 
     Args:
         bbox_format: "xywh" (COCO) or "xyxy" (converted to xywh).
+        require_match: refuse predictions none of which can be scored (see Raises); the evaluator of a
+            model being trained turns it off (an early model may well find nothing of the right class).
 
     Raises:
-        EvaluationInputError: unknown image id or category id (named), a malformed entry, or negative
-            widths/heights (typical of xyxy boxes given where COCO's xywh is expected).
+        EvaluationInputError: an image or category not in the ground truth (named with its entry), a
+            malformed entry, negative widths/heights (typical of xyxy boxes given where COCO's xywh is
+            expected), or predictions none of which can be scored: none on an image with box ground
+            truth, or none of a class that has a ground-truth box.
     """
     if bbox_format not in ("xywh", "xyxy"):
         raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {bbox_format!r}")
@@ -201,20 +260,20 @@ def load_predictions(preds, gt, bbox_format="xywh"):
         return Predictions(src, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
                            np.zeros(0), warnings)
     try:
-        img_ids = [d["image_id"] for d in data]
-        cat_ids = [d["category_id"] for d in data]
         boxes = np.array([d["bbox"] for d in data], dtype=np.float64)
         scores = np.array([d["score"] for d in data], dtype=np.float64)
+        image = _match_images(data, gt, src, warnings)
+        cls = _match_classes(data, gt, src, warnings)
     except (KeyError, TypeError, ValueError) as e:
-        bad = next(j for j, d in enumerate(data) if not isinstance(d, dict) or not
-                   {"image_id", "category_id", "bbox", "score"} <= set(d) or len(d["bbox"]) != 4)
+        if isinstance(e, EvaluationInputError):
+            raise
+        bad = next((j for j, d in enumerate(data) if not _is_detection(d)), 0)
         raise EvaluationInputError(f"{src}: entry {bad} ({data[bad]!r:.200}) is not a detection with "
-                                   "image_id, category_id, a 4-number bbox and score") from e
+                                   "image_id or file_name, category_id or category_name, a 4-number bbox "
+                                   "and score") from e
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise EvaluationInputError(f"{src}: every bbox must have 4 numbers")
-
-    image = _lookup(img_ids, gt.image_index, src, "image id", gt.source)
-    cls = _lookup(cat_ids, gt.class_index, src, "category id", gt.source)
+    img_ids = gt.image_ids[image]
     bad = np.flatnonzero(~np.isfinite(boxes).all(1) | ~np.isfinite(scores))
     if len(bad):
         raise EvaluationInputError(f"{src}: entry {bad[0]} (image id {img_ids[bad[0]]}) has a non-finite "
@@ -229,6 +288,8 @@ def load_predictions(preds, gt, bbox_format="xywh"):
         raise EvaluationInputError(
             f"{src}: {len(bad)} of {n} boxes have a negative width or height (first: entry {bad[0]}, "
             f"image id {img_ids[bad[0]]}, bbox {boxes[bad[0]].tolist()}); {hint}")
+    if require_match:
+        _check_scorable(image, cls, gt, src)
     # Boxes reaching well past the image border: the usual sign of xyxy given as xywh.
     w, h = gt.widths[image], gt.heights[image]
     outside = (boxes[:, 0] + boxes[:, 2] > 1.05 * w + 1) | (boxes[:, 1] + boxes[:, 3] > 1.05 * h + 1)
@@ -242,44 +303,166 @@ def load_predictions(preds, gt, bbox_format="xywh"):
     return Predictions(src, image, cls, boxes, scores, warnings)
 
 
-def _lookup(values, index, src, what, gt_source):
-    """Map ids to indices with a vectorized lookup; raise naming the first id missing from ``index``."""
-    uniq, inverse = np.unique(np.asarray(values), return_inverse=True)
-    mapped = np.array([index.get(v.item() if hasattr(v, "item") else v, -1) for v in uniq], dtype=np.int64)
-    missing = np.flatnonzero(mapped < 0)
-    if len(missing):
-        first = uniq[missing[0]].item()  # a Python int/str: numpy 2 writes np.int64(7) for repr
-        entry = int(np.flatnonzero(inverse == missing[0])[0])
+def _is_detection(d):
+    return (isinstance(d, dict) and {"bbox", "score"} <= set(d) and ("image_id" in d or "file_name" in d)
+            and ("category_id" in d or "category_name" in d) and isinstance(d["bbox"], (list, tuple))
+            and len(d["bbox"]) == 4)
+
+
+def _warn(warnings, msg):
+    logger.warning(msg)
+    warnings.append(msg)
+
+
+def match_image_entries(data, gt, src, warnings, what="prediction"):
+    """Ground-truth image index of each entry of ``data`` (dicts with ``file_name`` and/or ``image_id``):
+    by ``file_name`` where an entry has one, else by ``image_id``. Raises naming the first entry that
+    matches no ground-truth image."""
+    by_name = [j for j, d in enumerate(data) if d.get("file_name") is not None]
+    if len(by_name) < len(data):
+        no_key = [j for j, d in enumerate(data) if d.get("file_name") is None and "image_id" not in d]
+        if no_key:
+            raise EvaluationInputError(f"{src}: entry {no_key[0]} has neither file_name nor image_id")
+    out = np.full(len(data), -1, np.int64)
+    if by_name:
+        cache = {}
+        for j in by_name:
+            name = data[j]["file_name"]
+            if name not in cache:
+                cache[name] = gt.find_file(name)
+            if cache[name] is None:
+                n_unknown = sum(1 for v in cache.values() if v is None)
+                raise EvaluationInputError(
+                    f"{src}: entry {j} has file_name {name!r}, which matches no image of the ground truth "
+                    f"{gt.source} (compared by its trailing path components with the ground truth's "
+                    f"file_name entries, e.g. {gt.images[0].get('file_name')!r}; {n_unknown} unknown so far)")
+            out[j] = cache[name]
+        differ = [j for j in by_name if "image_id" in data[j]
+                  and gt.image_index.get(data[j]["image_id"]) != out[j]]
+        if differ:
+            j = differ[0]
+            _warn(warnings, f"{src}: {len(differ)} {what}(s) have an image_id that is not the ground truth's "
+                            f"id of their file_name (first: entry {j}, image_id {data[j]['image_id']!r}, "
+                            f"{data[j]['file_name']!r} is image id {gt.image_ids[out[j]]!r}); matched by "
+                            "file_name")
+    rest = [j for j in range(len(data)) if out[j] < 0]
+    if rest:
+        out[rest] = _lookup([data[j]["image_id"] for j in rest], gt.image_index, src, "image id", gt.source,
+                            entries=rest)
+    return out
+
+
+def _match_images(data, gt, src, warnings):
+    return match_image_entries(data, gt, src, warnings)
+
+
+def _match_classes(data, gt, src, warnings):
+    """Class index of each detection: by ``category_name`` where given, else by ``category_id``."""
+    name_index = {n: k for k, n in enumerate(gt.class_names)}
+    by_name = [j for j, d in enumerate(data) if d.get("category_name") is not None]
+    out = np.full(len(data), -1, np.int64)
+    if by_name:
+        out[by_name] = _lookup([data[j]["category_name"] for j in by_name], name_index, src,
+                               "category name", gt.source, entries=by_name,
+                               known=", ".join(map(repr, gt.class_names)))
+        differ = [j for j in by_name if "category_id" in data[j]
+                  and gt.class_index.get(data[j]["category_id"]) != out[j]]
+        if differ:
+            j = differ[0]
+            _warn(warnings, f"{src}: {len(differ)} detection(s) have a category_id that is not the ground "
+                            f"truth's id of their category_name (first: entry {j}, category_id "
+                            f"{data[j]['category_id']!r}, {data[j]['category_name']!r} is category id "
+                            f"{int(gt.cat_ids[out[j]])}); matched by category_name")
+    rest = [j for j in range(len(data)) if out[j] < 0]
+    if rest:
+        out[rest] = _lookup([data[j]["category_id"] for j in rest], gt.class_index, src, "category id",
+                            gt.source, entries=rest,
+                            known=", ".join(f"{int(c)} ({n})" for c, n in zip(gt.cat_ids, gt.class_names)))
+    return out
+
+
+def _check_scorable(image, cls, gt, src):
+    """Refuse predictions of which not one can be scored against a box: the sign of ids from another
+    numbering (e.g. 0-based class indices against 1-based category ids, or images of another set)."""
+    on_box_images = gt.box_eval[image]
+    if not on_box_images.any():
         raise EvaluationInputError(
-            f"{src}: entry {entry} has {what} {first!r}, which is not in the ground truth {gt_source} "
-            f"({len(missing)} unknown {what}(s) in all)")
-    return mapped[inverse]
+            f"{src}: none of the {len(image)} detections is on an image of {gt.source} that takes part in "
+            "box evaluation (supervision 'full'); are these predictions for another image set?")
+    annotated = np.zeros(gt.num_classes, bool)
+    annotated[gt.ann_class] = True
+    if annotated.any() and not annotated[cls[on_box_images]].any():
+        present = ", ".join(gt.class_names[k] for k in np.flatnonzero(annotated))
+        raise EvaluationInputError(
+            f"{src}: none of the detections has a class with ground-truth boxes in {gt.source} ({present}); "
+            "are the category ids of another numbering (e.g. 0-based class indices)? Give category_name "
+            "or the ground truth's category ids")
+
+
+def _lookup(values, index, src, what, gt_source, entries=None, known=None):
+    """Map ids to indices; raise naming the first id missing from ``index`` (``entries``: the entry
+    number of each value, default its position; ``known``: the valid values, for the message)."""
+    uniq = {}
+    mapped = np.empty(len(values), np.int64)
+    for j, v in enumerate(values):
+        try:
+            k = uniq[v]
+        except KeyError:
+            k = uniq[v] = index.get(v, -1)
+        except TypeError as e:
+            entry = entries[j] if entries is not None else j
+            raise EvaluationInputError(f"{src}: entry {entry} has {what} {v!r}, not a number or name") from e
+        if k < 0:
+            entry = entries[j] if entries is not None else j
+            n_missing = len({u for u in values if index.get(u, -1) < 0})
+            hint = f"; the ground truth has {known}" if known else ""
+            raise EvaluationInputError(
+                f"{src}: entry {entry} has {what} {v!r}, which is not in the ground truth {gt_source} "
+                f"({n_missing} unknown {what}(s) in all){hint}")
+        mapped[j] = k
+    return mapped
 
 
 def load_image_scores(scores, gt):
     """Image-level class scores (e.g. OXnet's global head) as a [I, K] array, NaN where not given.
 
-    ``scores`` is a path or a dict {image id (int or str): [K floats in category-id order] or
-    {category name: float}}.
+    ``scores`` is a path or the data, in either form:
+
+    - a list of ``{"file_name" and/or "image_id", "global_scores": {category name: float}}`` (what
+      ``demo/predict.py`` and the evaluator write as ``image_scores.json``), images matched as
+      predictions are (by ``file_name`` when present);
+    - a dict {image id (int or str): [K floats in category-id order] or {category name: float}}.
     """
     data, src = _read_json(scores, "image scores")
-    if not isinstance(data, dict):
-        raise EvaluationInputError(f"{src}: expected {{image_id: scores}}")
     out = np.full((len(gt.images), gt.num_classes), np.nan)
-    str_index = {str(k): v for k, v in gt.image_index.items()}
+    if isinstance(data, list):
+        bad = [j for j, d in enumerate(data) if not isinstance(d, dict) or "global_scores" not in d]
+        if bad:
+            raise EvaluationInputError(f"{src}: entry {bad[0]} ({data[bad[0]]!r:.200}) has no 'global_scores'")
+        rows = match_image_entries(data, gt, src, [], what="image score")
+        items = [(i, d["global_scores"], d.get("file_name", d.get("image_id"))) for i, d in zip(rows, data)]
+    elif isinstance(data, dict):
+        str_index = {str(k): v for k, v in gt.image_index.items()}
+        items = []
+        for key, value in data.items():
+            i = gt.image_index.get(key, str_index.get(str(key)))
+            if i is None:
+                raise EvaluationInputError(f"{src}: image id {key!r} is not in the ground truth {gt.source}")
+            items.append((i, value, key))
+    else:
+        raise EvaluationInputError(f"{src}: expected a list of {{file_name, image_id, global_scores}} or a "
+                                   "mapping {image_id: scores}")
     name_index = {n: k for k, n in enumerate(gt.class_names)}
-    for key, value in data.items():
-        i = gt.image_index.get(key, str_index.get(str(key)))
-        if i is None:
-            raise EvaluationInputError(f"{src}: image id {key!r} is not in the ground truth {gt.source}")
+    for i, value, key in items:
         if isinstance(value, dict):
             for name, s in value.items():
                 if name not in name_index:
-                    raise EvaluationInputError(f"{src}: image id {key!r}: unknown category {name!r}")
+                    raise EvaluationInputError(f"{src}: image {key!r}: unknown category {name!r}; the ground "
+                                               f"truth has {', '.join(map(repr, gt.class_names))}")
                 out[i, name_index[name]] = float(s)
         else:
             if len(value) != gt.num_classes:
                 raise EvaluationInputError(
-                    f"{src}: image id {key!r} has {len(value)} scores, expected {gt.num_classes}")
+                    f"{src}: image {key!r} has {len(value)} scores, expected {gt.num_classes}")
             out[i] = np.asarray(value, dtype=np.float64)
     return out

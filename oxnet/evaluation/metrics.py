@@ -34,7 +34,7 @@ class EvaluationResult:
 
 def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER_IOU_THRESHOLDS,
                         max_dets=100, froc_iou=0.4, froc_fps=FROC_FPS, bbox_format="xywh", bootstrap=0,
-                        seed=0):
+                        seed=0, require_match=True):
     """Evaluate detections against ground truth.
 
     Args:
@@ -48,6 +48,8 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
         froc_fps: false positives per image at which FROC sensitivity is reported.
         bootstrap: number of bootstrap replicates over images for 95% intervals (0: none), stored under
             ``metrics["bootstrap"]`` (see :mod:`oxnet.evaluation.bootstrap`).
+        require_match: refuse predictions none of which can be scored (see
+            :func:`oxnet.evaluation.inputs.load_predictions`).
 
     Class averages are over the classes with at least one ground-truth box (in the area range, for
     APs/APm/APl); other classes are n/a (None). FROC "sensitivity" pools all lesions of all classes
@@ -55,7 +57,10 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
     """
     if not hasattr(gt, "box_eval"):
         gt = load_ground_truth(gt)
-    preds = predictions if hasattr(predictions, "scores") else load_predictions(predictions, gt, bbox_format)
+    if hasattr(predictions, "scores"):
+        preds = predictions
+    else:
+        preds = load_predictions(predictions, gt, bbox_format, require_match)
     warnings = list(preds.warnings)
     K, names = gt.num_classes, gt.class_names
 

@@ -80,7 +80,7 @@ def test_predictions_in_original_pixels_with_global_scores(tmp_path):
         h, w = size_of[d["file_name"]]
         x, y, bw, bh = d["bbox"]
         assert 0 <= x and 0 <= y and bw >= 0 and bh >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3, d
-        assert d["category_name"] == class_names(cfg)[d["category_id"]]
+        assert d["category_name"] == class_names(cfg)[d["category_id"] - 1]  # no stored ids: index + 1
         assert d["image_id"] == paths.index(d["file_name"])
     # Boxes spread beyond the 64-px network input: they were mapped back to the original sizes.
     assert max(d["bbox"][0] + d["bbox"][2] for d in dets) > 64

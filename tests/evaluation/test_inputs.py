@@ -114,3 +114,96 @@ def test_bad_ground_truth_is_named(tmp_path):
         evaluate_detections(gt, [])
     with pytest.raises(EvaluationInputError, match="cannot read JSON"):
         evaluate_detections(str(tmp_path / "missing.json"), [])
+
+
+# --- predictions from another numbering: matched by file name and class name, or refused -------------
+def _as_predict_py_output(gt, preds):
+    """What demo/predict.py writes: image_id = position in its run, category_id = contiguous index
+    (the old, wrong output) here, but file_name (absolute path) and category_name beside them."""
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    files = {img["id"]: img["file_name"] for img in gt["images"]}
+    order = {iid: pos for pos, iid in enumerate(sorted(files, reverse=True))}
+    return [dict(p, image_id=order[p["image_id"]], category_id=p["category_id"] - 1,
+                 file_name=f"/data/run/images/{files[p['image_id']]}", category_name=names[p["category_id"]])
+            for p in preds]
+
+
+def test_predictions_are_matched_by_file_name_and_category_name(data, caplog, tmp_path):
+    gt, preds = data
+    reference = evaluate_detections(gt, preds).metrics
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps(_as_predict_py_output(gt, preds)))
+    m = evaluate_detections(gt, str(path)).metrics
+    assert m["mAP"] == reference["mAP"] and m["per_class"] == reference["per_class"]
+    assert any("matched by file_name" in w for w in m["warnings"])
+    assert any("matched by category_name" in w for w in m["warnings"])
+
+
+def test_file_names_match_the_longest_ground_truth_suffix():
+    gt = {"images": [{"id": 10, "file_name": "a/x.png", "height": 100, "width": 100},
+                     {"id": 20, "file_name": "b/x.png", "height": 100, "width": 100}],
+          "annotations": [{"id": 1, "image_id": 20, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+          "categories": [{"id": 1, "name": "nodule"}]}
+    det = {"category_name": "nodule", "bbox": [10, 10, 20, 20], "score": 0.9}
+    m = evaluate_detections(gt, [dict(det, file_name="/mnt/set/b/x.png")]).metrics
+    assert m["mAP"] == 1.0
+    m = evaluate_detections(gt, [dict(det, file_name="/mnt/set/a/x.png")]).metrics
+    assert m["mAP"] == 0.0
+    with pytest.raises(EvaluationInputError, match="matches several ground-truth images"):
+        evaluate_detections(gt, [dict(det, file_name="x.png")])
+    with pytest.raises(EvaluationInputError, match=r"entry 0 has file_name '/mnt/set/c/y.png'.*matches no image"):
+        evaluate_detections(gt, [dict(det, file_name="/mnt/set/c/y.png")])
+
+
+def test_unknown_category_name_lists_the_known_ones(data):
+    gt, preds = data
+    with pytest.raises(EvaluationInputError, match=r"entry 1 has category name 'Cardiomegally'.*'class 1'"):
+        evaluate_detections(gt, [dict(preds[0], category_name="class 1"),
+                                 dict(preds[0], category_name="Cardiomegally")])
+
+
+def test_zero_based_class_indices_are_refused_not_scored_zero():
+    # Two classes, boxes of the second only: 0-based indices put every detection on the first.
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]}],
+          "categories": [{"id": 1, "name": "effusion"}, {"id": 2, "name": "nodule"}]}
+    preds = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]
+    with pytest.raises(EvaluationInputError, match="none of the detections has a class with ground-truth "
+                                                   "boxes.*nodule"):
+        evaluate_detections(gt, preds)
+    # In process (a model being trained), a detector that finds only the wrong class scores 0.
+    assert evaluate_detections(gt, preds, require_match=False).metrics["mAP"] == 0.0
+
+
+def test_predictions_only_on_images_without_box_ground_truth_are_refused():
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100},
+                     {"id": 2, "file_name": "b.png", "height": 100, "width": 100, "supervision": "weak",
+                      "image_labels": {"nodule": 1}}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+          "categories": [{"id": 1, "name": "nodule"}]}
+    preds = [{"image_id": 2, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]
+    with pytest.raises(EvaluationInputError, match="none of the 1 detections is on an image"):
+        evaluate_detections(gt, preds)
+
+
+@pytest.mark.parametrize("width", [0, -512, None, float("nan")])
+def test_image_without_a_positive_size_is_named(width):
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100},
+                     {"id": 7, "file_name": "b.png", "height": 100, "width": width}],
+          "annotations": [], "categories": [{"id": 1, "name": "nodule"}]}
+    with pytest.raises(EvaluationInputError, match=r"<ground truth in memory>: image id 7 \('b.png'\)"):
+        evaluate_detections(gt, [])
+
+
+def test_image_scores_as_predict_writes_them(data):
+    from oxnet.evaluation import load_ground_truth, load_image_scores
+
+    gt, _ = data
+    truth = load_ground_truth(gt)
+    listed = [{"image_id": 1000 + i, "file_name": f"/x/{img['file_name']}",
+               "global_scores": {n: 0.1 * k for k, n in enumerate(truth.class_names)}}
+              for i, img in enumerate(gt["images"][:3])]
+    scores = load_image_scores(listed, truth)
+    assert np.allclose(scores[:3], [[0.0, 0.1, 0.2, 0.3]] * 3) and np.isnan(scores[3:]).all()
+    mapping = {img["id"]: [0.5] * 4 for img in gt["images"][:2]}
+    assert np.allclose(load_image_scores(mapping, truth)[:2], 0.5)

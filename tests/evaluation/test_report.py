@@ -47,19 +47,23 @@ class _Links(html.parser.HTMLParser):
 
 
 def test_cli_writes_metrics_and_report(dataset, capsys):
-    out = dataset / "metrics.json"
     rep = dataset / "report"
-    rc = main(["--gt", str(dataset / "gt.json"), "--pred", str(dataset / "pred.json"), "--out", str(out),
-               "--out-dir", str(rep), "--image-root", str(dataset / "images"), "--method", "RetinaNet"])
+    rc = main(["--gt", str(dataset / "gt.json"), "--pred", str(dataset / "pred.json"), "--out", str(rep),
+               "--image-root", str(dataset / "images"), "--method", "RetinaNet"])
     assert rc == 0
-    m = json.loads(out.read_text())
+    m = json.loads((rep / "metrics.json").read_text())
     for key in ("mAP", "AP40", "AP75", "APs", "APm", "APl"):
         assert 0 <= m[key] <= 1
     assert set(m) >= {"per_class", "froc", "settings"} and m["settings"]["iou_thresholds"][0] == 0.4
     assert m["per_class"]["class 2"]["mAP"] is None
     printed = capsys.readouterr().out
     assert f"{100 * m['mAP']:.1f}" in printed and "n/a" in printed
-    assert json.loads((rep / "metrics.json").read_text()) == m
+    # The scored predictions, re-scored, give the same metrics.
+    rescored = main(["--gt", str(dataset / "gt.json"), "--pred", str(rep / "predictions.json"),
+                     "--out", str(dataset / "again"), "--metrics-only"])
+    assert rescored == 0
+    again = json.loads((dataset / "again" / "metrics.json").read_text())
+    assert again["mAP"] == m["mAP"] and again["froc"] == m["froc"]
 
     for name in ("pr_curves.png", "froc_curves.png", "overlays.png"):
         _png(rep / name)
