@@ -22,7 +22,7 @@ from .attention import (ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_
                         normalize_attention)
 from .global_head import GlobalHead
 from .gpa import PrototypeMemory, class_features, gpa_losses
-from .losses import masked_bce_with_logits, soft_focal_loss
+from .losses import BCE_REDUCTIONS, masked_bce_with_logits, soft_focal_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
 #: Loss names of the unsupervised losses (``OXNET.METHOD`` components, see oxnet.config.METHODS).
@@ -68,6 +68,7 @@ class OXNet(RetinaNet):
     @configurable
     def __init__(self, *, global_mode: str = "", global_in_feature: str = "res5",
                  global_head: GlobalHead = None, global_loss_weight: float = 1.0, attention_grad: str = "all",
+                 bce_reduction: str = "mean",
                  prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
                  unsup: str = "", sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
@@ -88,6 +89,10 @@ class OXNet(RetinaNet):
         self.global_in_feature = global_in_feature
         self.global_head = global_head
         self.global_loss_weight = global_loss_weight
+        if bce_reduction not in BCE_REDUCTIONS:
+            raise ValueError(f"OXNET.GLOBAL_HEAD.BCE_REDUCTION must be one of {BCE_REDUCTIONS}, "
+                             f"got {bce_reduction!r}")
+        self.bce_reduction = bce_reduction
         self.prototypes = prototypes
         self.gpa_margin = gpa_margin
         self.gpa_intra_weight = gpa_intra_weight
@@ -140,7 +145,8 @@ class OXNet(RetinaNet):
             channels = shapes[feature].channels
             ret.update(global_in_feature=feature, global_head=GlobalHead(channels, num_classes),
                        global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT,
-                       attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD)
+                       attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD,
+                       bce_reduction=cfg.OXNET.GLOBAL_HEAD.BCE_REDUCTION)
             if parts["gpa"]:
                 ret.update(prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
                            gpa_margin=cfg.OXNET.GPA.MARGIN, gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
@@ -265,7 +271,7 @@ class OXNet(RetinaNet):
         if self.global_mode == "daa" and self.attention_grad != "all":
             gated = gate_attention(attention[sel], labels, self.attention_grad)
             logits = daa_logits(cam[sel], gated)  # Eq. 3, same values as g_logits
-        loss = masked_bce_with_logits(logits, labels)
+        loss = masked_bce_with_logits(logits, labels, self.bce_reduction)  # Eq. 1
         out["loss_global"] = out["loss_global"] + self.global_loss_weight * loss
         if self.prototypes is not None:
             feats = class_features(feats_m[sel], attention[sel])  # Eq. 4

@@ -34,9 +34,10 @@ def test_soft_focal_loss_treats_teacher_as_constant():
 def test_masked_bce_ignores_uncertain_and_unknown_labels():
     logits = torch.zeros(2, 3, requires_grad=True)
     labels = torch.tensor([[1.0, 0.0, -1.0], [-1.0, -1.0, -1.0]])
+    # Eq. 1's sum over classes: two known entries, each ln 2, in the only image with a known label
+    assert masked_bce_with_logits(logits, labels, "sum_classes").item() == pytest.approx(2 * math.log(2))
     loss = masked_bce_with_logits(logits, labels)
-    # two known entries, each ln 2, in the only image that has a known label
-    assert loss.item() == pytest.approx(2 * math.log(2))
+    assert loss.item() == pytest.approx(math.log(2))  # the authors' mean over the two known entries
     loss.backward()
     assert torch.all(logits.grad[0, 2] == 0) and torch.all(logits.grad[1] == 0)
     assert logits.grad[0, 0] < 0 < logits.grad[0, 1]
@@ -48,3 +49,19 @@ def test_masked_bce_is_zero_without_known_labels():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.all(logits.grad == 0)
+
+
+def test_masked_bce_mean_is_the_mean_over_known_entries_of_all_images():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, -0.7, 1.5]])
+    labels = torch.tensor([[1.0, 0.0, -1.0], [0.0, -1.0, 1.0]])
+
+    def bce(x, y):  # by hand
+        p = 1 / (1 + math.exp(-x))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    known = [(2.0, 1), (-1.0, 0), (0.3, 0), (1.5, 1)]
+    expected = sum(bce(x, y) for x, y in known)
+    assert masked_bce_with_logits(logits, labels).item() == pytest.approx(expected / 4, rel=1e-6)
+    assert masked_bce_with_logits(logits, labels, "sum_classes").item() == pytest.approx(expected / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="sum_classes"):
+        masked_bce_with_logits(logits, labels, "sum")
