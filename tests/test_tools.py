@@ -43,3 +43,85 @@ def test_pillow_alias_patch_is_targeted_and_idempotent(tmp_path):
     assert clean.stat().st_mtime_ns == before
     assert (pkg / "notes.txt").read_text() == "Image.LINEAR\n"
     assert installer.patch_pillow_alias(pkg) == []
+
+
+def test_train_net_lists_the_methods(capsys):
+    import pytest
+
+    from oxnet.config import METHODS
+
+    train_net = _load("train_net.py", "train_net_under_test")
+    with pytest.raises(SystemExit) as exit_info:
+        train_net.parse_args(["--list-methods"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["OXNET.METHOD", "global", "head", "GPA", "loss", "on", "images", "without",
+                                "boxes"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert list(rows) == list(METHODS)
+    assert rows["oxnet"] == ["DAA", "GPA", "SFL", "(mean", "teacher)"]
+    assert rows["retinanet"] == ["-", "-", "-"]
+    assert rows["focalmix_mt"] == ["GAP", "(+MT)", "-", "FocalMix"]
+    assert train_net.parse_args(["--config-file", "x.yaml", "OXNET.METHOD", "daa"]).opts == ["OXNET.METHOD", "daa"]
+
+
+def test_train_net_help_points_to_oxnet_options(capsys):
+    import pytest
+
+    train_net = _load("train_net.py", "train_net_help_under_test")
+    with pytest.raises(SystemExit):
+        train_net.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for needle in ("Train or evaluate OXnet", "OXNET.METHOD", "docs/config.md", "--list-methods"):
+        assert needle in text
+
+
+def test_config_docs_are_up_to_date():
+    gen = _load("tools/gen_config_docs.py", "gen_config_docs_under_test")
+    committed = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    assert gen.render() == committed, "docs/config.md is out of date: run python tools/gen_config_docs.py"
+
+
+def test_config_docs_give_every_key_a_default_and_meaning():
+    from oxnet.config import METHODS
+
+    gen = _load("tools/gen_config_docs.py", "gen_config_docs_keys_under_test")
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    rows = {line.split(" | ")[0][3:-1]: line.split(" | ")[1:] for line in text.splitlines()
+            if line.startswith("| `OXNET.")}
+    defaults = gen.config_defaults()
+    assert len(defaults) > 40 and set(defaults) <= set(rows)
+    for key, value in defaults.items():
+        default, meaning = rows[key]
+        assert default == f"`{value!r}`" and meaning.strip(" |-"), key
+    assert all(f"| `{m}` |" in text for m in METHODS)
+
+
+def test_config_comments_become_descriptions():
+    gen = _load("tools/gen_config_docs.py", "gen_config_docs_parse_under_test")
+    source = '''
+#: How methods
+#: combine.
+METHODS = {}
+
+
+def add_oxnet_config(cfg):
+    _C = cfg
+    _C.OXNET = CN()
+    # Section text.
+    _C.OXNET.A = CN()
+    # Above B,
+    # two lines.
+    _C.OXNET.A.B = 1  # beside B
+    _C.OXNET.A.C = "x#y"
+
+    # Not D's (a blank line follows).
+
+    _C.OXNET.D = (1,
+                  2)  # beside D's second line
+'''
+    keys, methods_doc = gen.parse_config_source(source)
+    assert methods_doc == "How methods combine."
+    assert keys == [("OXNET", "", True), ("OXNET.A", "Section text.", True),
+                    ("OXNET.A.B", "Above B, two lines. beside B", False), ("OXNET.A.C", "", False),
+                    ("OXNET.D", "beside D's second line", False)]
