@@ -1,11 +1,13 @@
-"""Command line: ``python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K]
-[--rows a,b,c] [--warm-start K0] [--shard I/N] [--eval-period K] [KEY VALUE ...]``.
+"""Reproduce the paper's Table 1 (methods) or Table 2 (supervision mixes) on a data spec.
 
-SPEC is a preset (``synthetic``, ``tbx500``, ``toy``) or a JSON spec file (see :mod:`oxnet.bench.presets`).
-Every (row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
-``DIR/results.json`` and skipped when the command is repeated, so an interrupted benchmark resumes.
-The table is written to ``DIR/table1.md`` or ``DIR/table2.md``. Trailing ``KEY VALUE`` pairs are
-detectron2 config overrides applied after the spec's ``opts`` to every run, e.g. ``MODEL.DEVICE cuda``.
+    python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K] [--rows a,b,c]
+        [--warm-start K0] [--shard I/N] [--eval-period K] [--keep-weights] [KEY VALUE ...]
+
+SPEC is a preset (synthetic, tbx500, toy) or a JSON spec file (see oxnet/bench/presets.py). Every
+(row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
+DIR/results.json and skipped when the command is repeated, so an interrupted benchmark resumes. The
+table is written to DIR/table1.md or DIR/table2.md. Trailing KEY VALUE pairs are detectron2 config
+overrides applied after the spec's opts to every run, e.g. MODEL.DEVICE cuda.
 """
 import argparse
 import logging
@@ -14,17 +16,33 @@ import sys
 import oxnet  # noqa: F401  (before detectron2)
 
 
+def _epilog():
+    import textwrap
+
+    from .presets import TABLE1_ROWS
+
+    table1 = textwrap.fill(", ".join(TABLE1_ROWS), width=78, initial_indent="  table1: ",
+                           subsequent_indent=" " * 10)
+    return ("rows (--rows):\n" + table1 + "\n"
+            "  table2: setting numbers 1..N in the order of the table (the paper's nine settings\n"
+            "          unless the spec lists its own)")
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m oxnet.bench", description=__doc__.splitlines()[0])
+    from .presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m oxnet.bench", description=__doc__, epilog=_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=("table1", "table2"))
     parser.add_argument("--data", required=True,
-                        help="preset name (synthetic, tbx500, toy) or JSON spec file")
+                        help=f"preset name ({', '.join(PRESETS)}) or JSON spec file")
     parser.add_argument("--out", required=True, help="output folder (data, runs, results.json, tables)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the spec's)")
     parser.add_argument("--iters", type=int, default=None,
                         help="training iterations per run (default: the spec's)")
-    parser.add_argument("--rows", default="", help="comma-separated subset: method names (table1) or "
-                                                   "1-based setting numbers (table2)")
+    parser.add_argument("--rows", default="",
+                        help="comma-separated subset of the rows (listed below): method names (table1) or "
+                             "1-based setting numbers (table2); the table then shows these rows")
     parser.add_argument("--warm-start", type=int, default=None, metavar="ITERS",
                         help="start every row from RetinaNet trained ITERS iterations on the row's boxes "
                              "(0: from scratch; default: the spec's warm_start.iters)")
@@ -35,7 +53,10 @@ def parse_args(argv=None):
     parser.add_argument("--eval-period", type=float, default=None, metavar="K",
                         help="also evaluate every K iterations (below 1: this fraction of --iters) during "
                              "training and keep the learning curve (default: the spec's eval_period, 0)")
-    parser.add_argument("--keep-weights", action="store_true", help="keep each run's final weights")
+    parser.add_argument("--keep-weights", action="store_true",
+                        help="keep each run's final weights (model_final.pth) and its config (config.yaml) "
+                             "in its folder under DIR/runs; the periodic checkpoints are deleted. Without "
+                             "it, every run's weights are deleted once the run is evaluated")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the table from the runs already in results.json")
