@@ -23,5 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest tests
 
+# The paper's Table 1 on synthetic chest X-rays: 13 rows x 3 seeds on the CPU, a few hours (BENCHMARKS.md).
+bench: $(STAMP)
+	$(PY) -m oxnet.bench table1 --data synthetic --out output/bench/synthetic
+
 clean-venv:
 	rm -rf $(VENV)

@@ -62,7 +62,8 @@ def test_train_net_lists_the_methods(capsys):
     assert rows["oxnet"] == ["DAA", "GPA", "SFL", "(mean", "teacher)"]
     assert rows["retinanet"] == ["-", "-", "-"]
     assert rows["focalmix_mt"] == ["GAP", "(+MT)", "-", "FocalMix"]
-    assert train_net.parse_args(["--config-file", "x.yaml", "OXNET.METHOD", "daa"]).opts == ["OXNET.METHOD", "daa"]
+    args = train_net.parse_args(["--config-file", "x.yaml", "OXNET.METHOD", "daa"])
+    assert args.opts == ["OXNET.METHOD", "daa"]
 
 
 def test_train_net_help_points_to_oxnet_options(capsys):
@@ -125,3 +126,82 @@ def add_oxnet_config(cfg):
     assert keys == [("OXNET", "", True), ("OXNET.A", "Section text.", True),
                     ("OXNET.A.B", "Above B, two lines. beside B", False), ("OXNET.A.C", "", False),
                     ("OXNET.D", "beside D's second line", False)]
+
+
+def test_every_phony_make_target_has_a_rule():
+    import re
+
+    text = (REPO / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", text, re.M).group(1).split()
+    rules = set(re.findall(r"^([A-Za-z][\w-]*):", text, re.M))
+    assert "bench" in phony and not set(phony) - rules
+
+
+def test_make_bench_runs_the_synthetic_table1():
+    import shutil
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # -n: print the commands without running them; -o: take the venv stamp as up to date
+    proc = subprocess.run(["make", "-n", "-o", ".venv/.oxnet-installed", "bench"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (".venv/bin/python -m oxnet.bench table1 --data synthetic "
+                                   "--out output/bench/synthetic")
+
+
+def test_license_is_apache_2():
+    text = (REPO / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 190
+
+
+def test_demo_logs_the_model_structure_at_debug():
+    import logging
+
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultTrainer
+
+    import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
+    from oxnet.config import add_oxnet_config
+
+    demo = _load("tools/demo.py", "demo_under_test")
+    demo.log_model_at_debug()
+    demo.log_model_at_debug()  # installed once
+    logger = logging.getLogger("detectron2.engine.defaults")
+    assert sum(isinstance(f, demo.ModelDumpAtDebug) for f in logger.filters) == 1
+
+    records = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        cfg = get_cfg()
+        add_oxnet_config(cfg)
+        cfg.merge_from_file(str(REPO / "configs" / "demo_cpu.yaml"))
+        cfg.OXNET.METHOD = "retinanet"  # the smallest model of the demo's size
+        DefaultTrainer.build_model(cfg)  # what OXnetTrainer does when it is built
+        logger.info("Evaluation results: kept at INFO")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    dumps = [r for r in records if r.getMessage().startswith("Model:\nOXNet(")]
+    assert len(dumps) == 1 and dumps[0].levelno == logging.DEBUG and dumps[0].levelname == "DEBUG"
+    assert [r.levelno for r in records if r.getMessage().startswith("Evaluation")] == [logging.INFO]
+
+
+def test_demo_keeps_only_the_final_checkpoint(tmp_path):
+    demo = _load("tools/demo.py", "demo_checkpoints_under_test")
+    for name in ("model_0000099.pth", "model_0000199.pth", "last_checkpoint", "metrics.json"):
+        (tmp_path / name).write_text(name)
+    assert demo.remove_intermediate_checkpoints(tmp_path) == []  # training not finished: resumable
+    assert len(list(tmp_path.glob("*.pth"))) == 2
+    (tmp_path / "model_final.pth").write_text("final")
+    deleted = demo.remove_intermediate_checkpoints(tmp_path)
+    assert [os.path.basename(p) for p in deleted] == ["model_0000099.pth", "model_0000199.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "metrics.json",
+                                                          "model_final.pth"]

@@ -4,13 +4,19 @@
 1. writes a synthetic omni-supervised dataset (boxes, image labels and unlabeled images) with
    ``datasets/prepare_synthetic.py``, validates it and prints its statistics;
 2. draws a contact sheet of the training boxes;
-3. trains OXnet (SFL + DAA + GPA) with ``configs/demo_cpu.yaml``; re-running continues the run;
-4. evaluates on the test split (mAP at IoU .40:.75, AP40, AP75, APs/m/l, FROC, AUROC) and writes the
-   report with overlays and attention maps.
+3. trains OXnet (SFL + DAA + GPA) with ``configs/demo_cpu.yaml``; re-running continues the run; once
+   training is done only the final weights ``model/model_final.pth`` are kept;
+4. evaluates on the test split once (mAP at IoU .40:.75, AP40, AP75, APs/m/l, FROC, AUROC), prints
+   the table and writes the report with overlays and attention maps.
+
+The console shows INFO messages; ``OUT/log.txt`` has the full log, including the model's structure
+that detectron2 logs when building the trainer (at DEBUG level here). TensorBoard:
+``.venv/bin/tensorboard --logdir OUT/model``.
 
     python tools/demo.py --out output/demo [--iters N] [KEY VALUE ...]
 """
 import argparse
+import glob
 import json
 import logging
 import os
@@ -21,6 +27,7 @@ import time
 import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.logger import setup_logger
 
 from oxnet.config import add_oxnet_config
@@ -43,6 +50,52 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+class ModelDumpAtDebug(logging.Filter):
+    """Turn detectron2's INFO record of the whole model structure ("Model:" and the model, logged by
+    ``DefaultTrainer.build_model``) into a DEBUG record."""
+
+    def filter(self, record):
+        dump = isinstance(record.msg, str) and record.msg.startswith("Model:\n")
+        if dump and record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def log_model_at_debug():
+    """Install :class:`ModelDumpAtDebug` on the logger of ``detectron2.engine.defaults`` (once)."""
+    logger = logging.getLogger("detectron2.engine.defaults")
+    if not any(isinstance(f, ModelDumpAtDebug) for f in logger.filters):
+        logger.addFilter(ModelDumpAtDebug())
+
+
+def setup_logging(out):
+    """Console: INFO and above; ``out/log.txt``: everything. Return the oxnet logger."""
+    os.makedirs(out, exist_ok=True)
+    log_file = os.path.join(out, "log.txt")
+    loggers = [setup_logger(output=log_file, name="detectron2", abbrev_name="d2"),
+               setup_logger(output=log_file, name="oxnet")]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
+                handler.setLevel(logging.INFO)
+    log_model_at_debug()
+    return loggers[1]
+
+
+def remove_intermediate_checkpoints(folder):
+    """Once ``folder`` has ``model_final.pth``, delete the periodic ``model_XXXXXXX.pth`` checkpoints
+    (kept until then so that an interrupted run resumes); return the deleted paths."""
+    final = os.path.join(folder, "model_final.pth")
+    if not os.path.exists(final):
+        return []
+    deleted = []
+    for path in sorted(glob.glob(os.path.join(folder, "model_*.pth"))):
+        if path != final:
+            os.remove(path)
+            deleted.append(path)
+    return deleted
+
+
 def make_data(data_dir, size, seed):
     cmd = [sys.executable, os.path.join(REPO, "datasets", "prepare_synthetic.py"), "--out", data_dir,
            "--size", str(size), "--seed", str(seed), "--workers", "2"]
@@ -53,9 +106,8 @@ def make_data(data_dir, size, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="detectron2")
-    logger = setup_logger(name="oxnet")
     out = os.path.abspath(args.out)
+    logger = setup_logging(out)
     cfg = get_cfg()
     add_oxnet_config(cfg)
     cfg.merge_from_file(args.config_file)
@@ -81,7 +133,7 @@ def main(argv=None):
             coco = json.load(f)
         print(f"--- {split}.json ---\n{format_stats(compute_stats(coco))}")
     cfg.DATASETS.TRAIN = (names["train"],)
-    cfg.DATASETS.TEST = (names["test"],)
+    cfg.DATASETS.TEST = ()  # evaluated once, in step 4, not also by the trainer at the end of training
     cfg.freeze()
 
     sheet = os.path.join(out, "train_boxes.png")
@@ -95,11 +147,13 @@ def main(argv=None):
     trainer = OXnetTrainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
+    remove_intermediate_checkpoints(cfg.OUTPUT_DIR)
 
     logger.info(f"[4/4] evaluating on {names['test']}")
     eval_dir = os.path.join(out, "eval")
-    results = OXnetTrainer.test(cfg, trainer.model, evaluators=[OXnetTrainer.build_evaluator(cfg, names["test"], eval_dir)])
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    results = inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, names["test"]),
+                                   OXnetTrainer.build_evaluator(cfg, names["test"], eval_dir))
     from oxnet.data.mapper import OmniDatasetMapper
     from oxnet.evaluation import write_attention_report
 
@@ -112,6 +166,8 @@ def main(argv=None):
     print(f"Report:  {os.path.join(eval_dir, 'report.html')} (and report.md, metrics.json)")
     print(f"Model:   {os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
     print(f"Boxes:   {sheet}")
+    print(f"Log:     {os.path.join(out, 'log.txt')}")
+    print(f"Curves:  .venv/bin/tensorboard --logdir {cfg.OUTPUT_DIR}")
     return results
 
 

@@ -130,8 +130,8 @@ def render():
     defaults = config_defaults()
     parsed = {k for k, _, section in keys if not section}
     if parsed != set(defaults):
-        raise ValueError(f"{CONFIG_SOURCE}: keys set other than as `_C.OXNET... = value` in add_oxnet_config: "
-                         f"{sorted(set(defaults) ^ parsed)}")
+        raise ValueError(f"{CONFIG_SOURCE}: keys set other than as `_C.OXNET... = value` in "
+                         f"add_oxnet_config: {sorted(set(defaults) ^ parsed)}")
     undocumented = [k for k, text, _ in keys if not text and k != "OXNET"]
     if undocumented:
         raise ValueError(f"{CONFIG_SOURCE}: add a comment above or beside {', '.join(undocumented)} "

@@ -24,7 +24,8 @@ def test_help_lists_the_rows_presets_and_what_keep_weights_keeps(capsys):
     assert all(name in text for name in PRESETS)
     assert text.count("`") % 2 == 0  # no unclosed literal in the description
     flat = " ".join(text.split())
-    assert "--keep-weights keep each run's final weights (model_final.pth) and its config (config.yaml)" in flat
+    assert ("--keep-weights keep each run's final weights (model_final.pth) and its config "
+            "(config.yaml)") in flat
     assert "Without it, every run's weights are deleted" in flat
 
 

@@ -275,7 +275,8 @@ def test_unknown_size_is_an_error_unless_allowed():
     validate_omni_coco(coco, FILE, allow_unknown_sizes=True)
     # everything else is still checked, boxes included (but not against the unknown size)
     coco["annotations"][0]["bbox"] = [1, 2, -10, 8]
-    assert_error(coco, "annotation id=10 (image id=1): field 'bbox'", "non-positive", allow_unknown_sizes=True)
+    assert_error(coco, "annotation id=10 (image id=1): field 'bbox'", "non-positive",
+                 allow_unknown_sizes=True)
     coco = make_coco()
     coco["images"][0].update(width=None, height=None)
     coco["images"][0]["image_labels"] = {"nodule": 2}

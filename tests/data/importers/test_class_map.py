@@ -35,7 +35,8 @@ def test_misspelled_source_is_an_error(tmp_path, nih):
     with pytest.raises(ImportDataError) as info:
         apply_class_map(coco, class_map)
     message = str(info.value)
-    assert message.startswith(f"{tmp_path / 'map.yaml'}, row 4: 1 source classes of the class map are not in the data")
+    assert message.startswith(f"{tmp_path / 'map.yaml'}, row 4: 1 source classes of the class map are "
+                              "not in the data")
     assert "'Cardiomegally' (map, line 4), did you mean 'Cardiomegaly'?" in message
     assert "The data has the classes ['Cardiomegaly', 'Effusion', 'Mass']" in message
     assert "--allow-absent-classes" in message
@@ -44,8 +45,8 @@ def test_misspelled_source_is_an_error(tmp_path, nih):
 def test_unknown_drop_entries_are_listed_too(tmp_path, nih):
     coco, _ = nih
     class_map = _class_map(tmp_path, "map:\n  Effusion: pleural effusion\ndrop:\n  - Hernia\n  - Nodule\n")
-    with pytest.raises(ImportDataError, match=r"map.yaml, row 4: 2 source classes .*'Hernia' \(drop, line 4\); "
-                                              r"'Nodule' \(drop, line 5\)"):
+    unknown = r"map.yaml, row 4: 2 source classes .*'Hernia' \(drop, line 4\); 'Nodule' \(drop, line 5\)"
+    with pytest.raises(ImportDataError, match=unknown):
         apply_class_map(coco, class_map, unmapped="drop")
 
 
