@@ -1,12 +1,14 @@
 """Evaluation reports: metrics.json, report.md, report.html, precision-recall and FROC curves, overlays.
 
-Overlays follow the paper's Fig. 3 convention: ground truth red, true positives green, false positives
-blue (a detection is a true positive when it is a FROC hit, i.e. IoU >= ``froc_iou`` with a box of its
-class).
+Overlays follow the paper's Fig. 3 (ground truth, true positives, false positives; a detection is a true
+positive when it is a FROC hit, i.e. IoU >= ``froc_iou`` with a box of its class) in a colour-blind-safe
+palette with distinct line styles (:data:`OVERLAY_STYLES`) and a legend. Attention figures found in the
+report's folder or its ``attention/`` subfolder are shown too (:func:`link_attention_figures`).
 """
 import html
 import logging
 import os
+import re
 
 import numpy as np
 
@@ -14,12 +16,14 @@ from oxnet.utils.atomic import atomic_open, atomic_write_json
 
 from .metrics import AP_KEYS, percent_text, per_class_rows
 
-__all__ = ["write_report", "plot_pr_curves", "plot_froc_curves", "draw_overlays", "table1_row"]
+__all__ = ["write_report", "plot_pr_curves", "plot_froc_curves", "draw_overlays", "table1_row",
+           "box_image_counts", "link_attention_figures", "OVERLAY_STYLES"]
 
 logger = logging.getLogger(__name__)
 
-TABLE1_HEADER = ("| Method | # full | # weak | # unlabeled | mAP | AP40 | AP75 | APS | APM | APL |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|")
+TABLE1_HEADER = ("| Method | # full | # weak | # unlabeled | mAP | AP40 | AP75 | APS | APM | APL "
+                 "| # test with boxes | # test without boxes |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _save_figure(fig, path):
@@ -77,16 +81,147 @@ def plot_froc_curves(result, path):
     plt.close(fig)
 
 
+# Okabe & Ito's colour-blind-safe palette. The three kinds also differ in dash pattern and line width,
+# and every label starts with GT / TP / FP, so they stay apart in greyscale. Ground truth is drawn last,
+# dashed: a true positive on the same place shows through its gaps and does not hide it.
+OVERLAY_STYLES = {
+    "fp": {"tag": "FP", "name": "false positive", "color": "#D55E00", "linestyle": (0, (1, 1.2)),
+           "linewidth": 2.0},  # vermillion, dotted
+    "tp": {"tag": "TP", "name": "true positive", "color": "#009E73", "linestyle": "-",
+           "linewidth": 2.0},  # bluish green, solid
+    "gt": {"tag": "GT", "name": "ground truth", "color": "#F0E442", "linestyle": (0, (3, 2)),
+           "linewidth": 2.6},  # yellow, dashed, on top
+}
+OVERLAY_DRAW_ORDER = ("fp", "tp", "gt")
+
+
 def _default_reader():
     from oxnet.data.io import read_image  # written by the data package; imported only when drawing
 
     return read_image
 
 
-def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, tile=512, read_fn=None):
-    """Grid of images with ground truth (red), true positives (green) and false positives (blue).
+def _fit_text(ax, text, size, width):
+    """``text`` shortened from the left with an ellipsis until it fits ``width`` pixels."""
+    from oxnet.data.visualize import _text_extent
 
-    Detections below ``score_threshold`` are not drawn. Images with boxes come first, in ground-truth order.
+    if _text_extent(ax, text, size)[0] <= width:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:  # the fewest characters to cut
+        mid = (lo + hi) // 2
+        if _text_extent(ax, "…" + text[mid + 1:], size)[0] <= width:
+            hi = mid
+        else:
+            lo = mid + 1
+    return "…" + text[lo + 1:]
+
+
+def overlay_tile(img, gt_boxes, dets, caption, tile=400, font_size=None):
+    """One overlay tile: the image letterboxed below a caption band, with labelled boxes.
+
+    Args:
+        img: uint8 HxWx3 RGB.
+        gt_boxes: [(xywh box, class name)] in the image's pixels.
+        dets: [(xywh box, class name, score, is_true_positive)].
+        caption: the image's name for the band at the top.
+
+    Returns:
+        (RGB uint8 array of (band + tile) x tile, labels): labels is a list of (kind, text, rectangle
+        x0, y0, x1, y1 in the tile's pixels), kind "caption", "gt", "tp" or "fp", in drawing order.
+    """
+    import cv2
+    from matplotlib.patches import Rectangle
+
+    import oxnet  # noqa: F401  (before detectron2)
+    from detectron2.utils.visualizer import Visualizer
+
+    from oxnet.data.visualize import _legible, draw_labels
+
+    h, w = img.shape[:2]
+    s = tile / max(h, w)
+    iw, ih = max(int(round(w * s)), 1), max(int(round(h * s)), 1)
+    img = cv2.resize(img, (iw, ih), interpolation=cv2.INTER_AREA)
+    font = font_size or max(tile / 34, 8)
+    band = int(round(font * 100 / 72 * 1.7))
+    canvas = np.zeros((band + tile, tile, 3), np.uint8)
+    ox, oy = (tile - iw) // 2, band + (tile - ih) // 2
+    canvas[oy:oy + ih, ox:ox + iw] = img
+    vis = Visualizer(canvas, metadata=None)
+    ax = vis.output.ax
+
+    def xyxy(b):
+        return (b[0] * s + ox, b[1] * s + oy, (b[0] + b[2]) * s + ox, (b[1] + b[3]) * s + oy)
+
+    # (kind, box, label text, score); ground truth sorts after every detection
+    items = [("tp" if tp else "fp", xyxy(b), f"{name} {score:.2f}", score) for b, name, score, tp in dets]
+    items += [("gt", xyxy(b), name, np.inf) for b, name in gt_boxes]
+    for kind in OVERLAY_DRAW_ORDER:  # ground truth last, on top; higher scores above lower ones
+        st = OVERLAY_STYLES[kind]
+        for _, (x0, y0, x1, y1), _, _ in sorted((it for it in items if it[0] == kind), key=lambda it: it[3]):
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=st["color"],
+                                   linestyle=st["linestyle"], linewidth=st["linewidth"], zorder=5))
+    cap = _fit_text(ax, caption, font, tile - 8)
+    cap_rect = draw_labels(vis, [(2, 0, tile, 0)], [cap], ["w"], font_size=font, bounds=(0, 0, tile, band),
+                           gap=0)
+    # Labels: ground truth first, then detections by score (the most important get the best places).
+    order = sorted(items, key=lambda it: -it[3])
+    texts = [f"{OVERLAY_STYLES[it[0]]['tag']} {it[2]}" for it in order]
+    rects = draw_labels(vis, [it[1] for it in order], texts,
+                        [_legible(OVERLAY_STYLES[it[0]]["color"]) for it in order],
+                        font_size=font * 0.95, bounds=(0, band, tile, band + tile))
+    out = vis.get_output().get_image()[:band + tile, :tile]
+    labels = [("caption", cap, cap_rect[0])] + [(it[0], t, r) for it, t, r in zip(order, texts, rects)]
+    return out, labels
+
+
+def overlay_legend(width, score_threshold, froc_iou, max_dets, font_size=11):
+    """The overlays' legend strip: one entry per box style, and what the labels say.
+
+    Returns:
+        RGB uint8 array, ``width`` pixels wide, or wider when the legend needs it (entries side by side
+        when they fit, else one per line).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=st["color"], linestyle=st["linestyle"], linewidth=st["linewidth"])
+               for st in (OVERLAY_STYLES[k] for k in ("gt", "tp", "fp"))]
+    labels = ["GT  ground truth (dashed, drawn on top)",
+              f"TP  true positive (IoU ≥ {froc_iou:g} with a box of its class)",
+              "FP  false positive (dotted)"]
+    footer = (f"labels: kind, class and score; detections with score ≥ {score_threshold:g}, at most "
+              f"{max_dets} per image")
+    line = font_size * 100 / 72 * 1.45
+    for ncol in (3, 1):
+        rows = 3 // ncol
+        height = int(round(line * (rows + 1) + font_size))
+        fig = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="#1e1e1e")
+        canvas = FigureCanvasAgg(fig)
+        leg = fig.legend(handles, labels, loc="upper center", ncol=ncol, frameon=False, labelcolor="white",
+                         fontsize=font_size, handlelength=4, bbox_to_anchor=(0.5, 1.0))
+        foot = fig.text(0.5, 0.06, footer, color="#dddddd", ha="center", va="bottom",
+                        fontsize=font_size * 0.9)
+        canvas.draw()
+        needed = max(leg.get_window_extent().width, foot.get_window_extent().width) + 10
+        if needed <= width:
+            break
+    if needed > width:
+        fig.set_size_inches(np.ceil(needed) / 100, height / 100)
+        canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
+def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, tile=400, read_fn=None,
+                  max_dets_per_image=10, cols=4):
+    """Grid of images with ground truth, true positives and false positives, and a legend.
+
+    Styles: :data:`OVERLAY_STYLES` (Okabe-Ito colours, distinct line styles; ground truth dashed and
+    drawn on top). Every box is labelled with GT / TP / FP, its class and (detections) its score; each
+    tile names its image file and id. Detections below ``score_threshold`` are not drawn, and at most
+    ``max_dets_per_image`` per image (the highest scores). Images with boxes come first, in
+    ground-truth order; a detection is a true positive when it is a FROC hit.
 
     Args:
         image_paths: dict image id -> file path.
@@ -97,39 +232,37 @@ def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, ti
     """
     import cv2
 
-    import oxnet  # noqa: F401  (before detectron2)
-    from detectron2.utils.visualizer import Visualizer
-
     read_fn = read_fn or _default_reader()
     gt, preds = result.gt, result.preds
     with_boxes = np.zeros(len(gt.images), bool)
     with_boxes[gt.ann_image] = True
     candidates = [i for i in np.r_[np.flatnonzero(with_boxes), np.flatnonzero(~with_boxes & gt.box_eval)]
                   if gt.image_ids[i].item() in image_paths][:n_images]
+    names = gt.class_names
     tiles = []
     for i in candidates:
-        img = read_fn(image_paths[gt.image_ids[i].item()])
-        h, w = img.shape[:2]
-        s = tile / max(h, w)
-        img = cv2.resize(img, (max(int(round(w * s)), 1), max(int(round(h * s)), 1)),
-                         interpolation=cv2.INTER_AREA)
-        vis = Visualizer(img, metadata=None)
-        for b in gt.ann_boxes[gt.ann_image == i]:
-            vis.draw_box(tuple(np.r_[b[:2], b[:2] + b[2:]] * s), edge_color="red", alpha=0.9)
-        m = (preds.image == i) & result.evaluated & (preds.scores >= score_threshold)
-        for b, is_tp in zip(preds.boxes[m], result.hit[m]):
-            vis.draw_box(tuple(np.r_[b[:2], b[:2] + b[2:]] * s), edge_color="lime" if is_tp else "blue",
-                         alpha=0.9)
-        out = vis.get_output().get_image()
-        canvas = np.zeros((tile, tile, 3), np.uint8)
-        canvas[:out.shape[0], :out.shape[1]] = out[:tile, :tile]
-        tiles.append(canvas)
+        iid = gt.image_ids[i].item()
+        img = read_fn(image_paths[iid])
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        sel = gt.ann_image == i
+        gt_boxes = [(b, names[c]) for b, c in zip(gt.ann_boxes[sel], gt.ann_class[sel])]
+        m = np.flatnonzero((preds.image == i) & result.evaluated & (preds.scores >= score_threshold))
+        m = m[np.argsort(-preds.scores[m], kind="stable")][:max_dets_per_image]
+        dets = [(preds.boxes[j], names[preds.cls[j]], float(preds.scores[j]), bool(result.hit[j])) for j in m]
+        fn = gt.images[i].get("file_name") or os.path.basename(str(image_paths[iid]))
+        tiles.append(overlay_tile(img, gt_boxes, dets, f"{fn}  (id {iid})", tile=tile)[0])
     if not tiles:
         return 0
-    cols = min(4, len(tiles))
+    cols = min(cols, len(tiles))
     rows = -(-len(tiles) // cols)
     tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
     grid = np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)])
+    legend = overlay_legend(grid.shape[1], score_threshold, result.metrics["settings"]["froc_iou"],
+                            max_dets_per_image, font_size=max(tile / 34, 8))
+    w = max(grid.shape[1], legend.shape[1])
+    pad = lambda a: np.pad(a, ((0, 0), (0, w - a.shape[1]), (0, 0)))  # noqa: E731
+    grid = np.concatenate([pad(grid), pad(legend)], axis=0)
     ok, buf = cv2.imencode(".png", grid[:, :, ::-1])
     if not ok:
         raise RuntimeError(f"could not encode the overlay grid for {path}")
@@ -138,11 +271,21 @@ def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, ti
     return len(candidates)
 
 
-def table1_row(metrics, method="OXnet", counts=None):
-    """A row of the paper's Table 1: method, training images per supervision level, AP metrics in percent."""
+def box_image_counts(gt):
+    """(with boxes, without boxes): the box-annotated ("full") test images with / without a box."""
+    with_boxes = np.zeros(len(gt.images), bool)
+    with_boxes[gt.ann_image] = True
+    return int((with_boxes & gt.box_eval).sum()), int((~with_boxes & gt.box_eval).sum())
+
+
+def table1_row(metrics, method="OXnet", counts=None, test_counts=None):
+    """A row of the paper's Table 1: method, training images per supervision level ("-": unknown), AP
+    metrics in percent, and the test images with and without boxes (``test_counts``, see
+    :func:`box_image_counts`)."""
     counts = counts or {}
     cells = [method] + [str(counts.get(k, "-")) for k in ("full", "weak", "unlabeled")]
     cells += [percent_text(metrics[k]) for k in AP_KEYS]
+    cells += [str(c) for c in test_counts] if test_counts is not None else ["-", "-"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -186,23 +329,100 @@ def _html_table(header, rows):
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+ATTENTION_BEGIN, ATTENTION_END = "<!-- attention figures -->", "<!-- /attention figures -->"
+
+
+def _attention_figures(out_dir):
+    """(title, path relative to ``out_dir``) of the ``attention_<image id>.png`` files in ``out_dir`` and in
+    its ``attention/`` subfolder (where the demo and ``write_attention_report`` callers put them)."""
+    found = {}
+    for sub in ("", "attention"):
+        folder = os.path.join(out_dir, sub)
+        if not os.path.isdir(folder):
+            continue
+        for fn in os.listdir(folder):
+            m = re.fullmatch(r"attention_(.+)\.png", fn)
+            if m and m.group(1) not in found:
+                found[m.group(1)] = f"{sub}/{fn}" if sub else fn
+
+    def key(image_id):
+        return (0, int(image_id), "") if image_id.isdigit() else (1, 0, image_id)
+
+    return [(f"Attention maps: global CAM, local attention, DAA (image {i})", found[i])
+            for i in sorted(found, key=key)]
+
+
+def _figures_md(figures):
+    return "".join(f"## {title}\n\n![{title}]({fn})\n\n" for title, fn in figures)
+
+
+def _figures_html(figures):
+    return "".join(f'<h2>{html.escape(title)}</h2><a href="{html.escape(fn)}"><img src="{html.escape(fn)}" '
+                   f'alt="{html.escape(title)}"></a>\n' for title, fn in figures)
+
+
+def _attention_section(out_dir, markdown):
+    figures = _attention_figures(out_dir)
+    body = _figures_md(figures) if markdown else _figures_html(figures)
+    return f"{ATTENTION_BEGIN}\n{body}{ATTENTION_END}"
+
+
+def link_attention_figures(out_dir):
+    """Show the attention figures now in ``out_dir`` (or ``out_dir/attention``) in its report.html and
+    report.md, replacing the section a previous call or :func:`write_report` wrote. Figures drawn
+    after the report (as the demo does) are thus linked from it.
+
+    Returns:
+        the number of attention figures linked.
+    """
+    for name, markdown in (("report.html", False), ("report.md", True)):
+        path = os.path.join(out_dir, name)
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        section = _attention_section(out_dir, markdown)
+        pattern = re.compile(re.escape(ATTENTION_BEGIN) + ".*?" + re.escape(ATTENTION_END), re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: section, text, count=1)
+        elif not markdown and "</body>" in text:
+            text = text.replace("</body>", section + "\n</body>", 1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    return len(_attention_figures(out_dir))
+
+
 def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None, image_root=None,
-                 n_overlays=8, score_threshold=0.3, read_fn=None, extra_images=()):
+                 n_overlays=8, score_threshold=0.3, read_fn=None, extra_images=(), gt_file=None,
+                 pred_file=None):
     """Write metrics.json, report.md, report.html and the PNG figures into ``out_dir``.
 
     Args:
         result: an :class:`EvaluationResult`.
-        counts: training images per supervision level {"full", "weak", "unlabeled"} for the Table 1 row.
+        counts: training images per supervision level {"full", "weak", "unlabeled"} for the Table 1 row
+            ("-" where unknown); the row also counts the test images with and without boxes.
         image_paths: dict image id -> file for the overlays; otherwise ground-truth ``file_name`` joined to
             ``image_root`` (default: the ground-truth file's folder).
         extra_images: (title, png file name in out_dir) pairs shown at the end; ``attention_*.png`` files
-            already in ``out_dir`` (see :func:`write_attention_report`) are shown as well.
+            in ``out_dir`` or ``out_dir/attention`` (see :func:`write_attention_report`) are shown as well.
+        gt_file, pred_file: the ground-truth and prediction files the evaluated data came from, named in
+            the provenance line and in metrics.json's settings when the result was computed from data in
+            memory (e.g. by :class:`OXnetEvaluator`); ``gt_file``'s folder is then also the default image
+            root.
 
     Returns:
         dict name -> written path.
     """
     os.makedirs(out_dir, exist_ok=True)
     m = result.metrics
+    s = m["settings"]
+    sources = {"ground_truth": os.fspath(gt_file) if gt_file else s["ground_truth"],
+               "predictions": os.fspath(pred_file) if pred_file else s["predictions"]}
+    if any(sources[k] != s[k] for k in sources):
+        m = dict(m, settings=dict(s, **sources))
+        s = m["settings"]
     paths = {"metrics": os.path.join(out_dir, "metrics.json")}
     atomic_write_json(paths["metrics"], m, indent=2)
     paths["pr_curves"] = os.path.join(out_dir, "pr_curves.png")
@@ -212,8 +432,8 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
 
     notes = list(m["warnings"])
     if image_paths is None:
-        root = image_root or (os.path.dirname(os.path.abspath(m["settings"]["ground_truth"]))
-                              if os.path.exists(m["settings"]["ground_truth"]) else None)
+        root = image_root or (os.path.dirname(os.path.abspath(s["ground_truth"]))
+                              if os.path.exists(s["ground_truth"]) else None)
         image_paths = {}
         if root is not None:
             for img in result.gt.images:
@@ -235,31 +455,29 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
         logger.warning(overlay_note)
         notes.append(overlay_note)
 
-    s = m["settings"]
+    with_boxes, without_boxes = box_image_counts(result.gt)
     settings_lines = [
         f"IoU thresholds: {', '.join(f'{t:.2f}' for t in s['iou_thresholds'])}; max detections per image "
         f"and class: {s['max_dets']}",
         f"Areas: small < 32², medium 32²–96², large > 96² ({s['area_space']})",
         f"Class averages: {s['class_average']}",
         f"FROC: hit = {s['froc_hit']}; {s['froc_pooling']}; {s['froc_operating_point']}",
-        f"Images: {s['num_images']} ({s['num_images_box_eval']} with box annotation); ground-truth boxes: "
-        f"{s['num_gt_boxes']}; predictions: {s['num_predictions']} "
-        f"({s['num_predictions_evaluated']} evaluated)",
+        f"Images: {s['num_images']} ({s['num_images_box_eval']} with box annotation: {with_boxes} with "
+        f"boxes, {without_boxes} without); ground-truth boxes: {s['num_gt_boxes']}; predictions: "
+        f"{s['num_predictions']} ({s['num_predictions_evaluated']} evaluated)",
         f"Ground truth: {s['ground_truth']}; predictions: {s['predictions']}",
     ]
     fh, fr = _froc_rows(m)
     figures = [("Precision-recall curves", "pr_curves.png"), ("FROC curves", "froc_curves.png")]
     if "overlays" in paths:
-        figures.append(("Detections (ground truth red, true positives green, false positives blue)",
-                        "overlays.png"))
-    figures += list(extra_images)
-    # Attention figures written into the same folder by write_attention_report (the paper's Fig. 2 and 4).
-    for fn in sorted(f for f in os.listdir(out_dir) if f.startswith("attention_") and f.endswith(".png")):
-        if fn not in {f for _, f in figures}:
-            figures.append((f"Attention maps: global CAM, local attention, DAA (image {fn[10:-4]})", fn))
+        figures.append(("Detections: ground truth (yellow, dashed), true positives (green), false positives "
+                        "(vermillion, dotted)", "overlays.png"))
+    attention = {fn for _, fn in _attention_figures(out_dir)}  # shown in their own section
+    figures += [(title, fn) for title, fn in extra_images if fn not in attention]
 
+    t1 = table1_row(m, method, counts, (with_boxes, without_boxes))
     md = [f"# Evaluation report: {method}", "", "## Table 1 row (percent)", "", TABLE1_HEADER,
-          table1_row(m, method, counts), "", "## Per class (percent; n/a: no ground truth)", "",
+          t1, "", "## Per class (percent; n/a: no ground truth)", "",
           _md_table(PER_CLASS_HEADER, per_class_rows(m)), "", "## FROC sensitivity (percent)", "",
           _md_table(fh, fr), ""]
     bh, br = _bootstrap_rows(m)
@@ -269,13 +487,15 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
     md += ["## Settings", ""] + [f"- {x}" for x in settings_lines]
     if notes:
         md += ["", "## Warnings", ""] + [f"- {x}" for x in notes]
-    md += [""] + [f"## {title}\n\n![{title}]({fn})\n" for title, fn in figures]
+    # The attention figures (the paper's Fig. 2 and 4) sit between markers: link_attention_figures
+    # refreshes them when they are drawn after the report.
+    md += ["", _figures_md(figures) + _attention_section(out_dir, markdown=True)]
     paths["md"] = os.path.join(out_dir, "report.md")
     with atomic_open(paths["md"], "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
 
     t1_header = [h.strip() for h in TABLE1_HEADER.splitlines()[0].strip("|").split("|")]
-    t1_row = [c.strip() for c in table1_row(m, method, counts).strip("|").split("|")]
+    t1_row = [c.strip() for c in t1.strip("|").split("|")]
     body = [f"<h1>Evaluation report: {html.escape(method)}</h1>", "<h2>Table 1 row (percent)</h2>",
             _html_table(t1_header, [t1_row]), "<h2>Per class (percent; n/a: no ground truth)</h2>",
             _html_table(PER_CLASS_HEADER, per_class_rows(m)), "<h2>FROC sensitivity (percent)</h2>",
@@ -287,8 +507,7 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
             + "".join(f"<li>{html.escape(x)}</li>" for x in settings_lines) + "</ul>"]
     if notes:
         body.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in notes) + "</ul>")
-    body += [f'<h2>{html.escape(title)}</h2><img src="{html.escape(fn)}" alt="{html.escape(title)}">'
-             for title, fn in figures]
+    body += [_figures_html(figures) + _attention_section(out_dir, markdown=False)]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
              "img{max-width:100%}")

@@ -106,7 +106,8 @@ def test_cli_reports_bad_input(dataset, tmp_path, capsys):
 
 
 def test_overlay_colours(dataset, tmp_path):
-    """Ground truth red, true positives green, false positives blue (the paper's Fig. 3)."""
+    """Ground truth yellow (dashed), true positives bluish green, false positives vermillion (dotted): the
+    paper's Fig. 3 in Okabe-Ito colours."""
     gt = {"images": [{"id": 1, "height": 200, "width": 200, "file_name": "a.png"}],
           "categories": [{"id": 1, "name": "nodule"}],
           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 60, 60], "area": 3600}]}
@@ -118,15 +119,18 @@ def test_overlay_colours(dataset, tmp_path):
     reader = lambda p: cv2.imread(p)[:, :, ::-1].copy()  # noqa: E731
     assert draw_overlays(result, str(path), {1: str(tmp_path / "a.png")}, tile=200, read_fn=reader) == 1
     img = _png(path)[:, :, ::-1].astype(int)  # RGB
+    top = int(np.argmax(np.abs(img[:, 195] - 128).sum(-1) < 10))  # first row of the (grey) image
+    assert 10 < top < 50  # below the caption band
 
-    def has(colour, region):
-        r = img[region]
-        return (np.abs(r - np.array(colour)).sum(-1) < 120).any()
+    def has(colour, rows, cols):
+        r = img[top + rows[0]:top + rows[1], cols[0]:cols[1]]
+        return (np.abs(r - np.array(colour)).sum(-1) < 90).any()
 
-    assert has((255, 0, 0), np.s_[15:25, 30:70])  # red top edge of the ground truth
-    assert has((0, 255, 0), np.s_[78:88, 30:70])  # green bottom edge of the true positive
-    assert has((0, 0, 255), np.s_[115:125, 130:160])  # blue top edge of the false positive
-    assert not has((0, 0, 255), np.s_[15:90, 15:90])
+    yellow, green, vermillion = (240, 228, 66), (0, 158, 115), (213, 94, 0)
+    assert has(yellow, (17, 23), (30, 70))  # top edge of the ground truth
+    assert has(green, (79, 85), (30, 70))  # bottom edge of the true positive
+    assert has(vermillion, (117, 123), (130, 160))  # top edge of the false positive
+    assert not has(vermillion, (15, 90), (15, 90))
 
 
 def test_report_without_images_says_so(dataset, tmp_path):
