@@ -3,7 +3,7 @@
     python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K] [--rows a,b,c]
         [--warm-start K0] [--shard I/N] [--eval-period K] [--keep-weights] [KEY VALUE ...]
 
-SPEC is a preset (synthetic, tbx500, toy) or a JSON spec file (see oxnet/bench/presets.py). Every
+SPEC is a preset (synthetic, tbx500, tbx-omni, toy) or a JSON spec file (see oxnet/bench/presets.py). Every
 (row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
 DIR/results.json and skipped when the command is repeated, so an interrupted benchmark resumes. The
 table is written to DIR/table1.md or DIR/table2.md. Trailing KEY VALUE pairs are detectron2 config
@@ -19,11 +19,14 @@ import oxnet  # noqa: F401  (before detectron2)
 def _epilog():
     import textwrap
 
-    from .presets import TABLE1_ROWS
+    from .presets import TABLE1_EXTRA_ROWS, TABLE1_ROWS
 
     table1 = textwrap.fill(", ".join(TABLE1_ROWS), width=78, initial_indent="  table1: ",
                            subsequent_indent=" " * 10)
-    return ("rows (--rows):\n" + table1 + "\n"
+    extra = textwrap.fill("not in the paper (listed when selected or in the spec's table1.rows): "
+                          + ", ".join(TABLE1_EXTRA_ROWS), width=78, initial_indent=" " * 10,
+                          subsequent_indent=" " * 10)
+    return ("rows (--rows):\n" + table1 + "\n" + extra + "\n"
             "  table2: setting numbers 1..N in the order of the table (the paper's nine settings\n"
             "          unless the spec lists its own)")
 

@@ -3,7 +3,10 @@
 Each run trains in ``OUT/runs/<table>/<row>/seed<S>_iters<K>_<config>`` (resumable from its periodic
 checkpoints), is evaluated on the test set with :class:`oxnet.evaluation.OXnetEvaluator`, and its
 metrics are added to ``OUT/results.json`` (written atomically, under a lock: several processes may
-share one OUT, e.g. one ``--shard`` per GPU) with the fingerprint of its full config. Finished runs
+share one OUT, e.g. one ``--shard`` per GPU) with the fingerprint of its full config: ``metrics`` (AP
+in percent), ``normals`` (test images with and without lesions, false alarms per normal image at
+50/70/80 % lesion sensitivity, :mod:`oxnet.evaluation.normals`) and, for data with an image-level
+test set, ``image_auroc`` (percent, from the top box score and from the global head). Finished runs
 are skipped when the command is repeated, unless their config changed since (another spec, other
 defaults): those are run again and the stale result is not shown.
 """
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from oxnet.config import method_components
 from oxnet.utils.atomic import atomic_write_json, locked
 
-from .presets import TABLE1_ROWS
+from .presets import TABLE1_EXTRA_ROWS, TABLE1_ROWS
 
 __all__ = ["Row", "table1_rows", "table2_rows", "run_table", "config_file"]
 
@@ -55,23 +58,35 @@ def _count(value, n):
     return int(round(value * n)) if isinstance(value, float) and value <= 1 else int(value)
 
 
-def table1_rows(spec, n_train, methods=TABLE1_ROWS):
-    """Table 1: the same box-labeled images for every row; the rest are weakly labeled for methods
-    with a global head, unlabeled for methods with only an unsupervised loss, unused by RetinaNet."""
+def uses_weak_images(method):
+    """Whether a method learns from image labels: a global head, or weak negatives (RetinaNet trained on
+    the weak images' absent classes)."""
+    parts = method_components(method)
+    return bool(parts["global_head"] or parts.get("weak_negatives"))
+
+
+def table1_rows(spec, n_train, methods=None, n_extra=0):
+    """Table 1: the same box-labeled images for every row; the rest, and the ``n_extra`` real weakly
+    labeled images, are weakly labeled for methods that use image labels, unlabeled for methods with
+    only an unsupervised loss, unused by RetinaNet. ``methods``: default the spec's ``table1.rows`` or
+    :data:`TABLE1_ROWS`."""
+    if methods is None:
+        methods = spec["table1"].get("rows") or TABLE1_ROWS
     full = _count(spec["table1"]["full"], n_train)
-    rest = n_train - full
+    rest = n_train - full + n_extra
     rows = []
     for m in methods:
         parts = method_components(m)
-        weak = rest if parts["global_head"] else 0
-        unlabeled = rest if parts["unsup"] and not parts["global_head"] else 0
+        weak = rest if uses_weak_images(m) else 0
+        unlabeled = rest if parts["unsup"] and not weak else 0
         rows.append(Row(m, full, weak, unlabeled))
     return rows
 
 
 def table2_rows(spec, n_train):
     """Table 2: the paper's supervision mixes scaled to the training set (or the spec's); RetinaNet
-    for box-only settings and OXnet for the others unless the spec names the methods."""
+    for box-only settings and OXnet for the others unless the spec names the methods. ``n_train``
+    counts the real weak images too (they fill the weak, then the unlabeled counts)."""
     from oxnet.data.omni import table2_settings
 
     settings = spec["table2"].get("settings") or table2_settings(n_train)
@@ -120,9 +135,33 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
     return cfg
 
 
-def train_and_evaluate(cfg, test_name, keep_weights=False):
+def _pct(v):
+    return None if v is None else round(100.0 * float(v), 4)
+
+
+def normals_record(metrics):
+    """What results.json keeps of ``metrics["normals"]`` (:mod:`oxnet.evaluation.normals`)."""
+    n = metrics["normals"]
+    return {k: n[k] for k in ("n_normal_images", "n_lesion_images", "n_lesions",
+                              "fp_per_normal_image_at_sensitivity", "normal_images_flagged_at_sensitivity",
+                              "score_threshold_at_sensitivity")}
+
+
+def image_auroc_record(metrics):
+    """Image-level AUROC (percent, mean over classes) from the top box score ("box") and the global
+    head ("global", None without one), with the image count and each class's positive and negative
+    images."""
+    return {"box": _pct(metrics["auroc"]["local"]), "global": _pct(metrics["auroc"]["global"]),
+            "images": metrics["settings"]["num_images"],
+            "labels": {name: {"positive": r["num_positive_images"], "negative": r["num_negative_images"]}
+                       for name, r in metrics["per_class"].items()}}
+
+
+def train_and_evaluate(cfg, test_name, keep_weights=False, image_test_name=None):
     """Train (resuming from OUTPUT_DIR when it has a checkpoint), evaluate the student on the
-    dataset ``test_name`` and return its bbox metrics in percent."""
+    dataset ``test_name`` and return its bbox metrics in percent, plus ``normals``
+    (:func:`normals_record`) and, with ``image_test_name`` (an image-level test set),
+    ``image_auroc`` (:func:`image_auroc_record`)."""
     from detectron2.evaluation import inference_on_dataset
     from detectron2.utils.env import seed_all_rng
 
@@ -139,9 +178,18 @@ def train_and_evaluate(cfg, test_name, keep_weights=False):
     evaluator = OXnetEvaluator(test_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"),
                                write_report=False, distributed=False)
     results = inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, test_name), evaluator)
+    out = {k: float(results["bbox"][k]) for k in METRIC_KEYS}
+    if evaluator.result is not None:
+        out["normals"] = normals_record(evaluator.result.metrics)
+    if image_test_name:
+        image_evaluator = OXnetEvaluator(image_test_name, write_report=False, distributed=False,
+                                         output_dir=os.path.join(cfg.OUTPUT_DIR, "inference_image"))
+        inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, image_test_name), image_evaluator)
+        if image_evaluator.result is not None:
+            out["image_auroc"] = image_auroc_record(image_evaluator.result.metrics)
     if not keep_weights:
         _drop_weights(cfg.OUTPUT_DIR)
-    return {k: float(results["bbox"][k]) for k in METRIC_KEYS}
+    return out
 
 
 def learning_curve(folder, max_iter):
@@ -248,14 +296,18 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         raise ValueError(f"--seeds and --iters must be >= 1, got {seeds} and {iters}")
     data = prepare_data(spec, out_dir)  # creates out_dir
     if table == "table1":
-        all_rows = shown = table1_rows(spec, data.n_train)
+        all_rows = shown = table1_rows(spec, data.n_train, n_extra=data.n_extra)
         if rows:
-            unknown = [r for r in rows if r not in TABLE1_ROWS]
+            unknown = [r for r in rows if r not in TABLE1_ROWS + TABLE1_EXTRA_ROWS]
             if unknown:
-                raise ValueError(f"unknown table1 rows {unknown}; choose from {', '.join(TABLE1_ROWS)}")
-            all_rows = [r for r in all_rows if r.method in rows]
+                raise ValueError(f"unknown table1 rows {unknown}; choose from "
+                                 f"{', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)}")
+            listed = [r.method for r in shown]
+            shown = shown + table1_rows(spec, data.n_train, [r for r in rows if r not in listed],
+                                        n_extra=data.n_extra)
+            all_rows = [r for r in shown if r.method in rows]
     elif table == "table2":
-        all_rows = shown = table2_rows(spec, data.n_train)
+        all_rows = shown = table2_rows(spec, data.n_train + data.n_extra)
         if rows:
             bad = [r for r in rows if not (str(r).isdigit() and 1 <= int(r) <= len(all_rows))]
             if bad:
@@ -266,6 +318,7 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     for row in all_rows:
         config_file(row.method)  # fail early on a missing config
     test_name = data.test_dataset()
+    image_test_name = data.image_test_dataset()
     warm = warm_start_iters(spec)
     key = lambda row, s: result_key(table, row, s, iters, warm)  # noqa: E731
     inits = {}  # (boxes, seed) -> (results key, config, fingerprint) of the warm start's RetinaNet
@@ -301,11 +354,14 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
 
     def train_and_record(k, table_name, row, s, n_iters, cfg, fp, keep_weights, **extra):
         start = time.perf_counter()
-        metrics = train_and_evaluate(cfg, test_name, keep_weights)
+        image_test = {"image_test_name": image_test_name} if image_test_name else {}
+        out = train_and_evaluate(cfg, test_name, keep_weights, **image_test)
         seconds = round(time.perf_counter() - start, 1)
+        metrics = {m: out[m] for m in METRIC_KEYS}
         record = {"table": table_name, "method": row.method, "full": row.full, "weak": row.weak,
                   "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
                   "seconds": seconds, "device": device_name(cfg.MODEL.DEVICE), "metrics": metrics}
+        record.update({m: out[m] for m in ("normals", "image_auroc") if out.get(m) is not None})
         curve = learning_curve(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER)
         if curve:
             record["curve"] = curve

@@ -1,4 +1,8 @@
-"""Markdown tables in the layout of the paper's Tables 1 and 2 (mean and std over seeds, percent)."""
+"""Markdown tables in the layout of the paper's Tables 1 and 2 (mean and std over seeds, percent).
+
+Data with normal test images (fully labeled, no box) adds a column of false alarms per normal image at
+70 % lesion sensitivity; data with an image-level test set adds its image-level AUROC from the top box
+score and from the global head."""
 import math
 import os
 import platform
@@ -20,7 +24,11 @@ METHOD_NAMES = {
     "focalmix": "FocalMix", "pi_model_mt": "Pi Model + MT", "mean_teacher_mt": "Mean Teacher + MT",
     "mmt_psm_mt": "MMT-PSM + MT", "focalmix_mt": "FocalMix + MT", "gap": "RetinaNet + MT", "sfl": "SFL",
     "daa": "DAA", "daa_gpa": "DAA + GPA", "oxnet": "OXnet (SFL+DAA+GPA)",
+    "retinanet_neg": "RetinaNet + weak negatives", "oxnet_plus": "OXnet+ (authors' SFL, zero-init head)",
 }
+
+#: The lesion sensitivity at which the table shows false alarms per normal image.
+TABLE_SENSITIVITY = "0.7"
 
 
 def warm_start_iters(spec):
@@ -41,11 +49,55 @@ def summarize(values):
     return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None), len(v)
 
 
-def _cell(values):
+def _cell(values, digits=1):
     mean, std, n = summarize(values)
     if mean is None:
         return "n/a"
-    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _get(record, *keys):
+    for k in keys:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(k)
+    return record
+
+
+def extra_columns(data, runs):
+    """The columns beyond AP this data has: [(header, cell function over a row's finished runs)]."""
+    has_normals = (data.n_test_normal > 0 if data is not None
+                   else any(_get(r, "normals", "n_normal_images") for r in runs))
+    has_image_test = (data.n_image_test > 0 if data is not None
+                      else any("image_auroc" in r for r in runs))
+    cols = []
+    if has_normals:
+        cols.append((f"FP/normal @{float(TABLE_SENSITIVITY):.0%}", lambda done: _cell(
+            [_get(r, "normals", "fp_per_normal_image_at_sensitivity", TABLE_SENSITIVITY) for r in done], 2)))
+    if has_image_test:
+        for which in ("box", "global"):
+            cols.append((f"image AUROC ({which})",
+                         lambda done, which=which: _cell([_get(r, "image_auroc", which) for r in done])))
+    return cols
+
+
+def _data_text(data):
+    if data is None:
+        return ""
+    text = f"; training: {data.n_train} images"
+    if data.n_extra:
+        text += (f" + {data.n_extra} weakly labeled ones from label tables ({data.n_extra_normal} normal), "
+                 "weak for the rows that use image labels, unlabeled for the semi-supervised rows, unused by "
+                 "RetinaNet")
+    text += (f"; test: {data.n_test} images, {data.n_test_lesion} with lesions, {data.n_test_normal} normal "
+             "(fully labeled, no box)")
+    other = data.n_test - data.n_test_lesion - data.n_test_normal
+    if other:
+        text += f", {other} without a box but not known normal"
+    if data.n_image_test:
+        text += (f"; image-level test set: {data.n_image_test} images, {data.n_image_test_positive} "
+                 f"positive, {data.n_image_test - data.n_image_test_positive} negative")
+    return text
 
 
 def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
@@ -55,8 +107,7 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
     if warm:
         title += f", every row started from RetinaNet after {warm} iterations"
     lines = [f"# {title}", ""]
-    lines.append(f"Data: `{spec.get('name', '?')}` ({spec['data']['kind']}"
-                 + (f", {data.n_train} training / {data.n_test} test images" if data is not None else "")
+    lines.append(f"Data: `{spec.get('name', '?')}` ({spec['data']['kind']}" + _data_text(data)
                  + f"). {iters} iterations per run, seeds 0..{seeds - 1}; "
                  "metrics in percent on the test set, mean ± sample std over seeds "
                  "(COCO AP averaged over IoU 0.40:0.05:0.75, as in the paper)."
@@ -66,11 +117,23 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
     if spec.get("overrides"):
         lines.append("Config overrides for every run: `" + " ".join(map(str, spec["overrides"])) + "`.")
     shown = [results.get(result_key(table, row, s, iters, warm)) for row in rows for s in range(seeds)]
+    extra = extra_columns(data, [r for r in shown if r])
+    if extra:
+        notes = []
+        if any(h.startswith("FP") for h, _ in extra):
+            notes.append(f"{extra[0][0]}: false alarms per normal test image at the highest score threshold "
+                         f"at which the lesion sensitivity reaches {float(TABLE_SENSITIVITY):.0%} (FROC hit, "
+                         "IoU >= 0.4; n/a where it is never reached).")
+        if any(h.startswith("image AUROC") for h, _ in extra):
+            notes.append("image AUROC (box, global): AUROC in percent on the image-level test set, from each "
+                         "image's top box score and from the global head (n/a without one).")
+        lines.append(" ".join(notes))
     devices = sorted({r["device"] for r in shown if r and r.get("device")})
     lines.append(f"Machine: {platform.node() or '?'} ({platform.machine()}, {os.cpu_count()} CPUs). "
                  + (f"Runs trained on: {'; '.join(devices)}. " if devices else "")
                  + f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
-    lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    header = list(HEADER) + [h for h, _ in extra]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
     for row in rows:
         runs = [results.get(result_key(table, row, s, iters, warm)) for s in range(seeds)]
@@ -81,9 +144,10 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
         previous = row.method
         cells = [name, str(row.full), str(row.weak), str(row.unlabeled)]
         if not done:
-            cells += ["pending"] * len(METRIC_KEYS)
+            cells += ["pending"] * (len(METRIC_KEYS) + len(extra))
         else:
             cells += [_cell([r["metrics"][k] for r in done]) for k in METRIC_KEYS]
+            cells += [cell(done) for _, cell in extra]
             if len(done) < seeds:
                 cells[0] += f" ({len(done)}/{seeds} seeds)"
         lines.append("| " + " | ".join(cells) + " |")

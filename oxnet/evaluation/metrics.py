@@ -8,6 +8,7 @@ from .auroc import image_auroc, top_local_scores
 from .coco_ap import AREA_RANGES, PAPER_IOU_THRESHOLDS, coco_average_precision
 from .froc import FROC_FPS, froc_curve, match_detections, sensitivity_at
 from .inputs import load_ground_truth, load_image_scores, load_predictions
+from .normals import normal_image_metrics
 
 __all__ = ["EvaluationResult", "evaluate_detections", "format_table", "AP_KEYS"]
 
@@ -54,6 +55,8 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
     Class averages are over the classes with at least one ground-truth box (in the area range, for
     APs/APm/APl); other classes are n/a (None). FROC "sensitivity" pools all lesions of all classes
     (hits / lesions against all false positives / images); "class_mean" averages the per-class curves.
+    ``metrics["normals"]`` counts the normal and lesion images and gives the false alarms per normal
+    image at 50/70/80 % lesion sensitivity (:mod:`oxnet.evaluation.normals`).
     """
     if not hasattr(gt, "box_eval"):
         gt = load_ground_truth(gt)
@@ -126,6 +129,8 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
                        "mean": None if class_mean is None else float(np.mean(class_mean))},
     }
     metrics["auroc"] = {"global": None if glob is None else _mean(glob), "local": _mean(local)}
+    # false alarms on normal (box-free, fully annotated) images at 50/70/80 % lesion sensitivity
+    metrics["normals"] = normal_image_metrics(gt, preds, hit, evaluated)
     metrics["settings"] = {
         "iou_thresholds": [float(t) for t in np.asarray(iou_thresholds)],
         "max_dets": int(max_dets),
@@ -192,6 +197,13 @@ def format_table(metrics):
         pts = ", ".join(f"{f:g}: {100 * s:.1f}" for f, s in zip(froc["fps_per_image"], froc["sensitivity"]))
         lines.append(f"FROC (all lesions, IoU >= {metrics['settings']['froc_iou']:g}) sensitivity at "
                      f"FP/image {pts}; mean {percent_text(froc['mean'])}")
+    normals = metrics.get("normals")
+    if normals and normals["n_normal_images"]:
+        fp = normals["fp_per_normal_image_at_sensitivity"]
+        pts = ", ".join(f"{100 * float(s):.0f}%: " + ("n/a" if v is None else f"{v:.2f}")
+                        for s, v in fp.items())
+        lines.append(f"False alarms per normal image ({normals['n_normal_images']} normal, "
+                     f"{normals['n_lesion_images']} lesion images) at lesion sensitivity {pts}")
     b = metrics.get("bootstrap")
     if b:
         iv = lambda x: "n/a" if x is None else f"[{100 * x[0]:.1f}, {100 * x[1]:.1f}]"  # noqa: E731
