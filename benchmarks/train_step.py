@@ -235,8 +235,8 @@ def profile_pieces(stepper, steps, device):
     timed(model, "_run_network", "  network (backbone, FPN, head)")
     timed(model, "_global_logits", "  DAA: global head + attention")
     timed(model, "_weak_losses", "  global BCE + GPA")
-    timed(model, "_sfl_loss", "  soft focal loss")
-    timed(model, "_unsupervised_loss", "  soft focal loss")
+    timed(model, "_weak_negative_loss", "  weak negatives (focal loss)")
+    timed(model, "_unsupervised_losses", "  soft focal loss")
     timed(model, "losses", "  RetinaNet losses")
     timed(model, "label_anchors", "  RetinaNet anchor matching")
     pieces = {}
@@ -270,7 +270,7 @@ def profile_pieces(stepper, steps, device):
         row["teacher forward"] = max(row["teacher forward"], teacher_network)
         for k, v in row.items():
             pieces.setdefault(k, []).append(v)
-    for attr in ("_run_network", "_global_logits", "_weak_losses", "_sfl_loss", "_unsupervised_loss",
+    for attr in ("_run_network", "_global_logits", "_weak_losses", "_weak_negative_loss", "_unsupervised_losses",
                  "losses", "label_anchors"):
         model.__dict__.pop(attr, None)
     return {k: statistics.median(v) for k, v in pieces.items()}

@@ -6,10 +6,15 @@ from detectron2.config import CfgNode as CN
 #: ``gpa``: global prototype alignment (Eq. 4-6); ``unsup``: the loss on images without boxes (weak
 #: and unlabeled ones): "" (none), "sfl" (the mean teacher's soft focal loss, Eq. 8), or a
 #: semi-supervised baseline's loss (:mod:`oxnet.modeling.baselines`): "pi" (Pi model), "mean_teacher",
-#: "mmt_psm" or "focalmix". Image labels are used only by methods with a global head; the others
-#: treat weak images as unlabeled.
+#: "mmt_psm" or "focalmix" (each a module of :mod:`oxnet.modeling.unsup`); ``weak_negatives`` (default
+#: False): the method trains the detector on the weak images' absent classes even without a global
+#: head. Image labels are used only by methods with a global head or ``weak_negatives``; the others
+#: treat weak images as unlabeled. Methods with image labels train the detector on their absent
+#: classes (``OXNET.WEAK.NEGATIVE_FOCAL``).
 METHODS = {
     "retinanet": dict(global_head="", gpa=False, unsup=""),
+    # RetinaNet that also learns from the weak images' absent classes as box-free images
+    "retinanet_neg": dict(global_head="", gpa=False, unsup="", weak_negatives=True),
     # semi-supervised baselines (Table 1, rows 2-5) and their multi-task "+MT" variants (rows 6-9)
     "pi_model": dict(global_head="", gpa=False, unsup="pi"),
     "mean_teacher": dict(global_head="", gpa=False, unsup="mean_teacher"),
@@ -26,6 +31,9 @@ METHODS = {
     "daa": dict(global_head="daa", gpa=False, unsup=""),
     "daa_gpa": dict(global_head="daa", gpa=True, unsup=""),
     "oxnet": dict(global_head="daa", gpa=True, unsup="sfl"),
+    # OXnet with the authors' filtered SFL and zero-initialized global head (configs/table1/oxnet_plus.yaml
+    # sets both; weak negatives are on for every method with image labels)
+    "oxnet_plus": dict(global_head="daa", gpa=True, unsup="sfl"),
 }
 
 #: The unsupervised losses.
@@ -38,7 +46,9 @@ TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
 # Options added after benchmark results were first recorded, with the value that leaves training as it
 # was: a run's fingerprint (oxnet.bench) omits them while they have it, so finished runs stay valid.
 NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all",
-                   "OXNET.CATEGORY_IDS": (), "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes"}
+                   "OXNET.CATEGORY_IDS": (), "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes",
+                   "OXNET.GLOBAL_HEAD.INIT": "normal", "OXNET.WEAK.NEGATIVE_FOCAL": False,
+                   "OXNET.SFL.MODE": "dense", "OXNET.SFL.UNLABELED": "dense"}
 
 
 def second_view(method):
@@ -59,25 +69,39 @@ def uses_teacher(method):
 def method_components(method):
     """Return the component switches of a method name (see :data:`METHODS`)."""
     try:
-        return METHODS[method]
+        return {"weak_negatives": False, **METHODS[method]}
     except KeyError:
         raise ValueError(f"unknown OXNET.METHOD {method!r}; choose one of {sorted(METHODS)}") from None
 
 
+def uses_image_labels(method):
+    """Whether the method learns from weak images' labels (a global head or weak negatives)."""
+    parts = method_components(method)
+    return bool(parts["global_head"]) or parts["weak_negatives"]
+
+
+def uses_weak_negatives(cfg):
+    """Whether the detector trains on weak images' absent classes: ``OXNET.WEAK.NEGATIVE_FOCAL`` for a
+    method with image labels."""
+    return bool(cfg.OXNET.WEAK.NEGATIVE_FOCAL) and uses_image_labels(cfg.OXNET.METHOD)
+
+
 #: Readable names of the component switches of :data:`METHODS` and of their values.
-COMPONENT_TITLES = {"global_head": "global head", "gpa": "GPA", "unsup": "loss on images without boxes"}
+COMPONENT_TITLES = {"global_head": "global head", "gpa": "GPA", "unsup": "loss on images without boxes",
+                    "weak_negatives": "weak negatives without a global head"}
 COMPONENT_VALUES = {
     "global_head": {"": "-", "gap": "GAP (+MT)", "daa": "DAA"},
     "gpa": {False: "-", True: "GPA"},
     "unsup": {"": "-", "sfl": "SFL (mean teacher)", "pi": "Pi model", "mean_teacher": "Mean Teacher",
               "mmt_psm": "MMT-PSM", "focalmix": "FocalMix"},
+    "weak_negatives": {False: "-", True: "focal loss, target 0"},
 }
 
 
 def describe_methods():
     """``[(method, {component title: readable value})]`` for every method of :data:`METHODS`, in order."""
-    return [(m, {title: COMPONENT_VALUES[c][parts[c]] for c, title in COMPONENT_TITLES.items()})
-            for m, parts in METHODS.items()]
+    return [(m, {title: COMPONENT_VALUES[c][method_components(m)[c]] for c, title in COMPONENT_TITLES.items()})
+            for m in METHODS]
 
 
 def add_oxnet_config(cfg):
@@ -103,6 +127,15 @@ def add_oxnet_config(cfg):
     # The image-label BCE (Eq. 1) over the known (image, class) entries: "mean" (the authors' code)
     # or "sum_classes" (Eq. 1's sum over classes, averaged over images; K times the mean).
     _C.OXNET.GLOBAL_HEAD.BCE_REDUCTION = "mean"
+    # Initialization of the 1x1 classifier: "normal" (std 0.01, zero bias) or "zero" (the authors'
+    # code: zero weights, no bias, so DAA sends no gradient into the detector until the CAM has learned).
+    _C.OXNET.GLOBAL_HEAD.INIT = "normal"
+
+    # Weak images' labels in the detector's loss.
+    _C.OXNET.WEAK = CN()
+    # For each class a weak image is labelled without (0), RetinaNet's focal loss with target 0 on
+    # every anchor (for methods with image labels: a global head or weak_negatives).
+    _C.OXNET.WEAK.NEGATIVE_FOCAL = True
 
     # Global prototype alignment (GPA, Sec. 2.2, Eq. 4-6).
     _C.OXNET.GPA = CN()
@@ -118,6 +151,11 @@ def add_oxnet_config(cfg):
     _C.OXNET.SFL.EPS = 0.05  # eps of Eq. 8: weight left to entries the teacher deems negative
     _C.OXNET.SFL.GAMMA = 2.0  # gamma of Eq. 8: focusing exponent
     _C.OXNET.SFL.WEIGHT = 1.0  # weight of the SFL loss
+    # "dense": Eq. 8 on every anchor and class; "filtered": the authors' code (teacher boxes of the
+    # image's labelled classes, 0.4/0.5 ignore band, box consistency; oxnet.modeling.unsup.sfl).
+    _C.OXNET.SFL.MODE = "dense"
+    # Filtered mode, unlabeled images (no labels to filter with): "dense" (Eq. 8) or "skip".
+    _C.OXNET.SFL.UNLABELED = "dense"
 
     # Schedule of every loss beyond RetinaNet's on boxed images (global head, GPA, SFL and the
     # baselines' consistency): zero for the first BURN_IN_ITERS iterations (the detector learns from

@@ -77,13 +77,20 @@ class MeanTeacherHook(HookBase):
     @torch.no_grad()
     def attach_soft_targets(self, batch, iteration=0):
         """Add the teacher's dense probabilities on the weak view (``teacher_probs``, and with several
-        views ``teacher_std``) to weak and unlabeled images of a training batch. The noise of the
+        views ``teacher_std``; for filtered SFL its detections ``teacher_boxes`` (n, 4) in the input
+        frame and ``teacher_classes`` (n,)) to weak and unlabeled images of a training batch. The noise of the
         extra views is drawn from a generator seeded by ``iteration``, so resumed runs repeat it."""
         soft = [x for x in batch if x.get("supervision") in SOFT_TARGET_LEVELS]
         if not soft:
             return
         self.teacher.eval()
-        probs = self.teacher.dense_probs(soft, image_key="image_weak")
+        if getattr(self.teacher, "needs_teacher_boxes", False):  # filtered SFL: also its detections
+            probs, detections = self.teacher.teacher_outputs(soft, image_key="image_weak")
+            for x, det in zip(soft, detections):
+                x["teacher_boxes"] = det.pred_boxes.tensor
+                x["teacher_classes"] = det.pred_classes
+        else:
+            probs = self.teacher.dense_probs(soft, image_key="image_weak")
         if self.views > 1:
             gen = torch.Generator().manual_seed(int(iteration))
             all_probs = [probs]

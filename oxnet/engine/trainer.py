@@ -27,15 +27,26 @@ logger = logging.getLogger(__name__)
 def used_streams(cfg):
     """Batch size per stream for the configured method; streams the method cannot use get 0.
 
-    Weak images serve methods with a global head (image labels) or an unsupervised loss (as images
-    without boxes); unlabeled images serve methods with an unsupervised loss."""
+    Weak images serve methods with image labels (a global head or weak negatives) or an unsupervised
+    loss (as images without boxes); unlabeled images serve methods with an unsupervised loss."""
     parts = method_components(cfg.OXNET.METHOD)
     b = cfg.OXNET.BATCH
     return {
         "full": b.FULL,
-        "weak": b.WEAK if (parts["global_head"] or parts["unsup"]) else 0,
+        "weak": b.WEAK if (parts["global_head"] or parts["unsup"] or parts["weak_negatives"]) else 0,
         "unlabeled": b.UNLABELED if parts["unsup"] else 0,
     }
+
+
+def training_counts(cfg):
+    """Training images per supervision level that the method uses ({"full", "weak", "unlabeled"}),
+    for the report's Table 1 row; None when the training sets are not registered."""
+    names = [n for n in cfg.DATASETS.TRAIN if n in DatasetCatalog.list()]
+    if not names or len(names) != len(cfg.DATASETS.TRAIN):
+        return None
+    streams = split_by_supervision([d for n in names for d in DatasetCatalog.get(n)])
+    sizes = used_streams(cfg)
+    return {level: len(streams[level]) if sizes[level] > 0 else 0 for level in ("full", "weak", "unlabeled")}
 
 
 class OmniStepTrainer(SimpleTrainer):
@@ -172,4 +183,5 @@ class OXnetTrainer(DefaultTrainer):
 
         # Not OUTPUT_DIR itself: its metrics.json is detectron2's training log (JSONWriter).
         out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return OXnetEvaluator(dataset_name, output_dir=out)
+        return OXnetEvaluator(dataset_name, output_dir=out, method=cfg.OXNET.METHOD,
+                              training_counts=training_counts(cfg))

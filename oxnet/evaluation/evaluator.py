@@ -130,7 +130,8 @@ class OXnetEvaluator(DatasetEvaluator):
 
             paths = {p["image_id"]: p["file_name"] for p in predictions if p.get("file_name")}
             write_report(result, self._output_dir, method=self._method, counts=self._training_counts,
-                         image_paths=paths, n_overlays=self._n_overlays)
+                         image_paths=paths, n_overlays=self._n_overlays, gt_file=self._json_file,
+                         pred_file=os.path.join(self._output_dir, "predictions.json"))
         elif self._output_dir:
             from oxnet.utils.atomic import atomic_write_json
 

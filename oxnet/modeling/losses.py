@@ -53,3 +53,23 @@ def soft_focal_loss(student_logits, teacher_probs, alpha=0.9, eps=0.05, gamma=2.
     bce = F.binary_cross_entropy_with_logits(student_logits, teacher_probs, reduction="none")
     weight = (teacher_probs * alpha + eps) * (teacher_probs - q).abs().pow(gamma)
     return weight * bce
+
+
+def weak_negative_focal_loss(logits, labels, alpha=0.25, gamma=2.0):
+    """RetinaNet's focal loss with target 0 on every anchor of every class labelled absent.
+
+    An image-level "no <class>" says that no anchor of that class is a lesion: for that class the image
+    is as informative as a box-free fully labelled image. Classes labelled 1 or -1 (unknown) get no loss.
+
+    Args:
+        logits: (B, R, K) dense class logits of B weak images over all anchors.
+        labels: (B, K) image labels 1 / 0 / -1.
+
+    Returns:
+        The sum over images, anchors and absent classes (normalize it like RetinaNet's loss).
+    """
+    from fvcore.nn import sigmoid_focal_loss
+
+    absent = (labels == 0).to(logits.dtype)[:, None, :]  # (B, 1, K)
+    loss = sigmoid_focal_loss(logits, torch.zeros_like(logits), alpha=alpha, gamma=gamma, reduction="none")
+    return (loss * absent).sum()

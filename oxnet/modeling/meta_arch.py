@@ -2,7 +2,6 @@
 import math
 from typing import Dict, List
 
-import numpy as np
 import torch
 from torch import distributed as dist
 from detectron2.config import configurable
@@ -15,28 +14,28 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss
 
-from oxnet.config import UNSUP_LOSSES, method_components
+from oxnet.config import method_components, uses_weak_negatives
 
-from . import baselines
 from .attention import (ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention,
                         normalize_attention)
 from .global_head import GlobalHead
 from .gpa import PrototypeMemory, class_features, gpa_losses
-from .losses import BCE_REDUCTIONS, masked_bce_with_logits, soft_focal_loss
+from .losses import BCE_REDUCTIONS, masked_bce_with_logits, weak_negative_focal_loss
+from .unsup import UnsupLoss, build_unsup_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
-#: Loss names of the unsupervised losses (``OXNET.METHOD`` components, see oxnet.config.METHODS).
-UNSUP_LOSS_KEYS = {"sfl": "loss_sfl", "pi": "loss_pi", "mean_teacher": "loss_mt", "mmt_psm": "loss_mmt",
-                   "focalmix": "loss_focalmix"}
 IMAGE_LABEL_LEVELS = ("full", "weak")  # weak losses are applied to D_W and D_F (Sec. 2.4)
 
 
-def _iteration():
+def current_iteration():
     """The training iteration of the current EventStorage (0 outside a training loop)."""
     try:
         return max(get_event_storage().iter, 0)
     except AssertionError:
         return 0
+
+
+_iteration = current_iteration
 
 
 def _group_norm(channels):
@@ -71,10 +70,8 @@ class OXNet(RetinaNet):
                  bce_reduction: str = "mean",
                  prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
-                 unsup: str = "", sfl_alpha: float = 0.9, sfl_eps: float = 0.05,
-                 sfl_gamma: float = 2.0, sfl_weight: float = 1.0, consistency_weight: float = 1.0,
-                 burn_in: int = 0, rampup: int = 0, psm_fraction: float = 0.1, focalmix_alpha: float = 0.25,
-                 focalmix_gamma: float = 2.0, mixup_alpha: float = 0.75, focalmix_temperature: float = 0.5,
+                 unsup_loss: UnsupLoss = None, weak_negatives: bool = False,
+                 burn_in: int = 0, rampup: int = 0,
                  **kwargs):
         super().__init__(**kwargs)
         if global_mode not in ("", "gap", "daa"):
@@ -97,17 +94,12 @@ class OXNet(RetinaNet):
         self.gpa_margin = gpa_margin
         self.gpa_intra_weight = gpa_intra_weight
         self.gpa_inter_weight = gpa_inter_weight
-        if unsup and unsup not in UNSUP_LOSSES:
-            raise ValueError(f"unknown unsupervised loss {unsup!r}; choose one of {UNSUP_LOSSES}")
-        self.unsup = unsup
-        self.consistency_weight = consistency_weight
+        self.unsup_loss = unsup_loss
+        self.unsup = unsup_loss.name if unsup_loss is not None else ""
+        self.weak_negatives = weak_negatives
         if burn_in < 0 or rampup < 0:
             raise ValueError(f"OXNET.RAMPUP.BURN_IN_ITERS and ITERS must be >= 0, got {burn_in} and {rampup}")
         self.burn_in, self.rampup = burn_in, rampup
-        self.psm_fraction = psm_fraction
-        self.focalmix_alpha, self.focalmix_gamma = focalmix_alpha, focalmix_gamma
-        self.mixup_alpha, self.focalmix_temperature = mixup_alpha, focalmix_temperature
-        self.sfl_alpha, self.sfl_eps, self.sfl_gamma, self.sfl_weight = sfl_alpha, sfl_eps, sfl_gamma, sfl_weight
         # Loss normalizers are buffers (not Python floats) so that checkpoints and resumed runs keep them.
         self.register_buffer("loss_normalizer", torch.tensor(100.0))
         self.register_buffer("positives_per_image", torch.tensor(100.0))
@@ -132,7 +124,8 @@ class OXNet(RetinaNet):
             ret["head"] = RetinaNetHead(**{**head_cfg, "norm": _group_norm})
         parts = method_components(cfg.OXNET.METHOD)
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-        ret.update(global_mode=parts["global_head"], unsup=parts["unsup"],
+        ret.update(global_mode=parts["global_head"], unsup_loss=build_unsup_loss(parts["unsup"], cfg),
+                   weak_negatives=uses_weak_negatives(cfg),
                    burn_in=cfg.OXNET.RAMPUP.BURN_IN_ITERS, rampup=cfg.OXNET.RAMPUP.ITERS)
         if parts["global_head"]:
             backbone = ret["backbone"]
@@ -143,7 +136,8 @@ class OXNet(RetinaNet):
                 raise ValueError(f"OXNET.GLOBAL_HEAD.IN_FEATURE={feature!r} is not an output of the "
                                  f"backbone ({sorted(shapes)}); add it to MODEL.RESNETS.OUT_FEATURES")
             channels = shapes[feature].channels
-            ret.update(global_in_feature=feature, global_head=GlobalHead(channels, num_classes),
+            ret.update(global_in_feature=feature, global_head=GlobalHead(channels, num_classes,
+                                                                     init=cfg.OXNET.GLOBAL_HEAD.INIT),
                        global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT,
                        attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD,
                        bce_reduction=cfg.OXNET.GLOBAL_HEAD.BCE_REDUCTION)
@@ -151,14 +145,6 @@ class OXNet(RetinaNet):
                 ret.update(prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
                            gpa_margin=cfg.OXNET.GPA.MARGIN, gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
                            gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT)
-        if parts["unsup"] == "sfl":
-            s = cfg.OXNET.SFL
-            ret.update(sfl_alpha=s.ALPHA, sfl_eps=s.EPS, sfl_gamma=s.GAMMA, sfl_weight=s.WEIGHT)
-        elif parts["unsup"]:
-            c, f = cfg.OXNET.CONSISTENCY, cfg.OXNET.FOCALMIX
-            ret.update(consistency_weight=c.WEIGHT,
-                       psm_fraction=cfg.OXNET.MMT_PSM.SELECT_FRACTION, focalmix_alpha=f.ALPHA,
-                       focalmix_gamma=f.GAMMA, mixup_alpha=f.MIXUP_ALPHA, focalmix_temperature=f.TEMPERATURE)
         return ret
 
     # ------------------------------------------------------------------ helpers
@@ -232,13 +218,19 @@ class OXNet(RetinaNet):
         zero = sum(x.sum() for x in pred_logits + pred_deltas) * 0.0
         losses = {}
 
+        anchor_cache = []
+
+        def anchors():  # (R, 4) anchor boxes of all levels, computed once when needed
+            if not anchor_cache:
+                anchor_cache.append(self.anchor_generator(features))
+            return anchor_cache[0]
+
         full = [i for i, s in enumerate(levels) if s == "full"]
         if full:
-            anchors = self.anchor_generator(features)
             gt_instances = [batched_inputs[i]["instances"].to(self.device) for i in full]
-            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+            gt_labels, gt_boxes = self.label_anchors(anchors(), gt_instances)
             sel = torch.as_tensor(full, device=self.device)
-            losses.update(self.losses(anchors, [x[sel] for x in pred_logits], gt_labels,
+            losses.update(self.losses(anchors(), [x[sel] for x in pred_logits], gt_labels,
                                       [x[sel] for x in pred_deltas], gt_boxes))
             num_pos = sum(int(((g >= 0) & (g != self.num_classes)).sum()) for g in gt_labels)
             self._ema_update("positives_per_image", max(num_pos / len(full), 1.0), 100.0)
@@ -248,12 +240,27 @@ class OXNet(RetinaNet):
         extra = {}
         if global_out is not None:
             extra.update(self._weak_losses(batched_inputs, levels, global_out, zero))
-        if self.unsup:
-            extra[UNSUP_LOSS_KEYS[self.unsup]] = self._unsupervised_loss(batched_inputs, levels,
-                                                                         pred_logits, zero)
+        if self.weak_negatives:
+            extra["loss_weak_negative"] = self._weak_negative_loss(batched_inputs, levels, pred_logits, zero)
+        if self.unsup_loss is not None:
+            extra.update(self._unsupervised_losses(batched_inputs, levels, pred_logits, pred_deltas,
+                                                   lambda: cat([a.tensor for a in anchors()]), zero))
         scale = self._rampup_scale()
         losses.update({k: v * scale for k, v in extra.items()})
         return losses
+
+    def _weak_negative_loss(self, batched_inputs, levels, pred_logits, zero):
+        """RetinaNet's focal loss with target 0 on every anchor of each class a weak image is labelled
+        without (:func:`oxnet.modeling.losses.weak_negative_focal_loss`), divided by RetinaNet's
+        running loss normalizer: an all-negative weak image weighs as a box-free full image."""
+        idx = [i for i, s in enumerate(levels) if s == "weak" and "image_labels" in batched_inputs[i]]
+        if not idx:
+            return zero + 0.0
+        sel = torch.as_tensor(idx, device=self.device)
+        labels = torch.stack([batched_inputs[i]["image_labels"] for i in idx]).to(self.device)
+        loss = weak_negative_focal_loss(cat(pred_logits, dim=1)[sel], labels, self.focal_loss_alpha,
+                                        self.focal_loss_gamma)
+        return zero + loss / self.loss_normalizer
 
     def _weak_losses(self, batched_inputs, levels, global_out, zero):
         g_logits, cam, attention, feats_m = global_out
@@ -283,66 +290,34 @@ class OXNet(RetinaNet):
             out["loss_gpa_inter"] = out["loss_gpa_inter"] + self.gpa_inter_weight * inter
         return out
 
-    def _unsupervised_loss(self, batched_inputs, levels, pred_logits, zero):
-        """The method's loss on weak and unlabeled images: the soft focal loss (Eq. 8) or a baseline's
-        (:mod:`oxnet.modeling.baselines`), summed over every anchor and class of each such image and
-        divided by (number of such images x running mean of positive anchors per fully labeled
-        image), so that an image without boxes weighs like a fully labeled one in RetinaNet's loss.
-        The baselines' losses are further scaled by ``OXNET.CONSISTENCY.WEIGHT``."""
+    def _unsupervised_losses(self, batched_inputs, levels, pred_logits, pred_deltas, anchors, zero):
+        """The method's loss on weak and unlabeled images (:mod:`oxnet.modeling.unsup`: the soft focal
+        loss of Eq. 8 or a baseline's). Weak images count as unlabeled for a method without a global
+        head."""
         idx = [i for i, s in enumerate(levels) if s in SOFT_TARGET_LEVELS]
         if not idx:
-            return zero
-        needs = {"sfl": ("teacher_probs",), "mean_teacher": ("teacher_probs",),
-                 "focalmix": ("teacher_probs",), "mmt_psm": ("teacher_probs", "teacher_std"),
-                 "pi": ("image_weak",)}[self.unsup]
-        for key in needs:
-            missing = [batched_inputs[i].get("file_name", i) for i in idx if key not in batched_inputs[i]]
-            if missing:
-                source = "the dataset mapper" if key == "image_weak" else "the mean teacher"
-                raise ValueError(f"the {self.unsup} loss needs {key!r} (from {source}) for {missing[:3]}")
+            return {k: zero + 0.0 for k in self.unsup_loss_names()}
         sel = torch.as_tensor(idx, device=self.device)
-        student = cat(pred_logits, dim=1)[sel]
-        targets = None
-        if "teacher_probs" in needs:
-            targets = torch.stack([batched_inputs[i]["teacher_probs"] for i in idx]).to(self.device)
-            if targets.shape != student.shape:
-                raise ValueError(f"teacher_probs of shape {tuple(targets.shape[1:])} do not match the "
-                                 f"student's anchors {tuple(student.shape[1:])}: the two views must share "
-                                 "their geometry")
-        if self.unsup == "sfl":
-            loss = soft_focal_loss(student, targets, self.sfl_alpha, self.sfl_eps, self.sfl_gamma).sum()
-            return self.sfl_weight * loss / (len(idx) * self.positives_per_image)
-        if self.unsup == "pi":
-            other = self._dense_logits([batched_inputs[i] for i in idx], "image_weak")
-            loss = baselines.pi_consistency(student, other)
-        elif self.unsup == "mean_teacher":
-            loss = baselines.mean_teacher_consistency(student, targets)
-        elif self.unsup == "mmt_psm":
-            spread = torch.stack([batched_inputs[i]["teacher_std"] for i in idx]).to(self.device)
-            loss = baselines.mmt_psm_consistency(student, targets, spread, self.psm_fraction)
-        else:  # focalmix: a further pass of the student on mixed images
-            loss = self._focalmix_loss([batched_inputs[i] for i in idx], targets)
-        return self.consistency_weight * loss.sum() / (len(idx) * self.positives_per_image)
+        out = self.unsup_loss(self, [batched_inputs[i] for i in idx], cat(pred_logits, dim=1)[sel],
+                              cat(pred_deltas, dim=1)[sel], anchors)
+        return {k: zero + v for k, v in out.items()}
 
-    def _dense_logits(self, inputs, image_key):
+    def unsup_loss_names(self):
+        """The names of the losses :attr:`unsup_loss` returns (logged as zero when a batch has no
+        weak or unlabeled image, so every iteration logs the same terms)."""
+        names = {"sfl": ("loss_sfl",), "pi": ("loss_pi",), "mean_teacher": ("loss_mt",),
+                 "mmt_psm": ("loss_mmt",), "focalmix": ("loss_focalmix",)}.get(self.unsup, (f"loss_{self.unsup}",))
+        if self.unsup == "sfl" and getattr(self.unsup_loss, "mode", "dense") == "filtered":
+            names = names + ("loss_sfl_box",)
+        return names
+
+    def dense_logits(self, inputs, image_key):
         """Student logits (B, R, K) over all anchors for ``inputs[image_key]``, with gradients."""
         _, _, logits, _ = self._run_network(inputs, image_key, with_boxes=False)
         self._bottom_up_features = None
         return cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1)
 
-    def _focalmix_loss(self, inputs, targets):
-        """FocalMix: soft-target focal loss of the student on MixUp of the images (strong views) and
-        their sharpened teacher targets, mixed with a random permutation of the batch."""
-        targets = baselines.sharpen(targets, self.focalmix_temperature)
-        rng = np.random.default_rng(_iteration() + 7919)  # a function of the iteration: resumable
-        lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
-        lam = max(lam, 1.0 - lam)
-        perm = torch.as_tensor(rng.permutation(len(inputs)))
-        images = torch.stack([x["image"] for x in inputs]).to(self.device)
-        mixed, mixed_targets = baselines.mixup(images, targets, lam, perm.to(self.device))
-        logits = self._dense_logits([{"image": m} for m in mixed], "image")
-        return baselines.soft_target_focal_loss(logits, mixed_targets, self.focalmix_alpha,
-                                                self.focalmix_gamma)
+    _dense_logits = dense_logits
 
     def _rampup_scale(self):
         """Weight of the losses beyond RetinaNet's on boxed images at the current iteration t:
@@ -361,6 +336,21 @@ class OXNet(RetinaNet):
     def dense_probs(self, batched_inputs, image_key="image"):
         """Dense class probabilities (B, R, K) over all anchors of all levels (the teacher's targets)."""
         return self._dense_logits(batched_inputs, image_key).sigmoid()
+
+    @property
+    def needs_teacher_boxes(self):
+        """Whether the unsupervised loss needs the teacher's detections (filtered SFL)."""
+        return getattr(self.unsup_loss, "mode", "") == "filtered"
+
+    @torch.no_grad()
+    def teacher_outputs(self, batched_inputs, image_key="image_weak"):
+        """One pass of this model as the teacher: dense probabilities (B, R, K) and its detections
+        (``Instances`` in the input frame: score threshold, NMS and top-k as at inference)."""
+        images, features, logits, deltas = self._run_network(batched_inputs, image_key)
+        self._bottom_up_features = None
+        probs = cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1).sigmoid()
+        detections = self.forward_inference(images, features, [logits, deltas])
+        return probs, detections
 
     @torch.no_grad()
     def attention_maps(self, batched_inputs):

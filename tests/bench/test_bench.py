@@ -232,7 +232,14 @@ def test_fingerprint_omits_options_at_their_neutral_value_and_sees_any_other():
     from oxnet.config import NEUTRAL_OPTIONS
     from oxnet.utils.testing import tiny_cfg
 
+    today = tiny_cfg("oxnet")
     cfg = tiny_cfg("oxnet")
+    for name, neutral in NEUTRAL_OPTIONS.items():
+        *parents, key = name.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[key] = neutral
     before = cfg.clone()  # the config as it was before the neutral options existed
     for name in NEUTRAL_OPTIONS:
         *parents, key = name.split(".")
@@ -243,3 +250,5 @@ def test_fingerprint_omits_options_at_their_neutral_value_and_sees_any_other():
     assert runner.config_fingerprint(cfg) == runner.config_fingerprint(before)
     cfg.OXNET.AUG.SCALE_RANGE = (0.75, 1.25)
     assert runner.config_fingerprint(cfg) != runner.config_fingerprint(before)
+    # Today's defaults (the authors' BCE scale, weak negatives) train differently: not neutral.
+    assert runner.config_fingerprint(today) != runner.config_fingerprint(before)
