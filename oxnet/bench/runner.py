@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from oxnet.config import method_components
 from oxnet.utils.atomic import atomic_write_json, locked
 
+from .cleanup import prune_run
 from .presets import TABLE1_EXTRA_ROWS, TABLE1_ROWS
 
 __all__ = ["Row", "table1_rows", "table2_rows", "run_table", "config_file"]
@@ -187,8 +188,7 @@ def train_and_evaluate(cfg, test_name, keep_weights=False, image_test_name=None)
         inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, image_test_name), image_evaluator)
         if image_evaluator.result is not None:
             out["image_auroc"] = image_auroc_record(image_evaluator.result.metrics)
-    if not keep_weights:
-        _drop_weights(cfg.OUTPUT_DIR)
+    prune_run(cfg, keep_weights)
     return out
 
 
@@ -270,8 +270,9 @@ def load_results(out_dir):
 def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weights=False, progress=True,
               train=True, shard=(0, 1)):
     """Run every (row, seed) of ``table`` ("table1" or "table2"), or of the ``rows`` given, not yet in
-    ``OUT/results.json`` (none with ``train=False``) and write ``OUT/<table>.md`` with every row of
-    the table (those not run yet marked "pending"); return the path of the table.
+    ``OUT/results.json`` (none with ``train=False``) and write ``OUT/<table>.md`` with the ``rows``
+    given, or every row of the table (those not run yet marked "pending"); return the path of the
+    table.
 
     With a warm start (spec ``"warm_start": {"iters": K0, "opts": [...]}``) every run starts from the
     weights of RetinaNet trained K0 iterations on the run's box-labeled images with the same seed
@@ -408,4 +409,5 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         train_and_record(key(row, s), table, row, s, iters, cfg, fp, keep_weights, warm=warm)
         bar.update(1)
     bar.close()
-    return write_table(table, spec, shown, seeds, iters, current(load_results(out_dir)), out_dir, data)
+    return write_table(table, spec, all_rows if rows else shown, seeds, iters, current(load_results(out_dir)),
+                       out_dir, data)
