@@ -34,6 +34,9 @@ METHODS = {
     # OXnet with the authors' filtered SFL and zero-initialized global head (configs/table1/oxnet_plus.yaml
     # sets both; weak negatives are on for every method with image labels)
     "oxnet_plus": dict(global_head="daa", gpa=True, unsup="sfl"),
+    # SFL as the authors' code applies it (configs/table1/sfl_plus.yaml: OXNET.SFL.MODE filtered), which
+    # needs the weak images' labels, with weak negatives: retinanet_neg plus filtered SFL
+    "sfl_plus": dict(global_head="", gpa=False, unsup="sfl", weak_negatives=True),
 }
 
 #: The unsupervised losses.

@@ -56,12 +56,13 @@ def test_train_net_lists_the_methods(capsys):
     assert exit_info.value.code == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["OXNET.METHOD", "global", "head", "GPA", "loss", "on", "images", "without",
-                                "boxes"]
+                                "boxes", "weak", "negatives", "without", "a", "global", "head"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert list(rows) == list(METHODS)
-    assert rows["oxnet"] == ["DAA", "GPA", "SFL", "(mean", "teacher)"]
-    assert rows["retinanet"] == ["-", "-", "-"]
-    assert rows["focalmix_mt"] == ["GAP", "(+MT)", "-", "FocalMix"]
+    assert rows["oxnet"] == ["DAA", "GPA", "SFL", "(mean", "teacher)", "-"]
+    assert rows["retinanet"] == ["-", "-", "-", "-"]
+    assert rows["retinanet_neg"] == ["-", "-", "-", "focal", "loss,", "target", "0"]
+    assert rows["focalmix_mt"] == ["GAP", "(+MT)", "-", "FocalMix", "-"]
     args = train_net.parse_args(["--config-file", "x.yaml", "OXNET.METHOD", "daa"])
     assert args.opts == ["OXNET.METHOD", "daa"]
 

@@ -25,6 +25,7 @@ METHOD_NAMES = {
     "mmt_psm_mt": "MMT-PSM + MT", "focalmix_mt": "FocalMix + MT", "gap": "RetinaNet + MT", "sfl": "SFL",
     "daa": "DAA", "daa_gpa": "DAA + GPA", "oxnet": "OXnet (SFL+DAA+GPA)",
     "retinanet_neg": "RetinaNet + weak negatives", "oxnet_plus": "OXnet+ (authors' SFL, zero-init head)",
+    "sfl_plus": "SFL+ (authors' SFL, weak negatives)",
 }
 
 #: The lesion sensitivity at which the table shows false alarms per normal image.
