@@ -130,3 +130,14 @@ def test_evaluation_output_is_a_folder(trained, tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
     assert evaluate_main(args + ["--out", str(tmp_path / "dir")]) == 0
     assert {"metrics.json", "report.html", "report.md", "predictions.json"} <= set(os.listdir(tmp_path / "dir"))
+
+
+def test_eval_only_uses_the_config_beside_the_weights(trained):
+    train_net = _cli("train_net_eval_only", ("train_net.py",))
+    args = train_net.parse_args(["--eval-only", "MODEL.WEIGHTS", str(trained["weights"])])
+    results = train_net.main(args)
+    assert abs(results["bbox"]["mAP"] - trained["mAP"]) < 1e-9
+    eval_dir = trained["weights"].parent / "eval" / "inference" / "round_trip_test"
+    assert (eval_dir / "predictions.json").exists() and (eval_dir / "metrics.json").exists()
+    saved = load_model_config(trained["weights"])  # the model's own config.yaml is left as it was
+    assert saved.OUTPUT_DIR == str(trained["root"] / "model")
