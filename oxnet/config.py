@@ -51,7 +51,8 @@ TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
 NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all",
                    "OXNET.CATEGORY_IDS": (), "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes",
                    "OXNET.GLOBAL_HEAD.INIT": "normal", "OXNET.WEAK.NEGATIVE_FOCAL": False,
-                   "OXNET.SFL.MODE": "dense", "OXNET.SFL.UNLABELED": "dense"}
+                   "OXNET.SFL.MODE": "dense", "OXNET.SFL.UNLABELED": "dense",
+                   "OXNET.GLOBAL_HEAD.ALIGN_CORNERS": False, "OXNET.GPA.FORM": "paper"}
 
 
 def second_view(method):
@@ -133,6 +134,9 @@ def add_oxnet_config(cfg):
     # Initialization of the 1x1 classifier: "normal" (std 0.01, zero bias) or "zero" (the authors'
     # code: zero weights, no bias, so DAA sends no gradient into the detector until the CAM has learned).
     _C.OXNET.GLOBAL_HEAD.INIT = "normal"
+    # Corner convention of the bilinear resize of the local attention to the CAM's grid (Eq. 2):
+    # False (PyTorch's default) or True (the authors' code).
+    _C.OXNET.GLOBAL_HEAD.ALIGN_CORNERS = False
 
     # Weak images' labels in the detector's loss.
     _C.OXNET.WEAK = CN()
@@ -146,6 +150,9 @@ def add_oxnet_config(cfg):
     _C.OXNET.GPA.MARGIN = 1.0  # delta of Eq. 6
     _C.OXNET.GPA.INTRA_WEIGHT = 1.0  # weight of the intra-class loss (features to their prototype)
     _C.OXNET.GPA.INTER_WEIGHT = 1.0  # weight of the inter-class loss (prototypes apart by the margin)
+    # Eq. 6's form: "paper" (per-image class features, hinge max(0, delta - d)) or "authors" (their
+    # code: per-class batch-mean features, ((delta - sqrt d) / delta)^2 max(delta - sqrt d, 0)^2).
+    _C.OXNET.GPA.FORM = "paper"
 
     # Soft focal loss on the mean teacher's predictions (SFL, Sec. 2.3, Eq. 7-8):
     # (q~ alpha + eps) |q~ - q|^gamma BCE(q, q~) for the student's q and the teacher's q~.

@@ -6,12 +6,15 @@ import torch
 from torch.nn import functional as F
 
 
-def local_attention(cls_logits: List[torch.Tensor], num_classes: int, out_size) -> torch.Tensor:
+def local_attention(cls_logits: List[torch.Tensor], num_classes: int, out_size,
+                    align_corners: bool = False) -> torch.Tensor:
     """Local attention ``A`` of Eq. 2 on the global head's grid.
 
     For each FPN level the sigmoid class maps are maxed over the anchors; for each image and class,
     the level whose map has the highest peak is chosen (Eq. 2) and resized (bilinear) to
-    ``out_size``. Gradients flow back into the RetinaNet classification head.
+    ``out_size``. Gradients flow back into the RetinaNet classification head. ``align_corners``:
+    the resize's corner convention (the authors' code uses True; False is PyTorch's default and
+    keeps each map's pixel centres in place).
 
     Args:
         cls_logits: per level, (B, A*K, H_l, W_l) logits as produced by ``RetinaNetHead``
@@ -28,7 +31,7 @@ def local_attention(cls_logits: List[torch.Tensor], num_classes: int, out_size) 
         probs = logits.view(b, ak // num_classes, num_classes, h, w).sigmoid()
         attn = probs.max(dim=1).values  # max over anchors: (B, K, H_l, W_l)
         peaks.append(attn.flatten(2).max(dim=2).values)  # (B, K)
-        resized.append(F.interpolate(attn, size=tuple(out_size), mode="bilinear", align_corners=False))
+        resized.append(F.interpolate(attn, size=tuple(out_size), mode="bilinear", align_corners=align_corners))
     level = torch.stack(peaks, dim=2).argmax(dim=2)  # (B, K): the level with the highest peak
     stacked = torch.stack(resized, dim=2)  # (B, K, L, h, w)
     index = level[:, :, None, None, None].expand(-1, -1, 1, *stacked.shape[-2:])

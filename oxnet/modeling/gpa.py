@@ -93,3 +93,40 @@ def gpa_losses(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor
     intra = intra_terms.mean() if intra_terms.numel() else zero
     inter = inter_terms.mean() if inter_terms.numel() else zero
     return intra, inter
+
+
+#: The forms of Eq. 6 (``OXNET.GPA.FORM``).
+GPA_FORMS = ("paper", "authors")
+
+
+def gpa_losses_authors(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor,
+                       valid_classes: torch.Tensor, margin: float = 1.0):
+    """Eq. 6 as the authors' ``GlobalContrastiveLoss`` computes it (LLYXC/OXnet, ``retinanet/losses.py``).
+
+    The class feature of class j is the mean of F_j over the batch's images selected for j (one
+    feature per class present in the batch, not one per image); with ``d`` the squared distance
+    averaged over channels (as in :func:`gpa_losses`), intra is the mean of ``d(F_j, P_j)`` and inter
+    the mean over c != j of ``((m - sqrt(d)) / m)^2 * max(m - sqrt(d(F_j, P_c)), 0)^2`` instead of the
+    paper's hinge ``max(0, m - d)``; both over classes with a prototype.
+
+    Returns:
+        (intra, inter), zero (with a graph) when nothing is selected.
+    """
+    prototypes = prototypes.detach().to(feats.dtype)
+    weights = mask.to(feats.dtype)  # (B, K)
+    count = weights.sum(dim=0)  # (K,)
+    present = (count > 0) & valid_classes
+    zero = feats.sum() * 0.0
+    if not present.any():
+        return zero, zero + 0.0
+    batch_feats = torch.einsum("bk,bkc->kc", weights, feats) / count.clamp(min=1)[:, None]  # (K, C)
+    sq_dist = (batch_feats[:, None, :] - prototypes[None, :, :]).pow(2).mean(-1)  # (j, c)
+    k = prototypes.shape[0]
+    own = torch.eye(k, dtype=torch.bool, device=feats.device)
+    intra_terms = sq_dist.diagonal()[present]
+    other = present[:, None] & ~own & valid_classes[None, :]
+    gap = margin - sq_dist[other].clamp(min=0).sqrt()
+    inter_terms = (gap / margin).pow(2) * gap.clamp(min=0).pow(2)
+    intra = intra_terms.mean()
+    inter = inter_terms.mean() if inter_terms.numel() else zero + 0.0
+    return intra, inter

@@ -19,7 +19,7 @@ from oxnet.config import method_components, uses_weak_negatives
 from .attention import (ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention,
                         normalize_attention)
 from .global_head import GlobalHead
-from .gpa import PrototypeMemory, class_features, gpa_losses
+from .gpa import GPA_FORMS, PrototypeMemory, class_features, gpa_losses, gpa_losses_authors
 from .losses import BCE_REDUCTIONS, masked_bce_with_logits, weak_negative_focal_loss
 from .unsup import UnsupLoss, build_unsup_loss
 
@@ -67,7 +67,7 @@ class OXNet(RetinaNet):
     @configurable
     def __init__(self, *, global_mode: str = "", global_in_feature: str = "res5",
                  global_head: GlobalHead = None, global_loss_weight: float = 1.0, attention_grad: str = "all",
-                 bce_reduction: str = "mean",
+                 bce_reduction: str = "mean", align_corners: bool = False, gpa_form: str = "paper",
                  prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
                  gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
                  unsup_loss: UnsupLoss = None, weak_negatives: bool = False,
@@ -90,6 +90,9 @@ class OXNet(RetinaNet):
             raise ValueError(f"OXNET.GLOBAL_HEAD.BCE_REDUCTION must be one of {BCE_REDUCTIONS}, "
                              f"got {bce_reduction!r}")
         self.bce_reduction = bce_reduction
+        if gpa_form not in GPA_FORMS:
+            raise ValueError(f"OXNET.GPA.FORM must be one of {GPA_FORMS}, got {gpa_form!r}")
+        self.align_corners, self.gpa_form = bool(align_corners), gpa_form
         self.prototypes = prototypes
         self.gpa_margin = gpa_margin
         self.gpa_intra_weight = gpa_intra_weight
@@ -140,11 +143,12 @@ class OXNet(RetinaNet):
                                                                      init=cfg.OXNET.GLOBAL_HEAD.INIT),
                        global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT,
                        attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD,
-                       bce_reduction=cfg.OXNET.GLOBAL_HEAD.BCE_REDUCTION)
+                       bce_reduction=cfg.OXNET.GLOBAL_HEAD.BCE_REDUCTION,
+                       align_corners=cfg.OXNET.GLOBAL_HEAD.ALIGN_CORNERS)
             if parts["gpa"]:
                 ret.update(prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
                            gpa_margin=cfg.OXNET.GPA.MARGIN, gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
-                           gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT)
+                           gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT, gpa_form=cfg.OXNET.GPA.FORM)
         return ret
 
     # ------------------------------------------------------------------ helpers
@@ -193,7 +197,8 @@ class OXNet(RetinaNet):
         cam = self.global_head(feats_m)
         if self.global_mode == "gap":
             return cam.mean(dim=(2, 3)), cam, None, feats_m
-        attention = normalize_attention(local_attention(logits, self.num_classes, cam.shape[-2:]))
+        attention = normalize_attention(local_attention(logits, self.num_classes, cam.shape[-2:],
+                                                        self.align_corners))
         return daa_logits(cam, attention), cam, attention, feats_m
 
     # ------------------------------------------------------------------ forward
@@ -284,7 +289,8 @@ class OXNet(RetinaNet):
             feats = class_features(feats_m[sel], attention[sel])  # Eq. 4
             positives = labels == 1
             self.prototypes.update(feats, g_logits[sel].sigmoid(), positives)  # Eq. 5
-            intra, inter = gpa_losses(feats, self.prototypes.prototypes, positives,
+            losses_fn = gpa_losses if self.gpa_form == "paper" else gpa_losses_authors
+            intra, inter = losses_fn(feats, self.prototypes.prototypes, positives,
                                       self.prototypes.initialized, self.gpa_margin)  # Eq. 6
             out["loss_gpa_intra"] = out["loss_gpa_intra"] + self.gpa_intra_weight * intra
             out["loss_gpa_inter"] = out["loss_gpa_inter"] + self.gpa_inter_weight * inter

@@ -89,3 +89,17 @@ def test_negative_label_moves_attention_towards_low_cam():
 def test_gate_attention_rejects_unknown_mode():
     with pytest.raises(ValueError, match="positive"):
         gate_attention(torch.rand(1, 1, 2, 2), torch.ones(1, 1), "some")
+
+
+def test_align_corners_changes_only_the_resize_convention():
+    # A 2x2 map upsampled to 4x4: with align_corners the corners keep the source corner values
+    # exactly; without it (PyTorch's default) the corners are those values too, but the inner
+    # pixels sit at other positions between them.
+    p = torch.zeros(1, 1, 2, 2)
+    p[0, 0] = torch.tensor([[-2.0, 0.0], [0.0, 2.0]])
+    aligned = local_attention([p], 1, (4, 4), align_corners=True)[0, 0]
+    default = local_attention([p], 1, (4, 4))[0, 0]
+    s = torch.sigmoid(torch.tensor([-2.0, 0.0, 2.0]))
+    assert torch.isclose(aligned[0, 0], s[0]) and torch.isclose(aligned[3, 3], s[2])
+    assert torch.isclose(aligned[0, 1], s[0] + (s[1] - s[0]) / 3)  # a third of the way along
+    assert torch.isclose(default[0, 1], s[0] + (s[1] - s[0]) / 4)  # a quarter, centre-aligned

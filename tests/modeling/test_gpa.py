@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -68,3 +70,47 @@ def test_gpa_losses_skip_unselected_pairs_and_missing_prototypes():
     assert intra.item() == 0  # its own prototype is missing
     expected = torch.stack([100 - (feats[0, 0] - protos[c]).pow(2).mean() for c in (1, 2)]).clamp(min=0).mean()
     assert inter.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_authors_form_by_hand():
+    from oxnet.modeling.gpa import gpa_losses_authors
+
+    # Two images, K = 2 classes, C = 2 channels; class 0 selected in both images, class 1 in none.
+    feats = torch.tensor([[[1.0, 3.0], [9.0, 9.0]], [[3.0, 1.0], [9.0, 9.0]]], requires_grad=True)
+    prototypes = torch.tensor([[2.0, 2.0], [2.0, 2.5]])
+    mask = torch.tensor([[True, False], [True, False]])
+    valid = torch.tensor([True, True])
+    intra, inter = gpa_losses_authors(feats, prototypes, mask, valid, margin=1.0)
+    # The batch feature of class 0 is the mean [2, 2]: d to P_0 is 0, to P_1 (0 + 0.25) / 2 = 0.125.
+    assert intra.item() == pytest.approx(0.0)
+    gap = 1.0 - math.sqrt(0.125)
+    assert inter.item() == pytest.approx(gap ** 2 * gap ** 2, rel=1e-6)
+    # The paper's form on the same input: per-image features, hinge on d.
+    from oxnet.modeling.gpa import gpa_losses
+
+    paper_intra, paper_inter = gpa_losses(feats, prototypes, mask, valid, margin=1.0)
+    assert paper_intra.item() == pytest.approx(1.0)  # each image is (1 + 1) / 2 from P_0
+    (intra + inter).backward()
+    assert feats.grad[:, 1].abs().sum() == 0  # unselected pairs get no gradient
+    none = gpa_losses_authors(feats, prototypes, torch.zeros(2, 2, dtype=torch.bool), valid)
+    assert none[0].item() == 0.0 and none[1].item() == 0.0
+
+
+def test_gpa_form_option_reaches_the_model():
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    from oxnet.utils.testing import random_input, tiny_cfg
+
+    values = {}
+    for form in ("paper", "authors"):
+        cfg = tiny_cfg("daa_gpa")
+        cfg.OXNET.GPA.FORM = form
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        batch = [random_input("weak", labels=[1, 1, 0], seed=1), random_input("weak", labels=[1, 1, 0], seed=2)]
+        with EventStorage(0):
+            model(batch)  # first step: prototypes are set from this batch
+            values[form] = {k: v.item() for k, v in model(batch).items()}
+    assert values["paper"]["loss_gpa_intra"] != values["authors"]["loss_gpa_intra"]
+    assert values["paper"]["loss_global"] == values["authors"]["loss_global"]

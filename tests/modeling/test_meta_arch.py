@@ -159,3 +159,14 @@ def test_focal_loss_gradients_do_not_change_when_torchscript_optimizes(monkeypat
     first = gradients()
     for _ in range(3):  # the scripted loss, had it been called, would be optimized by now
         assert all(torch.equal(a, b) for a, b in zip(first, gradients()))
+
+
+def test_align_corners_option_changes_daa_pooling():
+    scores = {}
+    for flag in (False, True):
+        cfg = tiny_cfg("daa")
+        cfg.OXNET.GLOBAL_HEAD.ALIGN_CORNERS = flag
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        scores[flag] = model([random_input("full", boxes=[[8, 8, 40, 40]], classes=[1])])[0]["global_scores"]
+    assert not torch.allclose(scores[False], scores[True])
