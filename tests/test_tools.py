@@ -146,8 +146,10 @@ def test_make_bench_runs_the_synthetic_table1():
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     # -n: print the commands without running them; -o: take the venv stamp as up to date
-    proc = subprocess.run(["make", "-n", "-o", ".venv/.oxnet-installed", "bench"], cwd=REPO,
-                          capture_output=True, text=True)
+    # (without the calling make's variables: under `make test` a nested make reports its directory)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.oxnet-installed", "bench"],
+                          cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (".venv/bin/python -m oxnet.bench table1 --data synthetic "
                                    "--out output/bench/synthetic")
