@@ -260,9 +260,13 @@ def load_predictions(preds, gt, bbox_format="xywh", require_match=True):
         return Predictions(src, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
                            np.zeros(0), warnings)
     try:
+        image = _match_images(data, gt, src, warnings)
+        if (image == LEFT_OUT).any():  # predictions on files outside the ground truth (warned)
+            data = [d for d, i in zip(data, image) if i != LEFT_OUT]
+            image = image[image != LEFT_OUT]
+            n = len(data)
         boxes = np.array([d["bbox"] for d in data], dtype=np.float64)
         scores = np.array([d["score"] for d in data], dtype=np.float64)
-        image = _match_images(data, gt, src, warnings)
         cls = _match_classes(data, gt, src, warnings)
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, EvaluationInputError):
@@ -314,10 +318,17 @@ def _warn(warnings, msg):
     warnings.append(msg)
 
 
+#: :func:`match_image_entries`' index of an entry whose file is not in the ground truth.
+LEFT_OUT = -2
+
+
 def match_image_entries(data, gt, src, warnings, what="prediction"):
     """Ground-truth image index of each entry of ``data`` (dicts with ``file_name`` and/or ``image_id``):
-    by ``file_name`` where an entry has one, else by ``image_id``. Raises naming the first entry that
-    matches no ground-truth image."""
+    by ``file_name`` where an entry has one, else by ``image_id``.
+
+    Entries on files that are not in the ground truth (a folder predicted whole, say) get
+    :data:`LEFT_OUT`, with a warning that counts them; when no file name matches at all, or an
+    ``image_id`` (without a file name) is unknown, it raises naming the entry."""
     by_name = [j for j, d in enumerate(data) if d.get("file_name") is not None]
     if len(by_name) < len(data):
         no_key = [j for j, d in enumerate(data) if d.get("file_name") is None and "image_id" not in d]
@@ -330,13 +341,18 @@ def match_image_entries(data, gt, src, warnings, what="prediction"):
             name = data[j]["file_name"]
             if name not in cache:
                 cache[name] = gt.find_file(name)
-            if cache[name] is None:
-                n_unknown = sum(1 for v in cache.values() if v is None)
-                raise EvaluationInputError(
-                    f"{src}: entry {j} has file_name {name!r}, which matches no image of the ground truth "
-                    f"{gt.source} (compared by its trailing path components with the ground truth's "
-                    f"file_name entries, e.g. {gt.images[0].get('file_name')!r}; {n_unknown} unknown so far)")
-            out[j] = cache[name]
+            out[j] = LEFT_OUT if cache[name] is None else cache[name]
+        unknown = [name for name, i in cache.items() if i is None]
+        if len(unknown) == len(cache):
+            raise EvaluationInputError(
+                f"{src}: no file_name matches an image of the ground truth {gt.source} (first: {unknown[0]!r}; "
+                f"compared by trailing path components with its file_name entries, e.g. "
+                f"{gt.images[0].get('file_name')!r}); are these predictions for another image set?")
+        if unknown:
+            n_left = int((out == LEFT_OUT).sum())
+            _warn(warnings, f"{src}: {n_left} {what}(s) on {len(unknown)} file(s) that are not in the ground "
+                            f"truth were left out (first: {unknown[0]!r})")
+        by_name = [j for j in by_name if out[j] >= 0]
         differ = [j for j in by_name if "image_id" in data[j]
                   and gt.image_index.get(data[j]["image_id"]) != out[j]]
         if differ:
@@ -345,7 +361,7 @@ def match_image_entries(data, gt, src, warnings, what="prediction"):
                             f"id of their file_name (first: entry {j}, image_id {data[j]['image_id']!r}, "
                             f"{data[j]['file_name']!r} is image id {gt.image_ids[out[j]]!r}); matched by "
                             "file_name")
-    rest = [j for j in range(len(data)) if out[j] < 0]
+    rest = [j for j in range(len(data)) if out[j] == -1]
     if rest:
         out[rest] = _lookup([data[j]["image_id"] for j in rest], gt.image_index, src, "image id", gt.source,
                             entries=rest)
@@ -373,7 +389,7 @@ def _match_classes(data, gt, src, warnings):
                             f"truth's id of their category_name (first: entry {j}, category_id "
                             f"{data[j]['category_id']!r}, {data[j]['category_name']!r} is category id "
                             f"{int(gt.cat_ids[out[j]])}); matched by category_name")
-    rest = [j for j in range(len(data)) if out[j] < 0]
+    rest = [j for j in range(len(data)) if out[j] == -1]
     if rest:
         out[rest] = _lookup([data[j]["category_id"] for j in rest], gt.class_index, src, "category id",
                             gt.source, entries=rest,
@@ -440,7 +456,8 @@ def load_image_scores(scores, gt):
         if bad:
             raise EvaluationInputError(f"{src}: entry {bad[0]} ({data[bad[0]]!r:.200}) has no 'global_scores'")
         rows = match_image_entries(data, gt, src, [], what="image score")
-        items = [(i, d["global_scores"], d.get("file_name", d.get("image_id"))) for i, d in zip(rows, data)]
+        items = [(i, d["global_scores"], d.get("file_name", d.get("image_id")))
+                 for i, d in zip(rows, data) if i != LEFT_OUT]
     elif isinstance(data, dict):
         str_index = {str(k): v for k, v in gt.image_index.items()}
         items = []

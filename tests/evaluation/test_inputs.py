@@ -151,8 +151,14 @@ def test_file_names_match_the_longest_ground_truth_suffix():
     assert m["mAP"] == 0.0
     with pytest.raises(EvaluationInputError, match="matches several ground-truth images"):
         evaluate_detections(gt, [dict(det, file_name="x.png")])
-    with pytest.raises(EvaluationInputError, match=r"entry 0 has file_name '/mnt/set/c/y.png'.*matches no image"):
+    with pytest.raises(EvaluationInputError, match=r"no file_name matches.*first: '/mnt/set/c/y.png'"):
         evaluate_detections(gt, [dict(det, file_name="/mnt/set/c/y.png")])
+    # A folder predicted whole: files outside the ground truth are left out, counted in a warning.
+    m = evaluate_detections(gt, [dict(det, file_name="/mnt/set/b/x.png"),
+                                 dict(det, file_name="/mnt/set/c/y.png"), dict(det, file_name="/mnt/set/c/y.png")])
+    assert m.metrics["mAP"] == 1.0
+    assert any("2 prediction(s) on 1 file(s) that are not in the ground truth were left out" in w
+               for w in m.metrics["warnings"])
 
 
 def test_unknown_category_name_lists_the_known_ones(data):
