@@ -23,7 +23,7 @@ import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
 from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer, launch
-from oxnet.engine.model_files import StrictCheckpointer, load_model_config
+from oxnet.engine.model_files import StrictCheckpointer, load_model_config, split_weights
 
 logger = logging.getLogger("oxnet")
 
@@ -34,10 +34,10 @@ def setup(args):
         add_oxnet_config(cfg)
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
-    elif args.eval_only and "MODEL.WEIGHTS" in args.opts[::2]:
+    elif args.eval_only and split_weights(args.opts)[0]:
         # The model's own config, written beside its weights by training.
-        weights = args.opts[args.opts[::2].index("MODEL.WEIGHTS") * 2 + 1]
-        cfg = load_model_config(weights, opts=args.opts)
+        weights, opts = split_weights(args.opts)
+        cfg = load_model_config(weights, opts=opts)
         if "OUTPUT_DIR" not in args.opts[::2]:  # leave the model's folder and its config.yaml as they are
             cfg.OUTPUT_DIR = os.path.join(os.path.dirname(os.path.abspath(weights)), "eval")
     else:
@@ -64,7 +64,8 @@ def main(args):
     if args.eval_only:
         model = OXnetTrainer.build_model(cfg)
         # Strict: weights that do not fit the config's model are an error, not a partly random model.
-        StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = OXnetTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -30,7 +30,7 @@ import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from detectron2.utils.logger import setup_logger
 
 from oxnet.config import resolve_device
-from oxnet.engine.model_files import WeightsMismatchError, load_model_config
+from oxnet.engine.model_files import WeightsMismatchError, load_model_config, split_weights
 from oxnet.engine.predictor import (OXnetPredictor, UnreadableImagesError, find_images, predict_files,
                                     write_predictions)
 
@@ -59,13 +59,8 @@ def get_parser():
 
 
 def setup_cfg(args):
-    opts = list(args.opts)
-    weights = args.weights
-    if "MODEL.WEIGHTS" in opts[::2]:
-        i = opts[::2].index("MODEL.WEIGHTS") * 2
-        weights = weights or opts[i + 1]
-        del opts[i:i + 2]
-    cfg = load_model_config(weights, args.config_file, opts)
+    weights, opts = split_weights(args.opts)
+    cfg = load_model_config(args.weights or weights, args.config_file, opts)
     if args.score_thresh is not None:
         cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_thresh
     if resolve_device(cfg):

@@ -39,9 +39,6 @@ METHODS = {
     "sfl_plus": dict(global_head="", gpa=False, unsup="sfl", weak_negatives=True),
 }
 
-#: The unsupervised losses.
-UNSUP_LOSSES = ("sfl", "pi", "mean_teacher", "mmt_psm", "focalmix")
-
 #: Unsupervised losses whose targets come from the mean teacher (MeanTeacherHook).
 TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
 

@@ -35,7 +35,8 @@ def build_parser():
                         "image_scores.json)")
     p.add_argument("--out", "--out-dir", "--report-dir", dest="out", metavar="DIR",
                    help="output folder: metrics.json, report.md, report.html, figures, predictions.json")
-    p.add_argument("--metrics-only", action="store_true", help="write only metrics.json into --out")
+    p.add_argument("--metrics-only", action="store_true",
+                   help="write metrics.json and predictions.json into --out, no report")
     p.add_argument("--image-scores", help="image-level scores for the global AUROC: image_scores.json as "
                                           "demo/predict.py writes it, or {image_id: [K scores] or "
                                           "{class name: score}}")
@@ -80,7 +81,8 @@ def _check_out(out):
                                    "report, figures and predictions.json are written into it)")
     if out.lower().endswith(".json"):
         raise EvaluationInputError(f"--out {out} looks like a JSON file; --out names the output folder "
-                                   f"(e.g. --out {os.path.splitext(out)[0]}: metrics.json is written into it)")
+                                   f"(e.g. --out {os.path.splitext(out)[0]}: metrics.json is written "
+                                   "into it)")
 
 
 def scored_predictions(result):
@@ -91,8 +93,9 @@ def scored_predictions(result):
     for i, k, box, s in zip(preds.image.tolist(), preds.cls.tolist(), preds.boxes.tolist(),
                             preds.scores.tolist()):
         img = gt.images[i]
-        out.append({"image_id": img["id"], "file_name": img.get("file_name"), "category_id": int(gt.cat_ids[k]),
-                    "category_name": gt.class_names[k], "bbox": box, "score": s})
+        out.append({"image_id": img["id"], "file_name": img.get("file_name"),
+                    "category_id": int(gt.cat_ids[k]), "category_name": gt.class_names[k], "bbox": box,
+                    "score": s})
     return out
 
 

@@ -15,7 +15,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from oxnet.utils.atomic import atomic_open
 
 __all__ = ["CONFIG_NAME", "WeightsMismatchError", "StrictCheckpointer", "model_config_path",
-           "with_dataset_info", "save_run_config", "load_model_config"]
+           "with_dataset_info", "save_run_config", "load_model_config", "split_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,17 @@ def save_run_config(cfg, output_dir):
     with atomic_open(path, "w") as f:
         f.write(text)
     return path
+
+
+def split_weights(opts):
+    """``(weights, other opts)`` from command-line overrides ``KEY VALUE ...``: the value of
+    ``MODEL.WEIGHTS`` (None when absent) and the overrides without it."""
+    opts = list(opts)
+    keys = opts[::2]
+    if "MODEL.WEIGHTS" not in keys:
+        return None, opts
+    i = keys.index("MODEL.WEIGHTS") * 2
+    return opts[i + 1], opts[:i] + opts[i + 2:]
 
 
 def load_model_config(weights=None, config_file=None, opts=()):

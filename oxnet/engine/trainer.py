@@ -38,15 +38,28 @@ def used_streams(cfg):
     }
 
 
+_LEVEL_COUNTS = {}  # (dataset name, json file) -> {level: images}: read once, not at every evaluation
+
+
+def _level_counts(name):
+    from detectron2.data import MetadataCatalog
+
+    key = (name, MetadataCatalog.get(name).get("json_file", None))
+    if key not in _LEVEL_COUNTS:
+        _LEVEL_COUNTS[key] = {k: len(v) for k, v in split_by_supervision(DatasetCatalog.get(name)).items()}
+    return _LEVEL_COUNTS[key]
+
+
 def training_counts(cfg):
     """Training images per supervision level that the method uses ({"full", "weak", "unlabeled"}),
     for the report's Table 1 row; None when the training sets are not registered."""
     names = [n for n in cfg.DATASETS.TRAIN if n in DatasetCatalog.list()]
     if not names or len(names) != len(cfg.DATASETS.TRAIN):
         return None
-    streams = split_by_supervision([d for n in names for d in DatasetCatalog.get(n)])
+    counts = [_level_counts(n) for n in names]
     sizes = used_streams(cfg)
-    return {level: len(streams[level]) if sizes[level] > 0 else 0 for level in ("full", "weak", "unlabeled")}
+    return {level: sum(c.get(level, 0) for c in counts) if sizes[level] > 0 else 0
+            for level in ("full", "weak", "unlabeled")}
 
 
 class OmniStepTrainer(SimpleTrainer):

@@ -260,7 +260,7 @@ def load_predictions(preds, gt, bbox_format="xywh", require_match=True):
         return Predictions(src, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
                            np.zeros(0), warnings)
     try:
-        image = _match_images(data, gt, src, warnings)
+        image = match_image_entries(data, gt, src, warnings)
         if (image == LEFT_OUT).any():  # predictions on files outside the ground truth (warned)
             data = [d for d, i in zip(data, image) if i != LEFT_OUT]
             image = image[image != LEFT_OUT]
@@ -318,6 +318,20 @@ def _warn(warnings, msg):
     warnings.append(msg)
 
 
+def _warn_ids_differ(warnings, src, data, entries, out, id_key, id_index, name_key, gt_ids, what):
+    """Warn once when ``entries`` (matched by ``name_key`` to the ground-truth index ``out[j]``) also
+    carry an ``id_key`` that the ground truth gives to another image or class."""
+    differ = [j for j in entries if id_key in data[j] and id_index.get(data[j][id_key]) != out[j]]
+    if differ:
+        j = differ[0]
+        right = gt_ids[out[j]]
+        right = right.item() if hasattr(right, "item") else right
+        _warn(warnings, f"{src}: {len(differ)} {what}(s) have a {id_key} that is not the ground truth's id "
+                        f"of their {name_key} (first: entry {j}, {id_key} {data[j][id_key]!r}, "
+                        f"{data[j][name_key]!r} is {id_key.replace('_', ' ')} {right!r}); "
+                        f"matched by {name_key}")
+
+
 #: :func:`match_image_entries`' index of an entry whose file is not in the ground truth.
 LEFT_OUT = -2
 
@@ -345,31 +359,21 @@ def match_image_entries(data, gt, src, warnings, what="prediction"):
         unknown = [name for name, i in cache.items() if i is None]
         if len(unknown) == len(cache):
             raise EvaluationInputError(
-                f"{src}: no file_name matches an image of the ground truth {gt.source} (first: {unknown[0]!r}; "
+                f"{src}: no file_name matches an image of the ground truth {gt.source} "
+                f"(first: {unknown[0]!r}; "
                 f"compared by trailing path components with its file_name entries, e.g. "
                 f"{gt.images[0].get('file_name')!r}); are these predictions for another image set?")
         if unknown:
             n_left = int((out == LEFT_OUT).sum())
             _warn(warnings, f"{src}: {n_left} {what}(s) on {len(unknown)} file(s) that are not in the ground "
                             f"truth were left out (first: {unknown[0]!r})")
-        by_name = [j for j in by_name if out[j] >= 0]
-        differ = [j for j in by_name if "image_id" in data[j]
-                  and gt.image_index.get(data[j]["image_id"]) != out[j]]
-        if differ:
-            j = differ[0]
-            _warn(warnings, f"{src}: {len(differ)} {what}(s) have an image_id that is not the ground truth's "
-                            f"id of their file_name (first: entry {j}, image_id {data[j]['image_id']!r}, "
-                            f"{data[j]['file_name']!r} is image id {gt.image_ids[out[j]]!r}); matched by "
-                            "file_name")
+        _warn_ids_differ(warnings, src, data, [j for j in by_name if out[j] >= 0], out, "image_id",
+                         gt.image_index, "file_name", gt.image_ids, what)
     rest = [j for j in range(len(data)) if out[j] == -1]
     if rest:
         out[rest] = _lookup([data[j]["image_id"] for j in rest], gt.image_index, src, "image id", gt.source,
                             entries=rest)
     return out
-
-
-def _match_images(data, gt, src, warnings):
-    return match_image_entries(data, gt, src, warnings)
 
 
 def _match_classes(data, gt, src, warnings):
@@ -381,14 +385,8 @@ def _match_classes(data, gt, src, warnings):
         out[by_name] = _lookup([data[j]["category_name"] for j in by_name], name_index, src,
                                "category name", gt.source, entries=by_name,
                                known=", ".join(map(repr, gt.class_names)))
-        differ = [j for j in by_name if "category_id" in data[j]
-                  and gt.class_index.get(data[j]["category_id"]) != out[j]]
-        if differ:
-            j = differ[0]
-            _warn(warnings, f"{src}: {len(differ)} detection(s) have a category_id that is not the ground "
-                            f"truth's id of their category_name (first: entry {j}, category_id "
-                            f"{data[j]['category_id']!r}, {data[j]['category_name']!r} is category id "
-                            f"{int(gt.cat_ids[out[j]])}); matched by category_name")
+        _warn_ids_differ(warnings, src, data, by_name, out, "category_id", gt.class_index, "category_name",
+                         gt.cat_ids, "detection")
     rest = [j for j in range(len(data)) if out[j] == -1]
     if rest:
         out[rest] = _lookup([data[j]["category_id"] for j in rest], gt.class_index, src, "category id",
@@ -454,7 +452,8 @@ def load_image_scores(scores, gt):
     if isinstance(data, list):
         bad = [j for j, d in enumerate(data) if not isinstance(d, dict) or "global_scores" not in d]
         if bad:
-            raise EvaluationInputError(f"{src}: entry {bad[0]} ({data[bad[0]]!r:.200}) has no 'global_scores'")
+            raise EvaluationInputError(
+                f"{src}: entry {bad[0]} ({data[bad[0]]!r:.200}) has no 'global_scores'")
         rows = match_image_entries(data, gt, src, [], what="image score")
         items = [(i, d["global_scores"], d.get("file_name", d.get("image_id")))
                  for i, d in zip(rows, data) if i != LEFT_OUT]

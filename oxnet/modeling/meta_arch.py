@@ -35,8 +35,6 @@ def current_iteration():
         return 0
 
 
-_iteration = current_iteration
-
 
 def _group_norm(channels):
     return nn.GroupNorm(min(32, channels), channels)
@@ -245,16 +243,18 @@ class OXNet(RetinaNet):
         extra = {}
         if global_out is not None:
             extra.update(self._weak_losses(batched_inputs, levels, global_out, zero))
+        # (B, R, K): every anchor of every level, concatenated once for the losses that need it
+        all_logits = cat(pred_logits, dim=1) if self.weak_negatives or self.unsup_loss is not None else None
         if self.weak_negatives:
-            extra["loss_weak_negative"] = self._weak_negative_loss(batched_inputs, levels, pred_logits, zero)
+            extra["loss_weak_negative"] = self._weak_negative_loss(batched_inputs, levels, all_logits, zero)
         if self.unsup_loss is not None:
-            extra.update(self._unsupervised_losses(batched_inputs, levels, pred_logits, pred_deltas,
+            extra.update(self._unsupervised_losses(batched_inputs, levels, all_logits, pred_deltas,
                                                    lambda: cat([a.tensor for a in anchors()]), zero))
         scale = self._rampup_scale()
         losses.update({k: v * scale for k, v in extra.items()})
         return losses
 
-    def _weak_negative_loss(self, batched_inputs, levels, pred_logits, zero):
+    def _weak_negative_loss(self, batched_inputs, levels, all_logits, zero):
         """RetinaNet's focal loss with target 0 on every anchor of each class a weak image is labelled
         without (:func:`oxnet.modeling.losses.weak_negative_focal_loss`), divided by RetinaNet's
         running loss normalizer: an all-negative weak image weighs as a box-free full image."""
@@ -263,7 +263,7 @@ class OXNet(RetinaNet):
             return zero + 0.0
         sel = torch.as_tensor(idx, device=self.device)
         labels = torch.stack([batched_inputs[i]["image_labels"] for i in idx]).to(self.device)
-        loss = weak_negative_focal_loss(cat(pred_logits, dim=1)[sel], labels, self.focal_loss_alpha,
+        loss = weak_negative_focal_loss(all_logits[sel], labels, self.focal_loss_alpha,
                                         self.focal_loss_gamma)
         return zero + loss / self.loss_normalizer
 
@@ -296,26 +296,17 @@ class OXNet(RetinaNet):
             out["loss_gpa_inter"] = out["loss_gpa_inter"] + self.gpa_inter_weight * inter
         return out
 
-    def _unsupervised_losses(self, batched_inputs, levels, pred_logits, pred_deltas, anchors, zero):
+    def _unsupervised_losses(self, batched_inputs, levels, all_logits, pred_deltas, anchors, zero):
         """The method's loss on weak and unlabeled images (:mod:`oxnet.modeling.unsup`: the soft focal
         loss of Eq. 8 or a baseline's). Weak images count as unlabeled for a method without a global
         head."""
         idx = [i for i, s in enumerate(levels) if s in SOFT_TARGET_LEVELS]
         if not idx:
-            return {k: zero + 0.0 for k in self.unsup_loss_names()}
+            return {k: zero + 0.0 for k in self.unsup_loss.loss_names}
         sel = torch.as_tensor(idx, device=self.device)
-        out = self.unsup_loss(self, [batched_inputs[i] for i in idx], cat(pred_logits, dim=1)[sel],
+        out = self.unsup_loss(self, [batched_inputs[i] for i in idx], all_logits[sel],
                               cat(pred_deltas, dim=1)[sel], anchors)
         return {k: zero + v for k, v in out.items()}
-
-    def unsup_loss_names(self):
-        """The names of the losses :attr:`unsup_loss` returns (logged as zero when a batch has no
-        weak or unlabeled image, so every iteration logs the same terms)."""
-        names = {"sfl": ("loss_sfl",), "pi": ("loss_pi",), "mean_teacher": ("loss_mt",),
-                 "mmt_psm": ("loss_mmt",), "focalmix": ("loss_focalmix",)}.get(self.unsup, (f"loss_{self.unsup}",))
-        if self.unsup == "sfl" and getattr(self.unsup_loss, "mode", "dense") == "filtered":
-            names = names + ("loss_sfl_box",)
-        return names
 
     def dense_logits(self, inputs, image_key):
         """Student logits (B, R, K) over all anchors for ``inputs[image_key]``, with gradients."""
@@ -323,13 +314,11 @@ class OXNet(RetinaNet):
         self._bottom_up_features = None
         return cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1)
 
-    _dense_logits = dense_logits
-
     def _rampup_scale(self):
         """Weight of the losses beyond RetinaNet's on boxed images at the current iteration t:
         0 during the burn-in (t < B), then Laine & Aila's ramp-up ``exp(-5 (1 - (t - B) / T)^2)``
         over T = ``OXNET.RAMPUP.ITERS`` iterations, then 1."""
-        t = _iteration() - self.burn_in
+        t = current_iteration() - self.burn_in
         if t < 0:
             return 0.0
         if self.rampup <= 0:
@@ -341,7 +330,7 @@ class OXNet(RetinaNet):
     @torch.no_grad()
     def dense_probs(self, batched_inputs, image_key="image"):
         """Dense class probabilities (B, R, K) over all anchors of all levels (the teacher's targets)."""
-        return self._dense_logits(batched_inputs, image_key).sigmoid()
+        return self.dense_logits(batched_inputs, image_key).sigmoid()
 
     @property
     def needs_teacher_boxes(self):

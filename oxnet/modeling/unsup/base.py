@@ -11,8 +11,9 @@ class UnsupLoss:
     """A loss on the weak and unlabeled images of a batch.
 
     Subclasses set ``name`` (the ``unsup`` component of :data:`oxnet.config.METHODS`, the registry key
-    being the class name), ``needs`` (keys every such input must carry: ``teacher_probs`` from the
-    mean teacher, ``image_weak`` from the dataset mapper, ...) and implement :meth:`forward`.
+    being the class name), ``loss_names`` (what :meth:`forward` returns), ``needs`` (keys every such
+    input must carry: ``teacher_probs`` from the mean teacher, ``image_weak`` from the dataset
+    mapper, ...) and implement :meth:`forward`.
 
     The usual normalization (:meth:`normalize`): a loss summed over every anchor and class of each
     image, divided by the number of images times the running mean of positive anchors per box-labeled
@@ -21,6 +22,8 @@ class UnsupLoss:
 
     name = ""
     needs = ()
+    #: The loss names :meth:`forward` returns (logged as zero when a batch has no such image).
+    loss_names = ()
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -76,5 +79,6 @@ def teacher_targets(inputs, student_logits, device):
     targets = torch.stack([x["teacher_probs"] for x in inputs]).to(device)
     if targets.shape != student_logits.shape:
         raise ValueError(f"teacher_probs of shape {tuple(targets.shape[1:])} do not match the student's "
-                         f"anchors {tuple(student_logits.shape[1:])}: the two views must share their geometry")
+                         f"anchors {tuple(student_logits.shape[1:])}: the two views must share their "
+                         "geometry")
     return targets

@@ -14,6 +14,7 @@ from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, teacher_targets
 class FocalMixLoss(UnsupLoss):
     name = "focalmix"
     needs = ("teacher_probs",)
+    loss_names = ("loss_focalmix",)
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
         from oxnet.modeling.meta_arch import current_iteration

@@ -10,6 +10,7 @@ from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, teacher_targets
 class MeanTeacherLoss(UnsupLoss):
     name = "mean_teacher"
     needs = ("teacher_probs",)
+    loss_names = ("loss_mt",)
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
         targets = teacher_targets(inputs, student_logits, student_logits.device)

@@ -12,6 +12,7 @@ from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, teacher_targets
 class MMTPSMLoss(UnsupLoss):
     name = "mmt_psm"
     needs = ("teacher_probs", "teacher_std")
+    loss_names = ("loss_mmt",)
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
         targets = teacher_targets(inputs, student_logits, student_logits.device)

@@ -10,6 +10,7 @@ from .base import UNSUP_LOSS_REGISTRY, UnsupLoss
 class PiModelLoss(UnsupLoss):
     name = "pi"
     needs = ("image_weak",)  # the mapper's second strong draw
+    loss_names = ("loss_pi",)
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
         other = model.dense_logits(inputs, "image_weak")

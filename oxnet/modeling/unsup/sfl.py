@@ -13,7 +13,6 @@ number of positive anchors and averaged over the images. Unlabeled images have n
 with: ``OXNET.SFL.UNLABELED`` "dense" gives them the dense form, "skip" leaves them out.
 """
 import torch
-from detectron2.layers import cat
 from detectron2.structures import Boxes, pairwise_iou
 from fvcore.nn import giou_loss, smooth_l1_loss
 
@@ -72,7 +71,7 @@ def filtered_sfl_image(student_logits, student_deltas, teacher_probs, boxes, anc
 @UNSUP_LOSS_REGISTRY.register()
 class SoftFocalLoss(UnsupLoss):
     name = "sfl"
-    needs = ("teacher_probs",)
+    needs = ("teacher_probs",)  # on every image; filtered mode also needs the weak images' teacher boxes
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -83,7 +82,7 @@ class SoftFocalLoss(UnsupLoss):
             raise ValueError(f"OXNET.SFL.UNLABELED must be one of {SFL_UNLABELED}, got {s.UNLABELED!r}")
         self.mode, self.unlabeled = s.MODE, s.UNLABELED
         self.alpha, self.eps, self.gamma, self.weight = s.ALPHA, s.EPS, s.GAMMA, s.WEIGHT
-        self.needs = ("teacher_probs",) + (("teacher_boxes", "teacher_classes") if self.mode == "filtered" else ())
+        self.loss_names = ("loss_sfl",) + (("loss_sfl_box",) if self.mode == "filtered" else ())
 
     def check_inputs(self, inputs):
         if self.mode == "filtered":  # boxes are needed for the images that have labels
@@ -92,10 +91,7 @@ class SoftFocalLoss(UnsupLoss):
                 missing = [x.get("file_name", i) for i, x in enumerate(labelled) if key not in x]
                 if missing:
                     raise ValueError(f"filtered SFL needs {key!r} from the mean teacher for {missing[:3]}")
-        for key in ("teacher_probs",):
-            missing = [x.get("file_name", i) for i, x in enumerate(inputs) if key not in x]
-            if missing:
-                raise ValueError(f"the sfl loss needs {key!r} (from the mean teacher) for {missing[:3]}")
+        super().check_inputs(inputs)
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
         targets = teacher_targets(inputs, student_logits, student_logits.device)
