@@ -98,10 +98,11 @@ def table2_rows(spec, n_train):
     return [Row(m, *(int(c) for c in s)) for m, s in zip(methods, settings)]
 
 
-def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
+def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir, image_test_name=None):
     """The config of one run: the row's config file, then the spec's ``opts``, then the run's data
     (and its classes), seed and schedule (steps at 75% and 90%, warm-up over the first 10%, at
-    most 50 iterations)."""
+    most 50 iterations). With the spec's ``eval_period`` the test set (and the image-level test set
+    ``image_test_name``, when there is one) is also evaluated during training."""
     from detectron2.config import get_cfg
     from detectron2.data import MetadataCatalog
 
@@ -125,7 +126,8 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir):
     # the test set is evaluated after training by train_and_evaluate; with the spec's eval_period also
     # during training (a learning curve in the run's metrics.json)
     period = _count(spec.get("eval_period", 0), iters)
-    cfg.DATASETS.TEST = (test_name,) if period > 0 else ()
+    tests = (test_name,) + ((image_test_name,) if image_test_name else ())
+    cfg.DATASETS.TEST = tests if period > 0 else ()
     cfg.TEST.EVAL_PERIOD = period
     cfg.OXNET.SOLVER.PLATEAU_PATIENCE = 0  # needs periodic validation; the fixed steps replace it
     cfg.OUTPUT_DIR = output_dir
@@ -192,21 +194,39 @@ def train_and_evaluate(cfg, test_name, keep_weights=False, image_test_name=None)
     return out
 
 
-def learning_curve(folder, max_iter):
-    """{iterations done: mAP} of the evaluations during training, from detectron2's log
-    ``metrics.json`` (its EvalHook logs an evaluation at the 0-based iteration that ends with it,
-    and the last one, after training, at ``max_iter``)."""
+CURVE_KEYS = {"mAP": "bbox/mAP", "fp_per_normal@70": "normals/fp@0.7",
+              "image_auroc_box": "auroc/local", "image_auroc_global": "auroc/global"}
+
+
+def learning_curve(folder, max_iter, test_name=None, image_test_name=None):
+    """{iterations done: {"mAP", "fp_per_normal@70", "image_auroc_box", "image_auroc_global"}} of the
+    evaluations during training, from detectron2's log ``metrics.json`` (its EvalHook logs an
+    evaluation at the 0-based iteration that ends with it, and the last one, after training, at
+    ``max_iter``). mAP and false alarms per normal image come from the test set, the image AUROCs
+    from the image-level test set when there is one (else from the test set); with two test sets
+    detectron2 prefixes each key with its dataset name. Values that were not logged are left out."""
     path = os.path.join(folder, "metrics.json")
     curve = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by an interruption
-                    continue
-                if "bbox/mAP" in rec:
-                    curve[min(int(rec["iteration"]) + 1, max_iter)] = round(float(rec["bbox/mAP"]), 3)
+    if not os.path.exists(path):
+        return curve
+    sources = {"mAP": test_name, "fp_per_normal@70": test_name,
+               "image_auroc_box": image_test_name or test_name,
+               "image_auroc_global": image_test_name or test_name}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by an interruption
+                continue
+            point = {}
+            for name, key in CURVE_KEYS.items():
+                for k in ((f"{sources[name]}/{key}",) if sources[name] else ()) + (key,):
+                    v = rec.get(k)
+                    if isinstance(v, (int, float)) and v == v:  # NaN: not defined at that point
+                        point[name] = round(float(v), 3)
+                        break
+            if "mAP" in point:
+                curve[min(int(rec["iteration"]) + 1, max_iter)] = point
     return curve
 
 
@@ -326,11 +346,13 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     cfgs = {}
     for row in shown:
         for s in range(seeds):
-            cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, "")
+            cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, "",
+                            image_test_name)
             if warm:
                 if (row.full, s) not in inits:  # rows with the same boxes share their warm start
                     init_row = Row("retinanet", row.full, 0, 0)
-                    init_cfg = build_cfg(spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "")
+                    init_cfg = build_cfg(spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "",
+                                         image_test_name)
                     init_fp = config_fingerprint(init_cfg)
                     init_cfg.defrost()
                     init_cfg.OUTPUT_DIR = run_dir(out_dir, "init", init_row, s, warm, init_fp)
@@ -363,7 +385,7 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
                   "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
                   "seconds": seconds, "device": device_name(cfg.MODEL.DEVICE), "metrics": metrics}
         record.update({m: out[m] for m in ("normals", "image_auroc") if out.get(m) is not None})
-        curve = learning_curve(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER)
+        curve = learning_curve(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, test_name, image_test_name)
         if curve:
             record["curve"] = curve
         path = os.path.join(out_dir, "results.json")

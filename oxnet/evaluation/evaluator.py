@@ -144,7 +144,9 @@ def _pct(v):
 
 
 def to_detectron2_results(metrics):
-    """{"bbox": {...}, "froc": {...}, "auroc": {...}} in percent (NaN: n/a), as detectron2 prints and logs."""
+    """{"bbox": {...}, "froc": {...}, "auroc": {...}} in percent (NaN: n/a), as detectron2 prints and logs;
+    with normal images in the test set also {"normals": {"fp@0.7": ...}}: false alarms per normal image
+    at each lesion sensitivity (:mod:`oxnet.evaluation.normals`)."""
     bbox = OrderedDict((k, _pct(metrics[k])) for k in AP_KEYS)
     for name, row in metrics["per_class"].items():
         bbox[f"AP-{name}"] = _pct(row["mAP"])
@@ -158,4 +160,10 @@ def to_detectron2_results(metrics):
     for name, row in metrics["per_class"].items():
         auroc[f"global-{name}"] = _pct(row["auroc_global"])
         auroc[f"local-{name}"] = _pct(row["auroc_local"])
-    return OrderedDict(bbox=bbox, froc=froc, auroc=auroc)
+    out = OrderedDict(bbox=bbox, froc=froc, auroc=auroc)
+    normals = metrics.get("normals")
+    if normals and normals["n_normal_images"]:  # false alarms per normal image (not percent)
+        out["normals"] = OrderedDict(
+            (f"fp@{s}", float("nan") if v is None else float(v))
+            for s, v in normals["fp_per_normal_image_at_sensitivity"].items())
+    return out

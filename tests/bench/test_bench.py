@@ -205,7 +205,7 @@ def test_eval_period_records_a_learning_curve(tmp_path):
     run_table("table1", spec, out, iters=2, rows=["retinanet"], progress=False)
     (record,) = json.load(open(os.path.join(out, "results.json"))).values()
     assert sorted(record["curve"]) == ["1", "2"]  # evaluated after iterations 1 and 2
-    assert record["curve"]["2"] == pytest.approx(record["metrics"]["mAP"], abs=1e-3)
+    assert record["curve"]["2"]["mAP"] == pytest.approx(record["metrics"]["mAP"], abs=1e-3)
 
 
 def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkeypatch):

@@ -135,6 +135,24 @@ def test_omni_table_runs_end_to_end_with_false_alarms_and_image_auroc(tmp_path):
     assert "pending" not in oxnet_row and oxnet_row.count("|") == header.count("|")
 
 
+def test_omni_learning_curve_follows_map_false_alarms_and_both_image_aurocs(tmp_path):
+    spec_path = _toy_omni_spec(tmp_path)
+    out = str(tmp_path / "bench")
+    assert main(["table1", "--data", spec_path, "--out", out, "--rows", "oxnet", "--iters", "2",
+                 "--eval-period", "1", "--no-progress"]) == 0
+    (r,) = json.load(open(os.path.join(out, "results.json"))).values()
+    assert sorted(r["curve"]) == ["1", "2"]
+    last = r["curve"]["2"]  # the evaluation at the end of training is the one results.json keeps
+    assert last["mAP"] == pytest.approx(r["metrics"]["mAP"], abs=1e-3)
+    assert last["image_auroc_box"] == pytest.approx(r["image_auroc"]["box"], abs=1e-3)
+    assert last["image_auroc_global"] == pytest.approx(r["image_auroc"]["global"], abs=1e-3)
+    fp = r["normals"]["fp_per_normal_image_at_sensitivity"]["0.7"]
+    if fp is None:  # the sensitivity is not reached: nothing to log at that point
+        assert "fp_per_normal@70" not in last
+    else:
+        assert last["fp_per_normal@70"] == pytest.approx(fp, abs=1e-3)
+
+
 def test_extra_rows_are_selectable_and_listed(tmp_path, monkeypatch):
     from oxnet.bench import runner
 
