@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Per-seed comparison of Table 1 rows from an ``oxnet.bench`` results.json.
 
-    python benchmarks/compare_rows.py OUT/results.json [--reference retinanet] [--warm 250]
+    python benchmarks/compare_rows.py OUT/results.json [--reference retinanet] [--warm 250] [--curves]
 
 For each row: mAP mean ± sample std over seeds, mAP per seed, the difference to the reference row
 trained from the same seed (and the same warm start), and where recorded the false alarms per
 normal image at 70 % lesion sensitivity and the image-level AUROC (top box score, global head).
-Prints a markdown table; reads results.json only, trains nothing.
+With ``--curves`` (runs trained with ``--eval-period``): the learning curves instead, one table per
+quantity (mAP, false alarms per normal image at 70 %, image AUROC from the box score and the global
+head), a row per method and a column per evaluation, each cell the mean over the seeds that reached it.
+Prints markdown; reads results.json only, trains nothing.
 """
 import argparse
 import json
@@ -59,16 +62,43 @@ def compare(results, reference="retinanet", warm=None, iters=None):
     return "\n".join(lines)
 
 
+CURVE_QUANTITIES = (("mAP", "mAP", 1), ("fp_per_normal@70", "false alarms per normal image @70%", 2),
+                    ("image_auroc_box", "image AUROC (box)", 1), ("image_auroc_global", "image AUROC (global)", 1))
+
+
+def curves(results, warm=None, iters=None):
+    """Markdown tables of the mean learning curve of each row, one per quantity of CURVE_QUANTITIES."""
+    rows = rows_by_method(results, warm=warm, iters=iters)
+    points = sorted({int(i) for by_seed in rows.values() for r in by_seed.values() for i in r.get("curve", {})})
+    if not points:
+        return "no learning curve in these runs (train with --eval-period)"
+    out = []
+    for key, title, digits in CURVE_QUANTITIES:
+        lines = [f"{title}, mean over seeds, by iteration:", "",
+                 "| row | " + " | ".join(str(p) for p in points) + " |", "|---" * (len(points) + 1) + "|"]
+        for method, by_seed in rows.items():
+            cells = []
+            for p in points:
+                vals = [r["curve"][str(p)][key] for r in by_seed.values()
+                        if key in r.get("curve", {}).get(str(p), {})]
+                cells.append(f"{statistics.mean(vals):.{digits}f}" if vals else "n/a")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", help="results.json of python -m oxnet.bench")
     p.add_argument("--reference", default="retinanet", help="row the per-seed differences are taken to")
     p.add_argument("--warm", type=int, default=None, help="warm-start iterations of the runs (default: none)")
     p.add_argument("--iters", type=int, default=None, help="only runs of this many iterations")
+    p.add_argument("--curves", action="store_true", help="print the mean learning curves instead")
     args = p.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
         results = json.load(f)
-    print(compare(results, args.reference, args.warm, args.iters))
+    print(curves(results, args.warm, args.iters) if args.curves
+          else compare(results, args.reference, args.warm, args.iters))
     return 0
 
 

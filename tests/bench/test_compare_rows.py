@@ -1,0 +1,43 @@
+"""benchmarks/compare_rows.py: per-seed differences and mean learning curves from a results.json."""
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("compare_rows", os.path.join(ROOT, "benchmarks", "compare_rows.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(method, seed, m, curve=None):
+    rec = {"table": "table1", "method": method, "seed": seed, "warm": 250, "iters": 250, "metrics": {"mAP": m},
+           "normals": {"fp_per_normal_image_at_sensitivity": {"0.7": 2.0 + seed}}}
+    if curve:
+        rec["curve"] = curve
+    return rec
+
+
+def test_per_seed_differences_are_taken_to_the_same_seed():
+    results = {"a": _run("retinanet", 0, 10.0), "b": _run("retinanet", 1, 12.0),
+               "c": _run("daa", 0, 11.0), "d": _run("daa", 1, 11.5)}
+    text = _module().compare(results, warm=250)
+    daa = next(line for line in text.splitlines() if line.startswith("| daa"))
+    assert "+1.0, -0.5" in daa and "11.2 ± 0.4" in daa and "2.50 ± 0.71" in daa
+
+
+def test_curves_average_each_point_over_the_seeds_that_reached_it():
+    c0 = {"50": {"mAP": 4.0, "fp_per_normal@70": 3.0}, "100": {"mAP": 6.0, "image_auroc_box": 55.0}}
+    c1 = {"50": {"mAP": 2.0, "fp_per_normal@70": 5.0}}
+    results = {"a": _run("oxnet", 0, 6.0, c0), "b": _run("oxnet", 1, 2.0, c1), "c": _run("retinanet", 0, 1.0)}
+    text = _module().curves(results, warm=250)
+    assert "| row | 50 | 100 |" in text
+    lines = [line for line in text.splitlines() if line.startswith("| oxnet")]
+    assert lines[0] == "| oxnet | 3.0 | 6.0 |"  # mAP: (4 + 2) / 2 at 50, seed 0 alone at 100
+    assert lines[1] == "| oxnet | 4.00 | n/a |"  # false alarms per normal image
+    assert lines[2] == "| oxnet | n/a | 55.0 |"  # image AUROC from the box score
+    assert all(line.endswith("| n/a | n/a |") for line in text.splitlines() if line.startswith("| retinanet"))
+    assert text.count("by iteration:") == 4
+    assert _module().curves({"a": _run("oxnet", 0, 1.0)}, warm=250).startswith("no learning curve")
