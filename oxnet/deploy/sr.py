@@ -14,9 +14,8 @@ One report per source image. Every detected box is a TID 1410 planar ROI measure
 * algorithm identification: the model's name, version and parameters (config SHA-1, format).
 
 The observer is a device (the algorithm). An image without detections still gets a report: one
-TID 1501 group referencing the image with the qualitative evaluation Finding = DCM 111286 "No
-abnormality" (nothing above the model's operating threshold), so that "looked at, nothing found" is
-distinguishable from "not processed".
+TID 1501 group referencing the image whose finding is DCM 111286 "No abnormality" (nothing above
+the model's score threshold), so that "looked at, nothing found" differs from "not processed".
 
 Of the source image only its identifiers are copied: patient name, ID, birth date and sex, study
 instance UID, study ID, date and time, accession number, referring physician name (missing ones are
@@ -161,6 +160,15 @@ def _oxnet_version():
     return oxnet.__version__
 
 
+def _is_multiframe(ds):
+    """Whether the image's IOD is a multi-frame one (its frames are then referenced by number)."""
+    try:
+        from highdicom._standard_utils import is_multiframe_image
+    except ImportError:  # a highdicom without it: judge by the frame count
+        return int(ds.get("NumberOfFrames", 1) or 1) > 1
+    return is_multiframe_image(ds)
+
+
 def _uid(*parts):
     from pydicom.uid import generate_uid
 
@@ -189,7 +197,7 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
         AlgorithmIdentification, Comprehensive3DSR, DeviceObserverIdentifyingAttributes, FindingSite,
         GraphicTypeValues, ImageRegion, Measurement, MeasurementReport, MeasurementsAndQualitativeEvaluations,
         ObservationContext, ObserverContext, PlanarROIMeasurementsAndQualitativeEvaluations,
-        QualitativeEvaluation, SourceImageForMeasurementGroup, SourceImageForRegion, TrackingIdentifier)
+        SourceImageForMeasurementGroup, SourceImageForRegion, TrackingIdentifier)
     from pydicom.sr.codedict import codes
 
     ref = _reference_copy(source)
@@ -202,8 +210,7 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
                                f"{cols}x{rows} (boxes must be in the source's pixel grid)")
     width = float(cols if cols is not None else width)
     height = float(rows if rows is not None else height)
-    frames = int(ref.get("NumberOfFrames", 1) or 1) if "NumberOfFrames" in ref else None
-    frame_numbers = [int(frame)] if frames is not None else None
+    frame_numbers = [int(frame)] if _is_multiframe(ref) else None
 
     name, version, params = _model_identity(model_info)
     algorithm = AlgorithmIdentification(name=name, version=version, parameters=params or None)
@@ -228,20 +235,20 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
         if cls in FINDING_SITES:
             sites = [FindingSite(anatomic_location=_concept(FINDING_SITES[cls]))]
         groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=_uid("oxnet-finding", sop_uid, model_key, i),
-                                                   identifier=f"finding {i + 1}: {det['category_name']}"[:64]),
+            tracking_identifier=TrackingIdentifier(
+                uid=_uid("oxnet-finding", sop_uid, model_key, i),
+                identifier=f"finding {i + 1}: {det['category_name']}"[:64]),
             referenced_region=region,
             finding_type=_concept(finding_code(det["category_name"])),
             algorithm_id=algorithm,
             finding_sites=sites,
-            measurements=[Measurement(name=_concept(_CERTAINTY), value=score, unit=_concept(_UNIT),
-                                      algorithm_id=algorithm)]))
+            measurements=[Measurement(name=_concept(_CERTAINTY), value=score, unit=_concept(_UNIT))]))
     if not groups:
         groups.append(MeasurementsAndQualitativeEvaluations(
             tracking_identifier=TrackingIdentifier(uid=_uid("oxnet-none", sop_uid, model_key),
                                                    identifier="no findings"),
+            finding_type=codes.DCM.NoAbnormality,
             algorithm_id=algorithm,
-            qualitative_evaluations=[QualitativeEvaluation(name=codes.DCM.Finding, value=codes.DCM.NoAbnormality)],
             source_images=[SourceImageForMeasurementGroup.from_source_image(
                 ref, referenced_frame_numbers=frame_numbers)]))
 
@@ -286,6 +293,16 @@ def referenced_instances(ds):
     return uids
 
 
+def _frames(item):
+    """ReferencedFrameNumber as a list of ints (pydicom gives one value or a MultiValue)."""
+    value = item.get("ReferencedFrameNumber")
+    if value is None or value == "":
+        return []
+    from pydicom.multival import MultiValue
+
+    return [int(f) for f in (value if isinstance(value, (MultiValue, list, tuple)) else [value])]
+
+
 def read_findings(ds):
     """The findings of a report :func:`build_sr` wrote, as dicts: ``code`` (value, scheme, meaning),
     ``bbox`` [x, y, w, h], ``score``, ``referenced_sop_instance_uid``, ``referenced_frames``; an
@@ -309,7 +326,6 @@ def read_findings(ds):
             "polyline": pts.tolist(),
             "score": float(certainty[0].value) if certainty else None,
             "referenced_sop_instance_uid": str(ref_item.ReferencedSOPInstanceUID),
-            "referenced_frames": [int(f) for f in ref_item.get("ReferencedFrameNumber", []) or []]
-            if "ReferencedFrameNumber" in ref_item else [],
+            "referenced_frames": _frames(ref_item),
         })
     return out
