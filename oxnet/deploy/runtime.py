@@ -390,15 +390,23 @@ class _TorchScriptRunner(_GraphRunner):
 class _EagerRunner:
     """The detectron2 model through :class:`oxnet.engine.predictor.OXnetPredictor`."""
 
-    def __init__(self, weights, info, threads=None):
+    def __init__(self, weights, info, threads=None, cfg=None):
         import torch
 
+        from oxnet.config import resolve_device
         from oxnet.engine.predictor import OXnetPredictor
 
         if threads:
             torch.set_num_threads(threads)
         self.info = info
-        self.predictor = OXnetPredictor.from_weights(weights)
+        if cfg is None:
+            self.predictor = OXnetPredictor.from_weights(weights)
+        else:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.WEIGHTS = os.fspath(weights)
+            resolve_device(cfg)
+            self.predictor = OXnetPredictor(cfg)
 
     def __call__(self, images):
         arrays = []
