@@ -13,7 +13,7 @@ from oxnet.deploy.runtime import apply_thresholds, load_model, to_records
 from oxnet.engine.model_files import load_model_config
 from oxnet.engine.predictor import OXnetPredictor
 from oxnet.engine.predictor import to_records as predictor_records
-from oxnet.utils.testing import tiny_cfg
+from oxnet.utils.testing import REPO_ROOT, tiny_cfg
 
 METHODS = ("oxnet", "retinanet")  # with the DAA global head, and plain RetinaNet
 FORMATS = ("torchscript", "onnx")
@@ -139,3 +139,35 @@ def test_thresholds_and_errors(models, images, tmp_path):
         load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no model.ts"):
         load_model(folder, "torchscript")
+
+
+def _export_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_model", f"{REPO_ROOT}/tools/export_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_command_lines(models, images, tmp_path, capsys):
+    """tools/export_model.py checks the export on images; python -m oxnet.deploy.runtime writes the
+    eager model's COCO results; weights that do not fit the config are refused."""
+    from oxnet.deploy.runtime import main as run_main
+
+    tool = _export_tool()
+    folder, _ = models["retinanet"]
+    out = tmp_path / "ts"
+    tool.main(["--weights", str(folder / "model_final.pth"), "--format", "torchscript", "--out", str(out),
+               "--check-image", *map(str, images)])
+    assert "same results as the eager model on 2 image(s)" in capsys.readouterr().out
+    run_main([str(out), "--input", str(images[0]), "--output", str(tmp_path / "pred")])
+    got = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    expected = to_records(load_model(folder).predict(read_raw(images[0])), str(images[0]), 0)
+    assert len(got) == len(expected) > 0
+    assert [(g["file_name"], g["category_id"]) for g in got] == [(e["file_name"], e["category_id"]) for e in expected]
+    np.testing.assert_allclose([g["bbox"] for g in got], [e["bbox"] for e in expected], atol=1e-3)
+    oxnet_weights = models["oxnet"][0] / "model_final.pth"
+    with pytest.raises(SystemExit, match=r"error \(weights\).*do not fit"):
+        tool.main(["--weights", str(oxnet_weights), "--config-file", str(folder / "config.yaml"),
+                   "--format", "onnx", "--out", str(tmp_path / "bad")])
