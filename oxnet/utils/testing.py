@@ -107,3 +107,31 @@ def train_toy_and_save(json_file, image_root, out_dir, max_iter=3, method="oxnet
     if trainer.teacher_hook is not None:
         state["teacher"] = trainer.teacher_hook.teacher.state_dict()
     torch.save(state, os.path.join(out_dir, f"rank{comm.get_rank()}.pth"))
+
+
+def tiny_model_folder(work_dir, method="oxnet", class_names=("class0", "class1", "class2"), max_iter=3,
+                      score_shift=0.0):
+    """A trained tiny model saved as an eager model folder (``model_final.pth`` + ``config.yaml``, as
+    training writes it) in ``work_dir/model``, after ``max_iter`` iterations on a toy dataset in
+    ``work_dir/data``; returns the folder. ``score_shift`` is added to the classification bias so
+    that the scores of a barely trained model spread over (0, 1) instead of sitting near the prior."""
+    if len(class_names) != 3:
+        raise ValueError(f"the tiny model has three classes, got {list(class_names)}")
+    data = os.path.join(work_dir, "data")
+    json_file = write_toy_dataset(data, num_classes=len(class_names))
+    run = os.path.join(work_dir, "train")
+    train_toy_and_save(json_file, os.path.join(data, "images"), run, max_iter=max_iter, method=method)
+    state = torch.load(os.path.join(run, "rank0.pth"), map_location="cpu", weights_only=True)["model"]
+    if score_shift:
+        state["head.cls_score.bias"] = state["head.cls_score.bias"] + score_shift
+    cfg = tiny_cfg(method, num_classes=len(class_names))
+    cfg.OXNET.CLASS_NAMES = tuple(class_names)
+    cfg.OXNET.CATEGORY_IDS = tuple(range(1, len(class_names) + 1))
+    cfg.DATASETS.TRAIN = ("toy_train",)
+    cfg.OXNET.DATASETS = (("toy_train", json_file, os.path.join(data, "images")),)
+    folder = os.path.join(work_dir, "model")
+    os.makedirs(folder, exist_ok=True)
+    torch.save({"model": state, "iteration": max_iter}, os.path.join(folder, "model_final.pth"))
+    with open(os.path.join(folder, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    return folder

@@ -1,0 +1,230 @@
+// OXnet review page: upload or pick an image, draw the detections above per-class thresholds,
+// overlay the DAA attention map (eager models with the DAA head), download the JSON or the DICOM SR.
+"use strict";
+
+// Okabe-Ito colours (colour-blind safe), as the evaluation overlays use.
+const COLORS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"];
+const MAX_SIDE = 640, MIN_SIDE = 448;
+const state = { model: null, result: null, upload: null, uploadName: "", image: null, thresholds: {},
+                attention: null };
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, isError) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function color(name) {
+  const k = state.model ? state.model.classes.indexOf(name) : 0;
+  return COLORS[(k < 0 ? 0 : k) % COLORS.length];
+}
+
+async function errorText(resp) {
+  try { const body = await resp.json(); return `${resp.status}: ${body.detail}`; }
+  catch (e) { return `${resp.status} ${resp.statusText}`; }
+}
+
+async function loadModel() {
+  const resp = await fetch("v1/model");
+  if (!resp.ok) { setStatus("cannot load the model's description: " + await errorText(resp), true); return; }
+  const m = state.model = await resp.json();
+  $("model-info").textContent = `${m.classes.length} classes · ${m.format || "?"} model · OXnet ` +
+    `${m.version || "?"}` + (m.thresholds ? " · operating thresholds from thresholds.json" : "");
+  const start = m.score_thresh != null ? m.score_thresh : 0.05;
+  const body = $("thresholds").tBodies[0];
+  body.innerHTML = "";
+  for (const name of m.classes) {
+    const value = m.thresholds && m.thresholds[name] != null ? m.thresholds[name] : start;
+    state.thresholds[name] = value;
+    const row = body.insertRow();
+    row.dataset.class = name;
+    row.innerHTML = `<td><span class="swatch"></span><span class="name"></span></td>` +
+      `<td><input type="range" min="0" max="1" step="0.01"></td><td class="value"></td>` +
+      `<td class="count note"></td>`;
+    row.querySelector(".swatch").style.background = color(name);
+    row.querySelector(".name").textContent = name;
+    const slider = row.querySelector("input");
+    slider.value = value;
+    slider.dataset.class = name;
+    slider.setAttribute("aria-label", `threshold for ${name}`);
+    row.querySelector(".value").textContent = Number(value).toFixed(2);
+    slider.addEventListener("input", () => {
+      state.thresholds[name] = Number(slider.value);
+      row.querySelector(".value").textContent = Number(slider.value).toFixed(2);
+      draw();
+    });
+  }
+  const att = m.attention || { available: false, reason: "unknown" };
+  $("attention").disabled = !att.available;
+  $("attention-reason").textContent = att.available ? "" : "(unavailable: " + att.reason + ")";
+  $("attention").title = att.available ? "overlay the DAA map X·R of the chosen class" : att.reason;
+  const cls = $("attention-class");
+  cls.innerHTML = "";
+  for (const name of m.classes) cls.add(new Option(name, name));
+  if ((m.examples || []).length) {
+    $("example-box").hidden = false;
+    for (const name of m.examples) $("example").add(new Option(name, name));
+  }
+}
+
+async function analyze(blob, name) {
+  state.upload = blob;
+  state.uploadName = name;
+  state.attention = null;
+  setStatus(`analysing ${name}…`);
+  const form = new FormData();
+  form.append("file", blob, name);
+  const resp = await fetch("v1/predict?preview=1", { method: "POST", body: form });
+  if (!resp.ok) {
+    state.result = null;
+    draw();
+    setStatus(`${name}: ` + await errorText(resp), true);
+    return;
+  }
+  const result = await resp.json();
+  const image = new Image();
+  await new Promise((ok, fail) => { image.onload = ok; image.onerror = fail; image.src = result.preview; });
+  state.result = result;
+  state.image = image;
+  const isDicom = result.image.kind === "dicom";
+  $("download-json").disabled = false;
+  $("download-sr").disabled = !isDicom;
+  $("download-sr").title = isDicom ? "a DICOM SR of the findings at the service's operating thresholds"
+                                   : "DICOM uploads only (the SR references the source image)";
+  renderImageScores();
+  if ($("attention").checked) await fetchAttention();
+  draw();
+  setStatus(`${name}: ${result.image.width}×${result.image.height} ${result.image.kind.toUpperCase()}, ` +
+            `${result.detections.length} detections`);
+}
+
+async function fetchAttention() {
+  if (!state.upload || state.attention) return;
+  const form = new FormData();
+  form.append("file", state.upload, state.uploadName);
+  const resp = await fetch("v1/predict?attention=1", { method: "POST", body: form });
+  if (!resp.ok) { setStatus("attention map: " + await errorText(resp), true); return; }
+  state.attention = (await resp.json()).attention;
+}
+
+function renderImageScores() {
+  const body = $("image-scores").tBodies[0];
+  body.innerHTML = "";
+  const scores = state.result && state.result.image_scores;
+  if (!scores) { body.innerHTML = `<tr><td class="note">(no global head)</td></tr>`; return; }
+  for (const [name, p] of Object.entries(scores).sort((a, b) => b[1] - a[1])) {
+    const row = body.insertRow();
+    row.insertCell().textContent = name;
+    row.insertCell().textContent = p.toFixed(3);
+  }
+}
+
+function visible() {
+  if (!state.result) return [];
+  return state.result.detections.filter((d) => d.score >= state.thresholds[d.class] - 1e-9);
+}
+
+function drawAttention(ctx, w, h) {
+  const att = state.attention;
+  const k = att.classes.indexOf($("attention-class").value);
+  if (k < 0) return;
+  const map = att.maps[k], gh = map.length, gw = map[0].length;
+  const peak = Math.max(1e-12, ...map.flat().map(Math.abs));
+  const small = document.createElement("canvas");
+  small.width = gw; small.height = gh;
+  const sctx = small.getContext("2d");
+  const pixels = sctx.createImageData(gw, gh);
+  for (let y = 0; y < gh; y++) for (let x = 0; x < gw; x++) {
+    const v = map[y][x] / peak, i = 4 * (y * gw + x);
+    const rgb = v >= 0 ? [213, 94, 0] : [0, 114, 178];  // positive vermillion, negative blue
+    pixels.data.set([...rgb, Math.round(200 * Math.pow(Math.abs(v), 0.75))], i);
+  }
+  sctx.putImageData(pixels, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(small, 0, 0, w, h);
+}
+
+function draw() {
+  const canvas = $("view"), ctx = canvas.getContext("2d");
+  const shown = visible();
+  $("box-count").textContent = shown.length;
+  const list = $("box-list");
+  list.innerHTML = "";
+  for (const row of $("thresholds").tBodies[0].rows) {
+    const n = shown.filter((d) => d.class === row.dataset.class).length;
+    row.querySelector(".count").textContent = state.result ? `${n} shown` : "";
+  }
+  if (!state.result) { ctx.clearRect(0, 0, canvas.width, canvas.height); $("caption").textContent = ""; return; }
+  const W = state.result.image.width, H = state.result.image.height;
+  const scale = Math.min(MAX_SIDE / Math.max(W, H), Math.max(1, MIN_SIDE / Math.max(W, H)));
+  canvas.width = Math.round(W * scale);
+  canvas.height = Math.round(H * scale);
+  ctx.imageSmoothingEnabled = scale < 1;
+  ctx.drawImage(state.image, 0, 0, canvas.width, canvas.height);
+  if ($("attention").checked && state.attention) drawAttention(ctx, canvas.width, canvas.height);
+  ctx.font = "13px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  for (const d of shown) {
+    const [x, y, w, h] = d.box.map((v) => v * scale);
+    ctx.strokeStyle = color(d.class);
+    ctx.lineWidth = 2;
+    ctx.strokeRect(x, y, w, h);
+    const label = `${d.class} ${d.score.toFixed(2)}`;
+    const tw = ctx.measureText(label).width + 6;
+    const ly = y >= 17 ? y - 17 : y + h;
+    ctx.fillStyle = "rgba(0,0,0,0.7)";
+    ctx.fillRect(Math.min(x, canvas.width - tw), ly, tw, 17);
+    ctx.fillStyle = color(d.class);
+    ctx.fillText(label, Math.min(x, canvas.width - tw) + 3, ly + 2);
+    const item = document.createElement("li");
+    item.textContent = `${d.class} ${d.score.toFixed(3)} at [${d.box.map((v) => v.toFixed(0)).join(", ")}]`;
+    list.appendChild(item);
+  }
+  $("caption").textContent = `${state.uploadName} · ${W}×${H} px · boxes in the image's own pixels` +
+    ($("attention").checked && state.attention ? ` · DAA map of ${$("attention-class").value} ` +
+     "(vermillion positive, blue negative)" : "");
+}
+
+function download(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+function stem() { return state.uploadName.replace(/\.[^.]*$/, "") || "image"; }
+
+$("file").addEventListener("change", (e) => {
+  const f = e.target.files[0];
+  if (f) analyze(f, f.name);
+});
+$("example").addEventListener("change", async (e) => {
+  const name = e.target.value;
+  if (!name) return;
+  const resp = await fetch("v1/examples/" + encodeURIComponent(name));
+  if (!resp.ok) { setStatus(`example ${name}: ` + await errorText(resp), true); return; }
+  analyze(await resp.blob(), name);
+});
+$("attention").addEventListener("change", async () => {
+  $("attention-class").disabled = !$("attention").checked;
+  if ($("attention").checked) await fetchAttention();
+  draw();
+});
+$("attention-class").addEventListener("change", draw);
+$("download-json").addEventListener("click", () => {
+  const out = Object.assign({}, state.result, { review_thresholds: state.thresholds });
+  delete out.preview;
+  download(new Blob([JSON.stringify(out, null, 1)], { type: "application/json" }), `oxnet_${stem()}.json`);
+});
+$("download-sr").addEventListener("click", async () => {
+  const form = new FormData();
+  form.append("file", state.upload, state.uploadName);
+  const resp = await fetch("v1/predict?format=dicom-sr", { method: "POST", body: form });
+  if (!resp.ok) { setStatus("DICOM SR: " + await errorText(resp), true); return; }
+  download(await resp.blob(), `oxnet_sr_${stem()}.dcm`);
+});
+
+loadModel().catch((e) => setStatus("cannot load the model's description: " + e, true));

@@ -1,0 +1,330 @@
+"""The prediction service against a live uvicorn on 127.0.0.1: every input kind, bad uploads, the DICOM
+SR, the model description, bounded uploads and a bounded queue under 200 concurrent requests."""
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import cv2
+import httpx
+import numpy as np
+import pydicom
+import pytest
+import uvicorn
+
+from oxnet.data.io import read_raw, write_dicom
+from oxnet.deploy.runtime import load_model
+from oxnet.serve.app import ServiceLimits, create_app, declared_size, sniff_kind
+from oxnet.utils.testing import REPO_ROOT, tiny_model_folder
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live(app):
+    """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           backlog=512))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_folder(str(tmp_path_factory.mktemp("serve_model")), score_shift=3.0)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return load_model(model_dir)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One chest-X-ray-like picture (80 wide, 64 high: boxes must come back in this grid) per kind."""
+    root = tmp_path_factory.mktemp("uploads")
+    rng = np.random.default_rng(0)
+    img = rng.normal(70, 8, (64, 80)).clip(0, 255)
+    img[10:30, 40:62] = 200
+    img[40:52, 8:20] = 150
+    out = {}
+    out["png8"] = root / "chest8.png"
+    cv2.imwrite(str(out["png8"]), img.astype(np.uint8))
+    out["png16"] = root / "chest16.png"
+    cv2.imwrite(str(out["png16"]), (img * 200).astype(np.uint16))
+    out["jpeg"] = root / "chest.jpg"
+    cv2.imwrite(str(out["jpeg"]), img.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    out["dicom"] = root / "chest.dcm"
+    write_dicom(out["dicom"], (4095 - img * 12).astype(np.uint16), photometric="MONOCHROME1", bits_stored=12)
+    good = out["png8"].read_bytes()
+    out["corrupt"] = root / "corrupt.png"
+    out["corrupt"].write_bytes(good[:60] + bytes(200))  # a PNG header, then garbage
+    out["text"] = root / "notes.txt"
+    out["text"].write_text("not an image\n" * 20)
+    assert cv2.imread(str(out["png16"]), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(model, model_dir):
+    app = create_app(model, model_dir, ServiceLimits(max_upload_bytes=200_000, workers=2, max_queue=256))
+    with live(app) as url:
+        yield url, app
+
+
+def post(url, path, params=None, name=None):
+    with open(path, "rb") as f:
+        return httpx.post(url + "/v1/predict", params=params,
+                          files={"file": (name or os.path.basename(path), f)}, timeout=60)
+
+
+KINDS = {"png8": "png", "png16": "png", "jpeg": "jpeg", "dicom": "dicom"}
+
+
+@pytest.mark.parametrize("kind", ["png8", "png16", "jpeg", "dicom"])
+def test_each_input_kind_gives_the_runtimes_findings_in_the_original_pixel_grid(server, model, files, kind):
+    url, _ = server
+    r = post(url, files[kind])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"width": 80, "height": 64, "kind": KINDS[kind],
+                             **({"sop_instance_uid": pydicom.dcmread(files[kind]).SOPInstanceUID}
+                                if kind == "dicom" else {})}
+    direct = model.predict(read_raw(files[kind]))
+    assert len(body["detections"]) == len(direct["detections"]) > 0
+    for got, want in zip(body["detections"], direct["detections"]):
+        assert got["class"] == want["category_name"] and got["category_id"] == want["category_id"]
+        assert got["score"] == pytest.approx(want["score"])
+        assert got["box"] == pytest.approx(want["bbox"])
+        x, y, w, h = got["box"]
+        assert 0 <= x and 0 <= y and x + w <= 80 + 1e-3 and y + h <= 64 + 1e-3
+    assert body["findings"] == body["detections"]  # no thresholds.json: every detection is a finding
+    assert set(body["image_scores"]) == set(model.class_names)
+    assert body["image_scores"] == pytest.approx(direct["image_scores"])
+
+
+def test_a_raw_body_upload_equals_the_multipart_one(server, files):
+    url, _ = server
+    raw = httpx.post(url + "/v1/predict", content=files["png16"].read_bytes(),
+                     headers={"content-type": "application/octet-stream"}, timeout=60)
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["detections"] == post(url, files["png16"]).json()["detections"]
+
+
+def test_dicom_sr_for_dicom_uploads_and_a_clear_4xx_otherwise(server, files):
+    from oxnet.deploy.sr import read_findings, referenced_instances
+
+    url, _ = server
+    r = post(url, files["dicom"], {"format": "dicom-sr"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/dicom"
+    assert r.headers["content-disposition"].startswith("attachment")
+    sr = pydicom.dcmread(__import__("io").BytesIO(r.content))
+    source_uid = pydicom.dcmread(files["dicom"]).SOPInstanceUID
+    assert referenced_instances(sr) == {source_uid}
+    found = read_findings(sr)
+    findings = post(url, files["dicom"]).json()["findings"]
+    assert len(found) == len(findings)
+    assert sorted(f["score"] for f in found) == pytest.approx(sorted(f["score"] for f in findings), abs=1e-4)
+
+    r = post(url, files["png8"], {"format": "dicom-sr"})
+    assert r.status_code == 415 and "DICOM upload" in r.json()["detail"]
+    assert "PNG" in r.json()["detail"]
+    r = post(url, files["png8"], {"format": "xml"})
+    assert r.status_code == 400 and "xml" in r.json()["detail"]
+
+
+def test_bad_uploads_get_a_clear_4xx(server, files, tmp_path):
+    url, _ = server
+    r = post(url, files["corrupt"])
+    assert r.status_code == 422
+    assert "corrupt.png" in r.json()["detail"] and "PNG" in r.json()["detail"]
+    r = post(url, files["text"])
+    assert r.status_code == 415 and "not a DICOM, PNG or JPEG" in r.json()["detail"]
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(files["jpeg"].read_bytes()[:300])
+    r = post(url, truncated)
+    assert r.status_code == 422 and "truncated JPEG" in r.json()["detail"]
+    no_pixels = tmp_path / "header.dcm"
+    ds = pydicom.dcmread(files["dicom"])
+    del ds.PixelData
+    ds.save_as(no_pixels)
+    r = post(url, no_pixels)
+    assert r.status_code == 422 and "no pixel data" in r.json()["detail"]
+    huge = bytearray(files["png8"].read_bytes())  # a valid header that declares 100000 x 100000 pixels
+    huge[16:24] = (100_000).to_bytes(4, "big") * 2
+    r = httpx.post(url + "/v1/predict", content=bytes(huge), timeout=60)
+    assert r.status_code == 422 and "100000x100000 pixels" in r.json()["detail"]
+    r = httpx.post(url + "/v1/predict", data={"other": "x"}, files={"other_file": ("a.png", b"1")}, timeout=60)
+    assert r.status_code == 400 and "'file'" in r.json()["detail"]
+    r = httpx.post(url + "/v1/predict", content=b"", timeout=60)
+    assert r.status_code == 400
+
+
+def test_an_oversized_upload_gets_413_with_or_without_a_content_length(server):
+    url, _ = server
+    big = b"\x89PNG\r\n\x1a\n" + bytes(300_000)
+    r = httpx.post(url + "/v1/predict", files={"file": ("big.png", big)}, timeout=60)
+    assert r.status_code == 413 and "200000 bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(40):
+            yield bytes(10_000)
+
+    r = httpx.post(url + "/v1/predict", content=chunks(), timeout=60)
+    assert r.status_code == 413
+    assert httpx.get(url + "/healthz").json()["in_progress"] == 0
+
+
+def test_no_file_is_written_outside_a_private_temporary_folder(server, files, model_dir, tmp_path, monkeypatch):
+    url, _ = server
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the service may write
+    before = {p: sorted(os.listdir(p)) for p in (model_dir, REPO_ROOT, os.getcwd())}
+    for kind in ("png8", "dicom", "corrupt"):
+        post(url, files[kind])
+    post(url, files["dicom"], {"format": "dicom-sr"})
+    assert {p: sorted(os.listdir(p)) for p in before} == before
+    assert os.listdir(tmp_path) == []  # each request's temporary folder is gone once it is answered
+
+
+def test_model_description_health_and_thresholds(model_dir, files):
+    with open(os.path.join(model_dir, "thresholds.json"), "w") as f:
+        json.dump({"class0": 0.99, "class2": 0.5}, f)
+    try:
+        model = load_model(model_dir)
+        with live(create_app(model, model_dir)) as url:
+            info = httpx.get(url + "/v1/model").json()
+            assert info["classes"] == ["class0", "class1", "class2"]
+            assert info["version"] == __import__("oxnet").__version__ and info["format"] == "eager"
+            assert info["thresholds"] == {"class0": 0.99, "class2": 0.5}
+            (train,) = info["training_data"].values()
+            assert train["images"] == 8 and train["supervision"] == {"full": 4, "weak": 2, "unlabeled": 2}
+            assert info["attention"] == {"available": True, "reason": None}
+            assert httpx.get(url + "/healthz").json()["status"] == "ok"
+            body = post(url, files["png8"]).json()
+            kept = [d for d in body["detections"]
+                    if d["score"] >= {"class0": 0.99, "class2": 0.5}.get(d["class"], 0)]
+            assert body["findings"] == kept and len(kept) < len(body["detections"])
+            assert all(d["operating_threshold"] == info["thresholds"].get(d["class"]) for d in body["findings"])
+            page = httpx.get(url + "/")
+            assert page.status_code == 200 and "OXnet review" in page.text
+    finally:
+        os.remove(os.path.join(model_dir, "thresholds.json"))
+
+
+def test_attention_maps_of_the_eager_daa_model_and_a_reason_for_exported_ones(server, model, files):
+    from oxnet.serve.app import _attention_unavailable
+
+    url, _ = server
+    body = post(url, files["png8"], {"attention": 1, "preview": 1}).json()
+    att = body["attention"]
+    assert att["classes"] == model.class_names and len(att["maps"]) == 3
+    assert np.asarray(att["maps"]).shape[1:] == tuple(att["grid"]) and np.ptp(att["maps"]) > 0
+    assert body["preview"].startswith("data:image/png;base64,")
+
+    class Exported:
+        info = {"format": "onnx", "method": "oxnet"}
+
+    assert "exported (onnx)" in _attention_unavailable(Exported(), None)
+    Exported.info = {"format": "eager", "method": "retinanet"}
+    assert "no DAA global head" in _attention_unavailable(Exported(), None)
+
+
+def test_header_sniffing():
+    assert sniff_kind(b"\x89PNG\r\n\x1a\n....") == "png" and sniff_kind(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert sniff_kind(bytes(128) + b"DICM") == "dicom" and sniff_kind(b"\x08\x00", "a.DCM") == "dicom"
+    assert sniff_kind(b"%PDF-1.4") is None
+    ok, jpg = cv2.imencode(".jpg", np.zeros((37, 51), np.uint8))
+    assert declared_size(jpg.tobytes(), "jpeg") == (51, 37)
+
+
+class _Slow:
+    """The model with a fixed extra delay per image, so that 200 requests pile up."""
+
+    def __init__(self, model, seconds):
+        self.model, self.seconds = model, seconds
+        self.info, self.class_names, self.thresholds = model.info, model.class_names, None
+
+    def predict(self, image):
+        time.sleep(self.seconds)
+        return self.model.predict(image)
+
+
+async def _burst(url, payload, n):
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        async def one():
+            return await client.post(url + "/v1/predict", files={"file": ("c.png", payload)})
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_200_concurrent_requests_with_a_bounded_queue(model, model_dir, files):
+    payload = files["png8"].read_bytes()
+    # A queue as long as the burst: all 200 succeed.
+    app = create_app(model, model_dir, ServiceLimits(workers=2, max_queue=200))
+    with live(app) as url:
+        responses = asyncio.run(_burst(url, payload, 200))
+    assert [r.status_code for r in responses] == [200] * 200
+    assert len({json.dumps(r.json()["detections"]) for r in responses}) == 1
+    service = app.state.service
+    assert service.served == 200 and service.pending == 0 and 1 < service.max_pending <= 202
+
+    # One worker and a queue of 2: the rest get 503 with Retry-After, and never more than 3 are admitted.
+    app = create_app(_Slow(model, 0.05), model_dir, ServiceLimits(workers=1, max_queue=2))
+    with live(app) as url:
+        responses = asyncio.run(_burst(url, payload, 200))
+    codes = [r.status_code for r in responses]
+    assert set(codes) == {200, 503} and codes.count(200) >= 3 and codes.count(503) >= 100
+    for r in responses:
+        if r.status_code == 503:
+            assert int(r.headers["retry-after"]) >= 1 and "busy" in r.json()["detail"]
+    service = app.state.service
+    assert service.max_pending == 3 and service.rejected == codes.count(503) and service.pending == 0
+
+
+def test_the_command_line_serves_a_model_folder(model_dir, files):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "oxnet.serve", "--model", model_dir, "--port", str(port),
+                             "--max-queue", "4", "--log-level", "warning"], cwd=REPO_ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "the service did not start"
+            time.sleep(0.3)
+        assert httpx.get(url + "/healthz").json()["limits"]["max_queue"] == 4
+        r = post(url, files["jpeg"])
+        assert r.status_code == 200 and r.json()["image"]["width"] == 80
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    bad = subprocess.run([sys.executable, "-m", "oxnet.serve", "--model", os.path.join(model_dir, "nope")],
+                         capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
