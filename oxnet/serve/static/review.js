@@ -39,7 +39,7 @@ async function loadModel() {
     const row = body.insertRow();
     row.dataset.class = name;
     row.innerHTML = `<td><span class="swatch"></span><span class="name"></span></td>` +
-      `<td><input type="range" min="0" max="1" step="0.01"></td><td class="value"></td>` +
+      `<td><input type="range" min="0" max="1" step="any"></td><td class="value"></td>` +
       `<td class="count note"></td>`;
     row.querySelector(".swatch").style.background = color(name);
     row.querySelector(".name").textContent = name;
@@ -47,10 +47,10 @@ async function loadModel() {
     slider.value = value;
     slider.dataset.class = name;
     slider.setAttribute("aria-label", `threshold for ${name}`);
-    row.querySelector(".value").textContent = Number(value).toFixed(2);
+    row.querySelector(".value").textContent = Number(value).toFixed(3);
     slider.addEventListener("input", () => {
       state.thresholds[name] = Number(slider.value);
-      row.querySelector(".value").textContent = Number(slider.value).toFixed(2);
+      row.querySelector(".value").textContent = Number(slider.value).toFixed(3);
       draw();
     });
   }
@@ -124,6 +124,11 @@ function visible() {
   return state.result.detections.filter((d) => d.score >= state.thresholds[d.class] - 1e-9);
 }
 
+function attentionPeak() {
+  const k = state.attention.classes.indexOf($("attention-class").value);
+  return k < 0 ? 0 : Math.max(...state.attention.maps[k].flat().map(Math.abs));
+}
+
 function drawAttention(ctx, w, h) {
   const att = state.attention;
   const k = att.classes.indexOf($("attention-class").value);
@@ -137,7 +142,7 @@ function drawAttention(ctx, w, h) {
   for (let y = 0; y < gh; y++) for (let x = 0; x < gw; x++) {
     const v = map[y][x] / peak, i = 4 * (y * gw + x);
     const rgb = v >= 0 ? [213, 94, 0] : [0, 114, 178];  // positive vermillion, negative blue
-    pixels.data.set([...rgb, Math.round(200 * Math.pow(Math.abs(v), 0.75))], i);
+    pixels.data.set([...rgb, Math.round(150 * Math.pow(Math.abs(v), 0.75))], i);
   }
   sctx.putImageData(pixels, 0, 0);
   ctx.imageSmoothingEnabled = true;
@@ -164,25 +169,30 @@ function draw() {
   if ($("attention").checked && state.attention) drawAttention(ctx, canvas.width, canvas.height);
   ctx.font = "13px system-ui, sans-serif";
   ctx.textBaseline = "top";
-  for (const d of shown) {
+  const labels = [];
+  for (const d of shown) {  // boxes first, then every label on top of them
     const [x, y, w, h] = d.box.map((v) => v * scale);
     ctx.strokeStyle = color(d.class);
     ctx.lineWidth = 2;
     ctx.strokeRect(x, y, w, h);
-    const label = `${d.class} ${d.score.toFixed(2)}`;
-    const tw = ctx.measureText(label).width + 6;
-    const ly = y >= 17 ? y - 17 : y + h;
-    ctx.fillStyle = "rgba(0,0,0,0.7)";
-    ctx.fillRect(Math.min(x, canvas.width - tw), ly, tw, 17);
-    ctx.fillStyle = color(d.class);
-    ctx.fillText(label, Math.min(x, canvas.width - tw) + 3, ly + 2);
+    labels.push([d, x, y, h]);
     const item = document.createElement("li");
     item.textContent = `${d.class} ${d.score.toFixed(3)} at [${d.box.map((v) => v.toFixed(0)).join(", ")}]`;
     list.appendChild(item);
   }
+  for (const [d, x, y, h] of labels) {
+    const label = `${d.class} ${d.score.toFixed(2)}`;
+    const tw = ctx.measureText(label).width + 6;
+    const lx = Math.min(x, canvas.width - tw), ly = y >= 17 ? y - 17 : y + h;
+    ctx.fillStyle = "rgba(0,0,0,0.7)";
+    ctx.fillRect(lx, ly, tw, 17);
+    ctx.fillStyle = color(d.class);
+    ctx.fillText(label, lx + 3, ly + 2);
+  }
   $("caption").textContent = `${state.uploadName} · ${W}×${H} px · boxes in the image's own pixels` +
     ($("attention").checked && state.attention ? ` · DAA map of ${$("attention-class").value} ` +
-     "(vermillion positive, blue negative)" : "");
+     `(vermillion positive, blue negative; opacity grows with |value|, at most ${attentionPeak().toPrecision(3)})`
+     : "");
 }
 
 function download(blob, name) {
