@@ -242,11 +242,14 @@ def match_results(a, b, box_tol=1e-3, score_tol=1e-4):
 
 
 def copy_thresholds(src_folder, out_dir):
-    """Copy ``thresholds.json`` from the trained model's folder to the export, when there is one."""
+    """Copy ``thresholds.json`` (and ``thresholds_info.json``, how it was chosen) from the trained
+    model's folder to the export, when there is one; returns whether it did."""
     from .runtime import THRESHOLDS
 
-    src = os.path.join(src_folder, THRESHOLDS)
-    if os.path.exists(src):
-        shutil.copyfile(src, os.path.join(out_dir, THRESHOLDS))
-        return True
-    return False
+    copied = False
+    for name in (THRESHOLDS, "thresholds_info.json"):
+        src = os.path.join(src_folder, name)
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(out_dir, name))
+            copied = True
+    return copied

@@ -158,9 +158,14 @@ def test_command_lines(models, images, tmp_path, capsys):
     tool = _export_tool()
     folder, _ = models["retinanet"]
     out = tmp_path / "ts"
-    tool.main(["--weights", str(folder / "model_final.pth"), "--format", "torchscript", "--out", str(out),
-               "--check-image", *map(str, images)])
+    (folder / "thresholds.json").write_text(json.dumps({"class0": 0.5}))
+    try:
+        tool.main(["--weights", str(folder / "model_final.pth"), "--format", "torchscript", "--out", str(out),
+                   "--check-image", *map(str, images)])
+    finally:
+        (folder / "thresholds.json").unlink()
     assert "same results as the eager model on 2 image(s)" in capsys.readouterr().out
+    assert load_model(out).thresholds == {"class0": 0.5}  # the operating points travel with the export
     run_main([str(out), "--input", str(images[0]), "--output", str(tmp_path / "pred")])
     got = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     expected = to_records(load_model(folder).predict(read_raw(images[0])), str(images[0]), 0)
