@@ -126,7 +126,8 @@ def write_thresholds(model_dir, thresholds, info):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m oxnet.deploy.thresholds",
                                 description=__doc__.strip().splitlines()[0])
-    p.add_argument("--model", required=True, help="model folder (eager or exported); thresholds.json goes here")
+    p.add_argument("--model", required=True,
+                   help="model folder (eager or exported); thresholds.json is written here")
     p.add_argument("--val", required=True, help="validation set (OXnet-COCO / COCO JSON with boxes)")
     p.add_argument("--images", required=True, help="folder the validation file names are relative to")
     p.add_argument("--sensitivity", type=float, default=0.8, help="target lesion sensitivity (default 0.8)")
@@ -144,7 +145,8 @@ def main(argv=None):
             raise ValueError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
         gt = load_ground_truth(args.val)
         if not gt.box_eval.any():
-            raise ValueError(f"{args.val} has no fully annotated image (supervision 'full'): no lesion to hit")
+            raise ValueError(f"{args.val} has no fully annotated image (supervision 'full'): "
+                             "no lesion to hit")
         model = load_model(args.model, backend=args.backend)
         results = predict_validation(model, gt, args.images, args.batch_size)
     except (ImageReadError, EvaluationInputError, FileNotFoundError, ValueError) as e:

