@@ -174,17 +174,16 @@ def test_review_page_in_chromium(setup, chromium, tmp_path):
     _check_screenshot(shot)
 
 
-def test_attention_toggle_disabled_with_the_reason_for_an_exported_model(setup, chromium):
+def test_attention_toggle_disabled_with_the_reason_for_an_exported_model(setup, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    from oxnet.deploy.export import export_model
+    from oxnet.engine.model_files import load_model_config
+
     model_dir, _, _ = setup
-
-    class Exported:  # what an exported model looks like to the service
-        def __init__(self, model):
-            self.info = dict(model.info, format="onnx")
-            self.class_names, self.thresholds, self.predict = model.class_names, None, model.predict
-
-    app = create_app(Exported(load_model(model_dir)), None)
+    export_model(load_model_config(os.path.join(model_dir, "model_final.pth")), str(tmp_path), "onnx",
+                 check=False)
+    app = create_app(str(tmp_path))
     with live(app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
