@@ -14,6 +14,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from oxnet.utils.atomic import atomic_open
 
+from .safe_load import SafeLoadingMixin
+
 __all__ = ["CONFIG_NAME", "WeightsMismatchError", "StrictCheckpointer", "model_config_path",
            "with_dataset_info", "save_run_config", "load_model_config", "split_weights"]
 
@@ -27,9 +29,11 @@ class WeightsMismatchError(ValueError):
     """Weights that do not fit the model built from the config."""
 
 
-class StrictCheckpointer(DetectionCheckpointer):
+class StrictCheckpointer(SafeLoadingMixin, DetectionCheckpointer):
     """``DetectionCheckpointer`` that refuses weights not matching the model: parameters or buffers with
-    another shape, missing from the file, or in the file but not in the model."""
+    another shape, missing from the file, or in the file but not in the model. Files are loaded
+    without running code from them; detectron2 ``.pkl`` files only with ``allow_pickle=True``
+    (:mod:`oxnet.engine.safe_load`)."""
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)

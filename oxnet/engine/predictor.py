@@ -92,6 +92,8 @@ class OXnetPredictor:
 
     or ``OXnetPredictor(cfg)`` with ``cfg.MODEL.WEIGHTS`` the checkpoint. Weights that do not fit the
     model the config builds are an error (:class:`oxnet.engine.model_files.WeightsMismatchError`).
+    Weights are loaded without running code from the file; detectron2 ``.pkl`` files (pickles) only
+    with ``allow_pickle=True``, for weights the user names (:mod:`oxnet.engine.safe_load`).
 
     Each output is a dict with ``"instances"`` (boxes in the image's original pixels, on the CPU) and,
     for models with a global head, ``"global_scores"`` (K,) image-level class probabilities.
@@ -99,7 +101,7 @@ class OXnetPredictor:
     :func:`oxnet.data.io.read_image` (arrays are taken as such) and resized to ``OXNET.INPUT_SIZE``.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, allow_pickle=False):
         self.cfg = cfg.clone()
         self.cfg.defrost()
         self.cfg.OXNET.DATA.CACHE = ""  # new images are not in a training cache
@@ -110,19 +112,19 @@ class OXnetPredictor:
         self.category_ids = category_ids_or_default(cfg.OXNET.CATEGORY_IDS, len(self.class_names))
         self.model = build_model(self.cfg)
         self.model.eval()
-        StrictCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        StrictCheckpointer(self.model, allow_pickle=allow_pickle).load(cfg.MODEL.WEIGHTS)
         self.has_global_scores = bool(getattr(self.model, "global_mode", ""))
         self.mapper = OmniDatasetMapper(self.cfg, is_train=False, image_reader=_read_any)
 
     @classmethod
-    def from_weights(cls, weights, config_file=None, opts=()):
+    def from_weights(cls, weights, config_file=None, opts=(), allow_pickle=False):
         """A predictor for ``weights`` with the ``config.yaml`` written beside them by training (or
         ``config_file``), plus ``opts`` (KEY VALUE ...)."""
         from oxnet.config import resolve_device
 
         cfg = load_model_config(weights, config_file, opts)
         resolve_device(cfg)
-        return cls(cfg)
+        return cls(cfg, allow_pickle=allow_pickle)
 
     def prepare(self, image):
         """The model input of one image (a path or an array); raises ImageReadError for a bad file."""

@@ -148,7 +148,7 @@ def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts
         assert cfg.MODEL.WEIGHTS == weights and cfg.SOLVER.BASE_LR == pytest.approx(1e-4)
         trainer = OXnetTrainer(cfg)
         trainer.resume_or_load(resume=True)
-        init = torch.load(weights, map_location="cpu")["model"]
+        init = torch.load(weights, map_location="cpu", weights_only=True)["model"]
         student = unwrap(trainer.model).state_dict()
         teacher = trainer.teacher_hook.teacher.state_dict()
         name = "backbone.bottom_up.stem.conv1.weight"

@@ -10,8 +10,8 @@ def test_two_cpu_processes_train_in_lockstep(tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
     launch(train_toy_and_save, 2, dist_url="auto", args=(json_file, str(data / "images"), str(out), 3))
-    r0 = torch.load(out / "rank0.pth", weights_only=False)
-    r1 = torch.load(out / "rank1.pth", weights_only=False)
+    r0 = torch.load(out / "rank0.pth", weights_only=True)
+    r1 = torch.load(out / "rank1.pth", weights_only=True)
     assert r0["iter"] == r1["iter"] == 3
     for part in ("model", "teacher"):
         for k, v in r0[part].items():
