@@ -9,7 +9,11 @@ Datasets: register OXnet-COCO files through the config,
 ``OXNET.DATASETS (("name", "path/to/file.json", "path/to/images"), ...)``, and name them in
 ``DATASETS.TRAIN`` / ``DATASETS.TEST``. On a machine without CUDA, ``--num-gpus N`` starts N CPU
 processes (gloo).
+
+SIGTERM or SIGINT during training saves a checkpoint at the end of the current step and exits 0;
+``--resume`` continues the run. ``--dist-timeout`` bounds how long a process waits for the others.
 """
+import datetime
 import logging
 import os
 
@@ -18,6 +22,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
 from oxnet.config import add_oxnet_config, resolve_device
@@ -46,6 +51,8 @@ def setup(args):
     resolve_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    # OXnet's messages (skipped steps, preemption, final state) on the console and in OUTPUT_DIR/log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="oxnet")
     if cfg.MODEL.DEVICE == "cpu":
         logger.warning("CUDA is not available: running on the CPU")
     register_datasets(cfg)
@@ -64,7 +71,8 @@ def main(args):
     if args.eval_only:
         model = OXnetTrainer.build_model(cfg)
         # Strict: weights that do not fit the config's model are an error, not a partly random model.
-        checkpointer = StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        # MODEL.WEIGHTS is named by the user: detectron2 .pkl weights are read (numpy arrays only).
+        checkpointer = StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR, allow_pickle=True)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = OXnetTrainer.test(cfg, model)
         if comm.is_main_process():
@@ -72,7 +80,11 @@ def main(args):
         return res
     trainer = OXnetTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    result = trainer.train()
+    if trainer.preempted:
+        logger.warning(f"Stopped by {trainer.preempted} after iteration {trainer.iter}; the checkpoint in "
+                       f"{cfg.OUTPUT_DIR} continues the run with --resume")
+    return result
 
 
 EPILOG = """\
@@ -99,6 +111,9 @@ def parse_args(argv=None):
     parser.description = __doc__
     parser.add_argument("--list-methods", action="store_true",
                         help="print every OXNET.METHOD with the components it enables, and exit")
+    parser.add_argument("--dist-timeout", type=float, default=1800, metavar="SECONDS",
+                        help="with several processes: how long one waits for the others in a collective "
+                             "operation before failing with an error (default 1800)")
     args = parser.parse_args(argv)
     if args.list_methods:
         print_methods()
@@ -110,4 +125,4 @@ if __name__ == "__main__":
     args = parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+           dist_url=args.dist_url, args=(args,), timeout=datetime.timedelta(seconds=args.dist_timeout))

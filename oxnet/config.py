@@ -220,6 +220,10 @@ def add_oxnet_config(cfg):
     _C.OXNET.SOLVER.PLATEAU_PATIENCE = 0
     _C.OXNET.SOLVER.PLATEAU_FACTOR = 0.1  # the LR's factor at each plateau (0.1: LR / 10)
     _C.OXNET.SOLVER.PLATEAU_METRIC = "bbox/mAP"  # the validation metric PLATEAU_PATIENCE watches
+    # A step whose loss has a NaN or infinite term is skipped (no update of the weights, optimizer,
+    # teacher or GPA prototypes) and the term logged; after this many such steps in a row training
+    # saves a checkpoint and stops with an error naming the term and the iteration.
+    _C.OXNET.SOLVER.MAX_NONFINITE_SKIPS = 5
 
     # OXnet-COCO datasets to register at start-up: ((name, json_file, image_root), ...).
     _C.OXNET.DATASETS = ()

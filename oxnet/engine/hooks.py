@@ -107,6 +107,9 @@ class MeanTeacherHook(HookBase):
             x["teacher_probs"] = p
 
     def after_step(self):
+        step = getattr(self.trainer, "_trainer", self.trainer)
+        if getattr(step, "last_step_skipped", False):  # a non-finite loss: the student did not change
+            return
         lam = self.update(self.trainer.model, self.trainer.iter)
         self.trainer.storage.put_scalar("teacher_ema", lam, smoothing_hint=False)
 
@@ -142,7 +145,9 @@ class PlateauLRHook(HookBase):
                         f"evaluations: learning rate x {self.factor}")
 
     def state_dict(self):
-        return {"best": self.best, "bad_evals": self.bad_evals, "last_seen_iter": self._last_seen_iter}
+        # Plain Python numbers (not numpy scalars), so that torch.load(weights_only=True) reads them.
+        best = None if self.best is None else float(self.best)
+        return {"best": best, "bad_evals": int(self.bad_evals), "last_seen_iter": int(self._last_seen_iter)}
 
     def load_state_dict(self, state):
         self.best, self.bad_evals = state["best"], state["bad_evals"]

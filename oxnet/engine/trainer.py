@@ -1,11 +1,15 @@
 """The omni-supervised trainer: detectron2's ``DefaultTrainer`` with three data streams, the mean
 teacher, Adam, and OXnet's evaluation."""
+import hashlib
 import logging
 import os
+import signal
+import threading
 import time
 import weakref
 
 import torch
+import torch.distributed as dist
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params
@@ -18,7 +22,7 @@ from oxnet.data.mapper import OmniDatasetMapper
 
 from .checkpoint import AtomicCheckpointer
 from .clipping import add_gradient_clipping
-from .hooks import MeanTeacherHook, PlateauLRHook
+from .hooks import MeanTeacherHook, PlateauLRHook, unwrap
 from .model_files import save_run_config
 
 logger = logging.getLogger(__name__)
@@ -62,12 +66,44 @@ def training_counts(cfg):
             for level in ("full", "weak", "unlabeled")}
 
 
-class OmniStepTrainer(SimpleTrainer):
-    """``SimpleTrainer`` whose step first lets the mean teacher label the weak/unlabeled images."""
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped: a loss term was NaN or infinite in too many steps in a row.
 
-    def __init__(self, model, data_loader, optimizer, teacher_hook=None):
+    ``terms`` names the terms of the last such step, ``iteration`` is its iteration and
+    ``checkpoint`` the checkpoint saved when training stopped (None before it is saved)."""
+
+    def __init__(self, message, terms, iteration):
+        super().__init__(message)
+        self.terms, self.iteration, self.checkpoint = list(terms), iteration, None
+
+
+class TrainingPreempted(BaseException):
+    """Raised inside :meth:`OXnetTrainer.train` after a stop signal: a checkpoint was saved at the end
+    of the step. Not an ``Exception``, so that detectron2 does not log it as a failure; ``train``
+    catches it."""
+
+
+def _distributed():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class OmniStepTrainer(SimpleTrainer):
+    """``SimpleTrainer`` whose step first lets the mean teacher label the weak/unlabeled images, and
+    that skips steps whose loss is not finite.
+
+    A step in which any loss term is NaN or infinite (on any process) changes nothing: no backward
+    pass, no optimizer step, the model's buffers (GPA prototypes, loss normalizers, normalization
+    statistics) are restored to their values before the forward pass, and ``last_step_skipped`` tells
+    the mean teacher not to update. The terms are logged; after ``max_nonfinite_skips`` such steps in
+    a row, :class:`NonFiniteLossError` names the terms and the iteration.
+    """
+
+    def __init__(self, model, data_loader, optimizer, teacher_hook=None, max_nonfinite_skips=5):
         super().__init__(model, data_loader, optimizer)
         self.teacher_hook = teacher_hook
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.nonfinite_streak = 0  # skipped steps in a row
+        self.last_step_skipped = False
 
     def run_step(self):
         assert self.model.training, "[OmniStepTrainer] model was changed to eval mode!"
@@ -76,12 +112,81 @@ class OmniStepTrainer(SimpleTrainer):
         data_time = time.perf_counter() - start
         if self.teacher_hook is not None:
             self.teacher_hook.attach_soft_targets(data, self.iter)
+        buffers = {name: b.detach().clone() for name, b in unwrap(self.model).named_buffers()}
         loss_dict = self.model(data)
+        bad = self._nonfinite_terms(loss_dict)
+        self.last_step_skipped = bool(bad)
+        if bad:
+            self._skip_step(loss_dict, bad, buffers)
+            return
+        self.nonfinite_streak = 0
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
         losses.backward()
         self._write_metrics(loss_dict, data_time)
         self.optimizer.step()
+
+    def _nonfinite_terms(self, loss_dict):
+        """Names of the loss terms that are not finite on this process or any other."""
+        names = sorted(loss_dict)
+        if not names:
+            return []
+        finite = torch.stack([torch.isfinite(loss_dict[k].detach()).all() for k in names]).to(torch.int32)
+        if _distributed():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return [k for k, ok in zip(names, finite.tolist()) if not ok]
+
+    @torch.no_grad()
+    def _skip_step(self, loss_dict, bad, buffers):
+        for name, b in unwrap(self.model).named_buffers():  # undo the forward pass's updates (Eq. 5 ...)
+            if name in buffers:
+                b.copy_(buffers[name])
+        self.optimizer.zero_grad()
+        self.nonfinite_streak += 1
+        values = ", ".join(f"{k} = {loss_dict[k].detach().float().cpu().item():g}" for k in bad)
+        limit = self.max_nonfinite_skips
+        logger.warning(f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, optimizer, "
+                       f"teacher and GPA prototypes unchanged ({self.nonfinite_streak} such step(s) in a row; "
+                       f"training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)")
+        try:
+            from detectron2.utils.events import get_event_storage
+
+            get_event_storage().put_scalar("nonfinite_skipped_steps", self.nonfinite_streak, smoothing_hint=False)
+        except AssertionError:  # no EventStorage (a step run outside train())
+            pass
+        if self.nonfinite_streak >= max(limit, 1):
+            raise NonFiniteLossError(
+                f"loss term(s) {', '.join(bad)} not finite at iteration {self.iter} ({values}), "
+                f"{self.nonfinite_streak} step(s) in a row skipped (OXNET.SOLVER.MAX_NONFINITE_SKIPS = {limit})",
+                bad, self.iter)
+
+
+class _StopSignals:
+    """While active (in the main thread), SIGTERM and SIGINT only set ``received`` (the signal's
+    name); the previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.received is None:
+            logger.warning(f"{name} received: training will save a checkpoint at the end of this step and stop")
+        self.received = self.received or name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class OXnetTrainer(DefaultTrainer):
@@ -112,10 +217,15 @@ class OXnetTrainer(DefaultTrainer):
                                                 noise_std=cfg.OXNET.MMT_PSM.NOISE_STD)
         ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
-        self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook)
+        self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook,
+                                        max_nonfinite_skips=cfg.OXNET.SOLVER.MAX_NONFINITE_SKIPS)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"teacher": self.teacher_hook.teacher_checkpointable()} if self.teacher_hook else {}
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra)
+        # MODEL.WEIGHTS is named by the user: detectron2 .pkl weights are read (numpy arrays only).
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                               allow_pickle=True, **extra)
+        self.preempted = None  # the signal's name after a stop signal ended training early
+        self._stop_signals = _StopSignals()
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
@@ -131,6 +241,69 @@ class OXnetTrainer(DefaultTrainer):
             self.teacher_hook.copy_from(self.model)
         self._train_loader.start_iter = self.start_iter
         return checkpoint
+
+    def train(self):
+        """Train from ``start_iter`` to ``MAX_ITER``; returns the last evaluation's results.
+
+        SIGTERM or SIGINT (preemption, Ctrl-C) during training ends it at the end of the current
+        step, after a checkpoint (``model_{iter}.pth``, tagged as the last) is saved: ``train``
+        then returns None with ``preempted`` set to the signal's name, and ``resume_or_load(True)``
+        continues exactly where the run stopped. Under DDP every process stops at the same step.
+        At the end, each process logs a fingerprint of its weights, teacher and prototypes
+        (:func:`state_fingerprints`) and a warning if the processes disagree."""
+        with self._stop_signals:
+            try:
+                result = super().train()
+            except TrainingPreempted as e:
+                self.preempted = self._stop_signals.received or "signal"
+                logger.warning(str(e))
+                return None
+        self._log_fingerprints()
+        return result
+
+    def after_step(self):
+        super().after_step()
+        if self.iter + 1 < self.max_iter and self._stop_requested():
+            path = self._save_checkpoint(f"model_{self.iter:07d}")
+            where = f"saved to {path}" if path else "saved by the main process"
+            raise TrainingPreempted(f"{self._stop_signals.received or 'a stop signal on another process'}: "
+                                    f"training stopped after iteration {self.iter}; checkpoint {where}. "
+                                    "Continue the run with --resume (resume_or_load(resume=True))")
+
+    def run_step(self):
+        self._trainer.iter = self.iter
+        try:
+            self._trainer.run_step()
+        except NonFiniteLossError as e:
+            e.checkpoint = self._save_checkpoint(f"model_nonfinite_{self.iter:07d}")
+            if e.checkpoint:
+                e.args = (f"{e.args[0]}; the weights of the last finite step are saved in {e.checkpoint}",)
+            raise
+
+    def _stop_requested(self):
+        flag = self._stop_signals.received is not None
+        if _distributed():
+            t = torch.tensor([int(flag)], device=unwrap(self.model).device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def _save_checkpoint(self, name):
+        """Save a checkpoint of the state after ``self.iter`` (the main process writes it); its path."""
+        self.checkpointer.save(name, iteration=self.iter)
+        if comm.is_main_process() and self.checkpointer.save_dir:
+            return os.path.join(self.checkpointer.save_dir, f"{name}.pth")
+        return None
+
+    def _log_fingerprints(self):
+        prints = state_fingerprints(self.model, self.teacher_hook.teacher if self.teacher_hook else None)
+        logger.info(f"Final state on rank {comm.get_rank()}: "
+                    + ", ".join(f"{k} sha256 {v}" for k, v in prints.items()))
+        if comm.get_world_size() > 1:
+            everyone = comm.all_gather(prints)
+            differ = [k for k in prints if len({p[k] for p in everyone}) > 1]
+            if differ:
+                logger.warning(f"The processes ended with different {', '.join(differ)}")
 
     def state_dict(self):
         # detectron2 v0.6's DefaultTrainer leaves the optimizer out of checkpoints; keep it.
@@ -198,3 +371,26 @@ class OXnetTrainer(DefaultTrainer):
         out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return OXnetEvaluator(dataset_name, output_dir=out, method=cfg.OXNET.METHOD,
                               training_counts=training_counts(cfg))
+
+
+def _digest(named_tensors):
+    h = hashlib.sha256()
+    for name, t in sorted(named_tensors):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def state_fingerprints(model, teacher=None):
+    """Short SHA-256 digests of a model's parameters (``weights``), its GPA prototypes
+    (``prototypes``, when it has them) and the teacher's parameters and buffers (``teacher``), for
+    checking that processes or runs ended in exactly the same state."""
+    model = unwrap(model)
+    ret = {"weights": _digest(model.named_parameters())}
+    protos = [(n, b) for n, b in model.named_buffers() if n.startswith("prototypes.")]
+    if protos:
+        ret["prototypes"] = _digest(protos)
+    if teacher is not None:
+        ret["teacher"] = _digest(list(teacher.named_parameters()) + list(teacher.named_buffers()))
+    return ret
