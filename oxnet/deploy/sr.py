@@ -29,7 +29,7 @@ import re
 import numpy as np
 
 __all__ = ["FINDING_CODES", "FINDING_SITES", "LOCAL_SCHEME", "SRBuildError", "finding_code",
-           "build_sr", "sr_bytes", "referenced_instances", "read_findings"]
+           "model_key", "report_series_uid", "build_sr", "sr_bytes", "referenced_instances", "read_findings"]
 
 #: Class name -> (code value, coding scheme designator, code meaning). SNOMED CT concepts; the nine
 #: classes of the paper's data (oxnet.data.classes.PAPER_CLASSES) and the common chest X-ray classes
@@ -154,6 +154,17 @@ def _model_identity(model_info):
     return name, version, params
 
 
+def model_key(model_info):
+    """What identifies a model in UIDs: its config SHA-1, else its name and version."""
+    name, version, _ = _model_identity(model_info)
+    return model_info.get("config_sha1") or f"{name} {version}"
+
+
+def report_series_uid(study_instance_uid, model_info):
+    """The Series Instance UID of a model's reports in a study (:func:`build_sr`'s default)."""
+    return _uid("oxnet-series", study_instance_uid, model_key(model_info))
+
+
 def _oxnet_version():
     import oxnet
 
@@ -214,11 +225,11 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
 
     name, version, params = _model_identity(model_info)
     algorithm = AlgorithmIdentification(name=name, version=version, parameters=params or None)
-    model_key = model_info.get("config_sha1") or f"{name} {version}"
+    key = model_key(model_info)
     observer = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=_uid("oxnet-device", model_key), name=name, manufacturer_name="OXnet",
+            uid=_uid("oxnet-device", key), name=name, manufacturer_name="OXnet",
             model_name=f"{name} {version}"[:64]))
     context = ObservationContext(observer_device_context=observer)
 
@@ -236,7 +247,7 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
             sites = [FindingSite(anatomic_location=_concept(FINDING_SITES[cls]))]
         groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=TrackingIdentifier(
-                uid=_uid("oxnet-finding", sop_uid, model_key, i),
+                uid=_uid("oxnet-finding", sop_uid, key, i),
                 identifier=f"finding {i + 1}: {det['category_name']}"[:64]),
             referenced_region=region,
             finding_type=_concept(finding_code(det["category_name"])),
@@ -245,7 +256,7 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
             measurements=[Measurement(name=_concept(_CERTAINTY), value=score, unit=_concept(_UNIT))]))
     if not groups:
         groups.append(MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=_uid("oxnet-none", sop_uid, model_key),
+            tracking_identifier=TrackingIdentifier(uid=_uid("oxnet-none", sop_uid, key),
                                                    identifier="no findings"),
             finding_type=codes.DCM.NoAbnormality,
             algorithm_id=algorithm,
@@ -258,9 +269,9 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
                           for d in detections])
     sr = Comprehensive3DSR(
         evidence=[ref], content=report[0],
-        series_instance_uid=series_instance_uid or _uid("oxnet-series", ref.StudyInstanceUID, model_key),
+        series_instance_uid=series_instance_uid or report_series_uid(ref.StudyInstanceUID, model_info),
         series_number=series_number,
-        sop_instance_uid=sop_instance_uid or _uid("oxnet-sr", sop_uid, model_key, content),
+        sop_instance_uid=sop_instance_uid or _uid("oxnet-sr", sop_uid, key, content),
         instance_number=instance_number, manufacturer="OXnet", is_complete=True,
         series_description=f"{name} detections"[:64])
     if any(finding_code(d["category_name"])[1] == LOCAL_SCHEME for d in detections):

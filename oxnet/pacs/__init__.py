@@ -1,0 +1,332 @@
+"""Run the detector on the chest X-rays an Orthanc PACS receives and store a DICOM SR beside each.
+
+``python -m oxnet.pacs --orthanc http://127.0.0.1:8042 --model DIR [--study UID] [--once]
+[--state FILE]``:
+
+* without ``--study`` it follows Orthanc's changes feed (``/changes?since=N&limit=M``): every
+  ``NewInstance`` is a candidate; with ``--once`` it stops when the feed is exhausted, else it polls
+  every ``--interval`` seconds. With ``--study`` it reports every instance of that study once.
+* Candidates are fetched over the REST API (``/instances/{id}/file``); instances that are not
+  images of the accepted modalities (``--modalities``, default CR and DX) are skipped: SRs (this
+  program's own reports included), presentation states, key objects, other modalities.
+* Each image is read as training reads DICOM (:func:`oxnet.data.io.read_raw`), run through
+  ``oxnet.deploy.runtime.load_model(DIR).predict``, filtered by the folder's per-class operating
+  thresholds (``thresholds.json``) when it has them, and reported by
+  :func:`oxnet.deploy.sr.build_sr` (an image without findings gets a report saying so). The SR is
+  stored in the image's study (``POST /instances``), in one series per study and model.
+* Idempotent: an image is not reported twice by the same model. The state file remembers what was
+  reported, and before reporting an image the study's reports of this model in Orthanc are read
+  (the evidence each references), so a lost or stale state file does not duplicate reports either;
+  and the same report has the same SOP Instance UID, which Orthanc stores once.
+* Resumable: the changes cursor is saved atomically in the state file after every change, so a
+  restarted run continues where the last one stopped.
+* An image that cannot be read or reported is logged and recorded in the state file (``failed``)
+  and the run goes on; the exit status is 1 when any failed.
+"""
+import json
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from oxnet.utils.atomic import atomic_write_json
+
+__all__ = ["OrthancClient", "OrthancError", "Reporter", "State", "main"]
+
+logger = logging.getLogger("oxnet.pacs")
+
+#: SOP classes that are never chest X-ray images: every SR class shares this prefix.
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+DEFAULT_MODALITIES = ("CR", "DX")
+
+
+class OrthancError(RuntimeError):
+    """An Orthanc request that failed; the message names the method, the path and the answer."""
+
+
+class OrthancClient:
+    """The few calls of Orthanc's REST API this module needs (standard library only)."""
+
+    def __init__(self, url, timeout=60.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method, path, data=None, content_type=None, raw=False):
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read()[:500].decode("utf-8", "replace")
+            raise OrthancError(f"{method} {self.url}{path}: HTTP {e.code} {detail}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise OrthancError(f"{method} {self.url}{path}: {e}") from e
+        if raw:
+            return body
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise OrthancError(f"{method} {self.url}{path}: not JSON: {body[:200]!r}") from e
+
+    def get(self, path, raw=False):
+        return self.request("GET", path, raw=raw)
+
+    def system(self):
+        return self.get("/system")
+
+    def changes(self, since, limit=100):
+        return self.get(f"/changes?since={int(since)}&limit={int(limit)}")
+
+    def instance_file(self, orthanc_id):
+        return self.get(f"/instances/{orthanc_id}/file", raw=True)
+
+    def store(self, dicom_bytes):
+        return self.request("POST", "/instances", data=dicom_bytes, content_type="application/dicom")
+
+    def lookup_study(self, study_uid):
+        """The Orthanc id of a Study Instance UID, or None."""
+        found = self.request("POST", "/tools/lookup", data=study_uid.encode("ascii"),
+                             content_type="text/plain")
+        return next((f["ID"] for f in found if f.get("Type") == "Study"), None)
+
+
+class State:
+    """The state file: the changes cursor, the reported images ({SOP Instance UID: SR SOP Instance
+    UID}) and the failures ({SOP Instance UID: message}), written atomically after each change."""
+
+    def __init__(self, path, orthanc_url):
+        self.path = os.fspath(path) if path else None
+        self.data = {"orthanc": orthanc_url, "since": 0, "reported": {}, "failed": {}}
+        if self.path and os.path.exists(self.path):
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"state file {self.path}: unreadable ({type(e).__name__}: {e}); move it "
+                                 "away to start again (reports already in Orthanc are not repeated)") from e
+            if not isinstance(data, dict) or not isinstance(data.get("since"), int):
+                raise ValueError(f"state file {self.path}: field 'since' missing or not an integer")
+            if data.get("orthanc") not in (None, orthanc_url):
+                raise ValueError(f"state file {self.path} belongs to {data['orthanc']}, not {orthanc_url}; "
+                                 "use one state file per Orthanc")
+            for key in ("reported", "failed"):
+                if not isinstance(data.get(key, {}), dict):
+                    raise ValueError(f"state file {self.path}: field {key!r} is not an object")
+                self.data[key] = data.get(key, {})
+            self.data["since"] = data["since"]
+
+    @property
+    def since(self):
+        return self.data["since"]
+
+    def save(self, since=None):
+        if since is not None:
+            self.data["since"] = int(since)
+        if self.path:
+            atomic_write_json(self.path, self.data, indent=1, sort_keys=True)
+
+
+class Reporter:
+    """Reports images of one Orthanc with one model."""
+
+    def __init__(self, client, model, state, modalities=DEFAULT_MODALITIES, use_thresholds=True):
+        self.client, self.model, self.state = client, model, state
+        self.modalities = {m.upper() for m in modalities}
+        self.use_thresholds = use_thresholds
+        self._study_reports = {}  # Orthanc study id -> SOP Instance UIDs this model reported there
+        self.counts = {"reported": 0, "skipped": 0, "already": 0, "failed": 0}
+
+    # -------------------------------------------------------------------------------- what to skip
+    def _skip_reason(self, ds):
+        sop_class = str(ds.get("SOPClassUID", ""))
+        modality = str(ds.get("Modality", "")).upper()
+        if sop_class.startswith(SR_CLASS_PREFIX) or modality == "SR":
+            return "a structured report"
+        if modality not in self.modalities:
+            return f"modality {modality or '(none)'} is not one of {', '.join(sorted(self.modalities))}"
+        if "PixelData" not in ds:
+            return "no pixel data"
+        return None
+
+    def _reports_in_study(self, study_id, study_uid):
+        """SOP Instance UIDs that this model's reports in the study reference (read from Orthanc)."""
+        if study_id in self._study_reports:
+            return self._study_reports[study_id]
+        import pydicom
+
+        from oxnet.deploy.sr import referenced_instances, report_series_uid
+
+        series_uid = report_series_uid(study_uid, self.model.info)
+        uids = set()
+        for series in self.client.get(f"/studies/{study_id}/series"):
+            if series.get("MainDicomTags", {}).get("SeriesInstanceUID") != series_uid:
+                continue
+            for inst in series.get("Instances", []):
+                data = self.client.instance_file(inst)
+                uids |= referenced_instances(pydicom.dcmread(_buffer(data), stop_before_pixels=True))
+        self._study_reports[study_id] = uids
+        return uids
+
+    # ----------------------------------------------------------------------------------- one image
+    def process(self, orthanc_id):
+        """Report one Orthanc instance if it is a new chest X-ray; returns what happened."""
+        import pydicom
+
+        data = self.client.instance_file(orthanc_id)
+        try:
+            ds = pydicom.dcmread(_buffer(data), force=True)
+        except Exception as e:
+            return self._fail(orthanc_id, f"instance {orthanc_id}: invalid DICOM ({type(e).__name__}: {e})")
+        reason = self._skip_reason(ds)
+        sop_uid = str(ds.get("SOPInstanceUID", ""))
+        if reason:
+            logger.debug("skip instance %s (%s): %s", orthanc_id, sop_uid, reason)
+            self.counts["skipped"] += 1
+            return "skipped"
+        info = self.client.get(f"/instances/{orthanc_id}")
+        series = self.client.get(f"/series/{info['ParentSeries']}")
+        study_id = series["ParentStudy"]
+        known = self.state.data["reported"]
+        if sop_uid in known or sop_uid in self._reports_in_study(study_id, str(ds.StudyInstanceUID)):
+            self.state.data["reported"].setdefault(sop_uid, None)
+            logger.info("instance %s (%s): already reported", orthanc_id, sop_uid)
+            self.counts["already"] += 1
+            return "already"
+        try:
+            sr_uid, n = self._report(ds, data)
+        except OrthancError:  # the server, not the image: stop here, the cursor stays before it
+            raise
+        except Exception as e:  # one bad image must not stop the feed
+            return self._fail(sop_uid or orthanc_id, f"instance {orthanc_id} ({sop_uid}): "
+                              f"{type(e).__name__}: {e}")
+        self._study_reports.setdefault(study_id, set()).add(sop_uid)
+        self.state.data["reported"][sop_uid] = sr_uid
+        self.state.data["failed"].pop(sop_uid, None)
+        self.counts["reported"] += 1
+        logger.info("instance %s (%s): %d finding(s), SR %s stored in study %s", orthanc_id, sop_uid, n,
+                    sr_uid, ds.StudyInstanceUID)
+        return "reported"
+
+    def _report(self, ds, data):
+        from oxnet.data.io import read_raw
+        from oxnet.deploy.runtime import apply_thresholds
+        from oxnet.deploy.sr import build_sr, sr_bytes
+
+        with tempfile.TemporaryDirectory(prefix="oxnet-pacs-") as tmp:
+            path = os.path.join(tmp, "image.dcm")
+            with open(path, "wb") as f:
+                f.write(data)
+            image = read_raw(path)
+        result = self.model.predict(image)
+        if self.use_thresholds and self.model.thresholds:
+            result = apply_thresholds(result, self.model.thresholds)
+        sr = build_sr(ds, result, self.model.info)
+        answer = self.client.store(sr_bytes(sr))
+        if answer.get("Status") not in ("Success", "AlreadyStored"):
+            raise OrthancError(f"POST /instances answered {answer}")
+        return str(sr.SOPInstanceUID), len(result["detections"])
+
+    def _fail(self, key, message):
+        logger.error("%s", message)
+        self.state.data["failed"][key] = message
+        self.counts["failed"] += 1
+        return "failed"
+
+    # ------------------------------------------------------------------------------------- drivers
+    def follow_changes(self, once=False, interval=5.0, limit=100):
+        """Process the changes feed from the state's cursor; with ``once`` stop when it is done."""
+        while True:
+            try:
+                answer = self.client.changes(self.state.since, limit)
+                for change in answer.get("Changes", []):
+                    if change.get("ChangeType") == "NewInstance":
+                        self.process(change["ID"])
+                    self.state.save(since=change["Seq"])
+            except OrthancError as e:
+                if once:
+                    raise
+                logger.warning("%s; retrying in %g s from change %d", e, interval, self.state.since)
+                time.sleep(interval)
+                continue
+            if answer.get("Changes"):
+                logger.info("changes up to %d processed (%s)", self.state.since, self._summary())
+            if answer.get("Done", True):
+                self.state.save(since=max(self.state.since, int(answer.get("Last", self.state.since))))
+                if once:
+                    return
+                time.sleep(interval)
+
+    def report_study(self, study_uid):
+        """Process every instance of one study."""
+        study_id = self.client.lookup_study(study_uid)
+        if study_id is None:
+            raise OrthancError(f"study {study_uid} is not in {self.client.url}")
+        instances = self.client.get(f"/studies/{study_id}/instances")
+        for i, inst in enumerate(instances):
+            self.process(inst["ID"])
+            self.state.save()
+            logger.info("study %s: %d/%d instances (%s)", study_uid, i + 1, len(instances), self._summary())
+
+    def _summary(self):
+        return ", ".join(f"{k} {v}" for k, v in self.counts.items())
+
+
+def _buffer(data):
+    """A bytes buffer pydicom can read."""
+    import io
+
+    return io.BytesIO(data)
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m oxnet.pacs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orthanc", required=True, help="Orthanc's REST API, e.g. http://127.0.0.1:8042")
+    parser.add_argument("--model", required=True, help="model folder (trained or exported)")
+    parser.add_argument("--study", help="report this Study Instance UID instead of following the changes")
+    parser.add_argument("--once", action="store_true", help="stop when the changes feed is exhausted")
+    parser.add_argument("--state", help="state file (changes cursor, reported images), JSON, written "
+                        "atomically after every change")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    parser.add_argument("--limit", type=int, default=100, help="changes per request (default 100)")
+    parser.add_argument("--modalities", default=",".join(DEFAULT_MODALITIES),
+                        help="modalities to report, comma-separated (default CR,DX)")
+    parser.add_argument("--no-thresholds", action="store_true",
+                        help="ignore the model folder's thresholds.json (report every box above the "
+                             "model's score threshold)")
+    parser.add_argument("--backend", choices=("onnx", "torchscript", "eager"), help="model backend")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    from oxnet.deploy.runtime import load_model
+
+    client = OrthancClient(args.orthanc)
+    try:
+        version = client.system().get("Version")
+        state = State(args.state, client.url)
+        model = load_model(args.model, backend=args.backend)
+    except (OrthancError, FileNotFoundError, ValueError) as e:
+        logger.error("%s", e)
+        return 2
+    logger.info("Orthanc %s at %s; model %s; changes cursor %d", version, client.url, model, state.since)
+    reporter = Reporter(client, model, state, modalities=[m for m in args.modalities.split(",") if m],
+                        use_thresholds=not args.no_thresholds)
+    try:
+        if args.study:
+            reporter.report_study(args.study)
+        else:
+            reporter.follow_changes(once=args.once, interval=args.interval, limit=args.limit)
+    except KeyboardInterrupt:
+        logger.info("interrupted; cursor %d saved", state.since)
+    except OrthancError as e:
+        logger.error("%s; cursor %d saved, run again to resume", e, state.since)
+        return 2
+    logger.info("done: %s", reporter._summary())
+    return 1 if reporter.counts["failed"] else 0

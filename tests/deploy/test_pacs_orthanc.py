@@ -1,0 +1,176 @@
+"""python -m oxnet.pacs against a real Orthanc (started by the ``orthanc`` fixture): one SR per chest
+X-ray in the image's study, none for other instances, none twice (state file, lost state file, crash),
+and a report saying "none found" for an image without findings."""
+import json
+import logging
+import shutil
+import urllib.request
+
+import cv2
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+import oxnet.pacs as pacs
+from oxnet.data.io import read_raw, write_dicom
+from oxnet.deploy.runtime import load_model
+from oxnet.deploy.sr import LOCAL_SCHEME, read_findings, referenced_instances
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A trained tiny eager model folder (score threshold lowered so that it reports boxes, at most
+    three per image) and the toy dataset's images."""
+    from oxnet.engine.model_files import load_model_config
+    from oxnet.utils.testing import train_toy_and_save, write_toy_dataset
+
+    root = tmp_path_factory.mktemp("pacs_toy")
+    json_file = write_toy_dataset(root / "data")
+    model = root / "model"
+    train_toy_and_save(json_file, root / "data" / "images", model, max_iter=2)
+    cfg = load_model_config(str(model / "model_final.pth"))
+    cfg.defrost()
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 3
+    (model / "config.yaml").write_text(cfg.dump())
+    return {"model": model, "images": sorted((root / "data" / "images").glob("*.png"))}
+
+
+def _store_cxr(url, png, folder, study_uid, modality="CR", photometric="MONOCHROME2"):
+    path = folder / f"{png.stem}_{modality}.dcm"
+    write_dicom(path, cv2.imread(str(png), cv2.IMREAD_GRAYSCALE), photometric=photometric, attributes=dict(
+        Modality=modality, StudyInstanceUID=study_uid, PatientName="Test^Patient", PatientID="P-42",
+        PatientBirthDate="19500101", PatientSex="M", StudyDate="20240101", StudyTime="090000",
+        AccessionNumber="ACC1", StudyID="1", ReferringPhysicianName=""))
+    req = urllib.request.Request(url + "/instances", data=path.read_bytes(), method="POST",
+                                 headers={"Content-Type": "application/dicom"})
+    with urllib.request.urlopen(req) as r:
+        assert json.load(r)["Status"] == "Success"
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _reports(url, study_uid):
+    """The SRs in a study, as (SR dataset, SOP Instance UIDs it references)."""
+    client = pacs.OrthancClient(url)
+    study_id = client.lookup_study(study_uid)
+    out = []
+    for inst in client.get(f"/studies/{study_id}/instances"):
+        ds = pydicom.dcmread(pacs._buffer(client.instance_file(inst["ID"])))
+        if ds.Modality == "SR":
+            out.append((ds, referenced_instances(ds)))
+    return out
+
+
+def _run(url, model, *extra):
+    return pacs.main(["--orthanc", url, "--model", str(model), *extra])
+
+
+@pytest.mark.slow
+def test_each_image_reported_once(orthanc, toy, tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="oxnet.pacs")
+    study = generate_uid()
+    images = [_store_cxr(orthanc, png, tmp_path, study) for png in toy["images"][:2]]
+    _store_cxr(orthanc, toy["images"][2], tmp_path, study, modality="OT")  # not a chest X-ray
+    state = tmp_path / "state.json"
+
+    # A crash after the second report is stored, before the cursor moves past its image.
+    real_process, calls = pacs.Reporter.process, []
+
+    def crashing(self, orthanc_id):
+        outcome = real_process(self, orthanc_id)
+        calls.append(outcome)
+        if calls.count("reported") == 2:
+            raise RuntimeError("simulated crash")
+        return outcome
+
+    monkeypatch.setattr(pacs.Reporter, "process", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(orthanc, toy["model"], "--once", "--state", str(state))
+    monkeypatch.setattr(pacs.Reporter, "process", real_process)
+    assert len(_reports(orthanc, study)) == 2
+    crash_cursor = json.loads(state.read_text())["since"]
+
+    caplog.clear()
+    assert _run(orthanc, toy["model"], "--once", "--state", str(state)) == 0
+    reports = _reports(orthanc, study)
+    assert sorted(uid for _, refs in reports for uid in refs) == sorted(images)
+    assert caplog.text.count("already reported") == 1  # the image of the crash, found in Orthanc
+    assert caplog.text.count("finding(s), SR") == 0
+    for ds, _ in reports:
+        findings = read_findings(ds)
+        assert 1 <= len(findings) <= 3
+        assert all(f["code"][1] == LOCAL_SCHEME for f in findings)  # the toy classes are "class0", ...
+        assert ds.StudyInstanceUID == study and ds.PatientID == "P-42"
+    saved = json.loads(state.read_text())
+    assert saved["since"] > crash_cursor and sorted(saved["reported"]) == sorted(images)
+    with urllib.request.urlopen(orthanc + "/changes?limit=1000") as r:
+        assert saved["since"] == json.load(r)["Last"]
+
+    # Again with the state file: the cursor is at the end, nothing is looked at.
+    caplog.clear()
+    assert _run(orthanc, toy["model"], "--once", "--state", str(state)) == 0
+    assert len(_reports(orthanc, study)) == 2 and "instance" not in caplog.text
+
+    # Without the state file the whole feed is read again; the reports in Orthanc stop duplicates.
+    caplog.clear()
+    assert _run(orthanc, toy["model"], "--once") == 0
+    assert len(_reports(orthanc, study)) == 2
+    assert caplog.text.count("already reported") == 2
+
+    caplog.clear()
+    assert _run(orthanc, toy["model"], "--study", study) == 0
+    assert len(_reports(orthanc, study)) == 2
+    assert caplog.text.count("already reported") == 2
+
+
+@pytest.mark.slow
+def test_image_without_findings_gets_a_report_saying_so(orthanc, toy, tmp_path):
+    model = tmp_path / "strict_model"
+    model.mkdir()
+    for name in ("model_final.pth", "config.yaml"):
+        shutil.copy(toy["model"] / name, model / name)
+    (model / "thresholds.json").write_text(json.dumps({f"class{c}": 1.0 for c in range(3)}))
+    study = generate_uid()
+    image = _store_cxr(orthanc, toy["images"][0], tmp_path, study, modality="DX")
+    assert _run(orthanc, model, "--study", study) == 0
+    ((ds, refs),) = _reports(orthanc, study)
+    assert refs == {image} and read_findings(ds) == []
+    group = ds.ContentSequence[-1].ContentSequence[0]  # Imaging Measurements > Measurement Group
+    finding = [item for item in group.ContentSequence
+               if item.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Finding.value]
+    assert finding[0].ConceptCodeSequence[0].CodeValue == codes.DCM.NoAbnormality.value
+    # The model finds boxes in that image: the operating thresholds removed them all.
+    assert load_model(model).predict(read_raw(tmp_path / f"{toy['images'][0].stem}_DX.dcm"))["detections"]
+
+
+@pytest.mark.slow
+def test_unreadable_image_is_recorded_and_the_feed_goes_on(orthanc, toy, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="oxnet.pacs")
+    study = generate_uid()
+    bad = _store_cxr(orthanc, toy["images"][0], tmp_path, study, modality="DX", photometric="PALETTE COLOR")
+    good = _store_cxr(orthanc, toy["images"][1], tmp_path, study)
+    state = tmp_path / "state.json"
+    assert _run(orthanc, toy["model"], "--once", "--state", str(state)) == 1
+    ((_, refs),) = _reports(orthanc, study)
+    assert refs == {good}
+    failed = json.loads(state.read_text())["failed"]
+    assert list(failed) == [bad] and "PALETTE COLOR" in failed[bad] and bad in caplog.text
+
+
+def test_state_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"state file {path}: unreadable"):
+        pacs.State(path, "http://127.0.0.1:8042")
+    path.write_text(json.dumps({"orthanc": "http://other:8042", "since": 3}))
+    with pytest.raises(ValueError, match="belongs to http://other:8042"):
+        pacs.State(path, "http://127.0.0.1:8042")
+    path.write_text(json.dumps({"orthanc": "http://127.0.0.1:8042", "since": "3"}))
+    with pytest.raises(ValueError, match="'since' missing or not an integer"):
+        pacs.State(path, "http://127.0.0.1:8042")
+    state = pacs.State(tmp_path / "new.json", "http://127.0.0.1:8042")
+    state.data["reported"]["1.2.3"] = "1.2.4"
+    state.save(since=7)
+    again = pacs.State(tmp_path / "new.json", "http://127.0.0.1:8042")
+    assert again.since == 7 and again.data["reported"] == {"1.2.3": "1.2.4"}
