@@ -1,0 +1,123 @@
+"""``train_net.py --num-machines 2`` as two separate processes (gloo on the CPU): both ranks end in the
+same state, and a rank whose peer dies fails within a bounded time instead of hanging."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from oxnet.utils.testing import REPO_ROOT, tiny_cfg, write_toy_dataset
+
+TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
+FINAL = re.compile(r"Final state on rank (\d): (.*)")
+
+
+def write_config(tmp_path, max_iter):
+    """A tiny OXnet run on a toy dataset as a config file (64 px, one head conv, no workers)."""
+    json_file = write_toy_dataset(str(tmp_path / "data"), n_full=4, n_weak=4, n_unlabeled=4)
+    cfg = tiny_cfg("oxnet")
+    cfg.OXNET.DATASETS = (("toy_train", json_file, str(tmp_path / "data" / "images")),)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("toy_train",), ()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.SEED = 3  # each rank seeds SEED + rank: different initial weights until DDP broadcasts rank 0's
+    path = tmp_path / f"run{max_iter}.yaml"
+    path.write_text(cfg.dump())
+    return str(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(config, out_dir, port, timeout_s):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = []
+    for rank in (0, 1):
+        log = open(out_dir.parent / f"{out_dir.name}.rank{rank}.out", "w")
+        procs.append(subprocess.Popen(
+            [sys.executable, TRAIN_NET, "--config-file", config, "--num-machines", "2", "--machine-rank", str(rank),
+             "--dist-url", f"tcp://127.0.0.1:{port}", "--dist-timeout", str(timeout_s), "OUTPUT_DIR", str(out_dir)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True))
+        log.close()
+    return procs
+
+
+def rank_log(out_dir, rank):
+    path = out_dir / ("log.txt" if rank == 0 else f"log.txt.rank{rank}")
+    return path.read_text() if path.exists() else ""
+
+
+def output(out_dir, rank):
+    return (out_dir.parent / f"{out_dir.name}.rank{rank}.out").read_text()
+
+
+def kill(procs):
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def test_two_machines_end_identical(tmp_path):
+    config = write_config(tmp_path, max_iter=3)
+    out = tmp_path / "run"
+    procs = start_ranks(config, out, free_port(), timeout_s=60)
+    try:
+        for rank, p in enumerate(procs):
+            rc = p.wait(timeout=300)
+            assert rc == 0, f"rank {rank} exit {rc}:\n{output(out, rank)[-4000:]}"
+    finally:
+        kill(procs)
+    prints = {}
+    for rank in (0, 1):
+        found = FINAL.findall(rank_log(out, rank))
+        assert len(found) == 1 and int(found[0][0]) == rank, rank_log(out, rank)[-2000:]
+        prints[rank] = dict(re.findall(r"(\w+) sha256 ([0-9a-f]+)", found[0][1]))
+    assert set(prints[0]) == {"weights", "teacher", "prototypes"}
+    assert prints[0] == prints[1]
+    assert "ended with different" not in rank_log(out, 0) + rank_log(out, 1)
+    assert (out / "model_final.pth").exists()
+
+
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_rank_whose_peer_dies_fails_in_bounded_time(tmp_path, fault):
+    """SIGKILL: the peer's machine dies (its connections close); SIGSTOP: it hangs (only the
+    ``--dist-timeout`` of 8 s ends the wait)."""
+    config = write_config(tmp_path, max_iter=100000)
+    out = tmp_path / "run"
+    procs = start_ranks(config, out, free_port(), timeout_s=8)
+    try:
+        deadline = time.monotonic() + 240
+        while not all("iter: " in rank_log(out, r) or "Starting training" in rank_log(out, r) for r in (0, 1)):
+            for rank, p in enumerate(procs):
+                assert p.poll() is None, f"rank {rank} ended early:\n{output(out, rank)[-4000:]}"
+            assert time.monotonic() < deadline, "the ranks did not start training"
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few steps in
+        assert procs[0].poll() is None
+        os.killpg(procs[1].pid, getattr(signal, fault))
+        killed = time.monotonic()
+        try:
+            rc = procs[0].wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"rank 0 still runs 90 s after {fault} to its peer:\n{output(out, 0)[-3000:]}")
+        waited = time.monotonic() - killed
+        assert rc != 0, output(out, 0)[-3000:]
+        assert waited < 60, waited
+        text = output(out, 0)
+        if fault == "SIGSTOP":
+            assert "Timed out" in text, text[-3000:]  # only the timeout could end this wait
+        else:
+            assert "by peer" in text or "Timed out" in text, text[-3000:]
+    finally:
+        kill(procs)
