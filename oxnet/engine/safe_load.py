@@ -104,7 +104,8 @@ class SafeLoadingMixin:
             return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in data:
-                raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'.")
+                raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain "
+                                 "'model_state'.")
             state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         if not isinstance(data, dict):

@@ -145,19 +145,21 @@ class OmniStepTrainer(SimpleTrainer):
         self.nonfinite_streak += 1
         values = ", ".join(f"{k} = {loss_dict[k].detach().float().cpu().item():g}" for k in bad)
         limit = self.max_nonfinite_skips
-        logger.warning(f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, optimizer, "
-                       f"teacher and GPA prototypes unchanged ({self.nonfinite_streak} such step(s) in a row; "
-                       f"training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)")
+        logger.warning(f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, "
+                       f"optimizer, teacher and GPA prototypes unchanged ({self.nonfinite_streak} such "
+                       f"step(s) in a row; training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)")
         try:
             from detectron2.utils.events import get_event_storage
 
-            get_event_storage().put_scalar("nonfinite_skipped_steps", self.nonfinite_streak, smoothing_hint=False)
+            get_event_storage().put_scalar("nonfinite_skipped_steps", self.nonfinite_streak,
+                                           smoothing_hint=False)
         except AssertionError:  # no EventStorage (a step run outside train())
             pass
         if self.nonfinite_streak >= max(limit, 1):
             raise NonFiniteLossError(
                 f"loss term(s) {', '.join(bad)} not finite at iteration {self.iter} ({values}), "
-                f"{self.nonfinite_streak} step(s) in a row skipped (OXNET.SOLVER.MAX_NONFINITE_SKIPS = {limit})",
+                f"{self.nonfinite_streak} step(s) in a row skipped "
+                f"(OXNET.SOLVER.MAX_NONFINITE_SKIPS = {limit})",
                 bad, self.iter)
 
 
@@ -174,7 +176,8 @@ class _StopSignals:
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self.received is None:
-            logger.warning(f"{name} received: training will save a checkpoint at the end of this step and stop")
+            logger.warning(f"{name} received: training will save a checkpoint at the end of this step "
+                           "and stop")
         self.received = self.received or name
 
     def __enter__(self):

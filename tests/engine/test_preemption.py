@@ -38,7 +38,8 @@ def start(config, out_dir, log, *extra, pause_at=None):
     if pause_at is not None:
         env["OXNET_TEST_PAUSE_AT"] = str(pause_at)
     with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, DRIVER, "--config-file", config, *extra, "OUTPUT_DIR", str(out_dir)],
+        return subprocess.Popen([sys.executable, DRIVER, "--config-file", config, *extra,
+                                 "OUTPUT_DIR", str(out_dir)],
                                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
 
 
@@ -47,7 +48,8 @@ def wait_for(log, text, proc, timeout=180):
     while time.monotonic() < deadline:
         if text in log.read_text():
             return
-        assert proc.poll() is None, f"the process ended ({proc.returncode}) before {text!r}:\n{log.read_text()[-3000:]}"
+        assert proc.poll() is None, \
+            f"the process ended ({proc.returncode}) before {text!r}:\n{log.read_text()[-3000:]}"
         time.sleep(0.05)
     raise AssertionError(f"no {text!r} within {timeout} s:\n{log.read_text()[-3000:]}")
 

@@ -45,8 +45,9 @@ def start_ranks(config, out_dir, port, timeout_s):
     for rank in (0, 1):
         log = open(out_dir.parent / f"{out_dir.name}.rank{rank}.out", "w")
         procs.append(subprocess.Popen(
-            [sys.executable, TRAIN_NET, "--config-file", config, "--num-machines", "2", "--machine-rank", str(rank),
-             "--dist-url", f"tcp://127.0.0.1:{port}", "--dist-timeout", str(timeout_s), "OUTPUT_DIR", str(out_dir)],
+            [sys.executable, TRAIN_NET, "--config-file", config, "--num-machines", "2",
+             "--machine-rank", str(rank), "--dist-url", f"tcp://127.0.0.1:{port}",
+             "--dist-timeout", str(timeout_s), "OUTPUT_DIR", str(out_dir)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True))
         log.close()
     return procs
@@ -98,7 +99,7 @@ def test_rank_whose_peer_dies_fails_in_bounded_time(tmp_path, fault):
     procs = start_ranks(config, out, free_port(), timeout_s=8)
     try:
         deadline = time.monotonic() + 240
-        while not all("iter: " in rank_log(out, r) or "Starting training" in rank_log(out, r) for r in (0, 1)):
+        while not all("Starting training" in rank_log(out, r) for r in (0, 1)):
             for rank, p in enumerate(procs):
                 assert p.poll() is None, f"rank {rank} ended early:\n{output(out, rank)[-4000:]}"
             assert time.monotonic() < deadline, "the ranks did not start training"
@@ -110,7 +111,8 @@ def test_rank_whose_peer_dies_fails_in_bounded_time(tmp_path, fault):
         try:
             rc = procs[0].wait(timeout=90)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"rank 0 still runs 90 s after {fault} to its peer:\n{output(out, 0)[-3000:]}")
+            raise AssertionError(f"rank 0 still runs 90 s after {fault} to its peer:\n"
+                                 f"{output(out, 0)[-3000:]}")
         waited = time.monotonic() - killed
         assert rc != 0, output(out, 0)[-3000:]
         assert waited < 60, waited
