@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.oxnet-installed
 DEMO_OUT ?= output/demo
 
-.PHONY: demo test install clean-venv bench
+.PHONY: demo test install clean-venv bench fuzz
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest tests
+
+# The readers' fuzz tests with many random examples (`make test` runs a few derandomized ones).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	OXNET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=2 $(PY) -m pytest -q \
+		tests/data/test_fuzz_readers.py tests/data/importers/test_fuzz_importers.py
 
 # The paper's Table 1 on synthetic chest X-rays: 13 rows x 3 seeds on the CPU, a few hours (BENCHMARKS.md).
 bench: $(STAMP)

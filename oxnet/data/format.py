@@ -40,7 +40,13 @@ def _is_int(x):
 
 
 def _is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite int or float (not a bool; an int beyond the float range is not finite)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _check_id(entry, index, section, file):
@@ -194,8 +200,8 @@ def validate_omni_coco(coco, json_file, image_root=None, check_files=True, allow
             raise OmniFormatError(f"{file}: annotation id={aid}: duplicate annotation id")
         ann_ids.add(aid)
         iid = ann.get("image_id")
-        where = f"annotation id={aid} (image id={iid})"
-        img = images.get(iid) if isinstance(iid, (int, str)) else None
+        where = f"annotation id={aid} (image id={iid!r})"
+        img = images.get(iid) if _is_int(iid) or isinstance(iid, str) else None
         if img is None:
             raise OmniFormatError(f"{file}: {where}: field 'image_id' refers to an unknown image")
         if img["supervision"] != "full":
@@ -207,6 +213,9 @@ def validate_omni_coco(coco, json_file, image_root=None, check_files=True, allow
         if not _is_int(cid) or cid not in categories:
             raise OmniFormatError(f"{file}: {where}: field 'category_id' {cid!r} is not a known category id")
         _check_box(ann, where, file, img)
+        crowd = ann.get("iscrowd", 0)
+        if not _is_int(crowd) or crowd not in (0, 1):
+            raise OmniFormatError(f"{file}: {where}: field 'iscrowd' must be 0 or 1, got {crowd!r}")
         box_classes[iid].add(categories[cid])
 
     for iid, names in box_classes.items():
@@ -240,6 +249,10 @@ def read_omni_coco(json_file):
             return json.load(f)
         except json.JSONDecodeError as e:
             raise OmniFormatError(f"{json_file}: invalid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise OmniFormatError(f"{json_file}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except RecursionError:
+            raise OmniFormatError(f"{json_file}: invalid JSON: nested too deeply") from None
 
 
 def image_labels_from_boxes(box_classes, num_classes, image_labels=None):

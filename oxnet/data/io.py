@@ -4,16 +4,20 @@
 [0, 255] (uint8) and replicated to three channels. ``read_raw`` returns the grey values before scaling.
 """
 import os
+import warnings
 
 import cv2
 import numpy as np
 
 from oxnet.utils.atomic import atomic_open
 
-__all__ = ["ImageReadError", "is_dicom", "read_raw", "read_image", "scale_to_uint8", "write_png",
-           "write_dicom"]
+__all__ = ["MAX_IMAGE_PIXELS", "ImageReadError", "is_dicom", "read_raw", "read_image", "scale_to_uint8",
+           "write_png", "write_dicom"]
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
+#: Largest image (rows x columns x frames x samples) a reader decodes; a header claiming more is refused
+#: before any pixel memory is allocated (a chest X-ray has about 3000 x 3000 = 9e6 pixels).
+MAX_IMAGE_PIXELS = 2 ** 26
 
 
 class ImageReadError(IOError):
@@ -40,6 +44,58 @@ def is_dicom(path):
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def _check_pixels(path, width, height, what="the header"):
+    """Refuse an image whose header claims no pixels or more than :data:`MAX_IMAGE_PIXELS`."""
+    if width <= 0 or height <= 0:
+        raise ImageReadError(path, f"{what} gives an empty image ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageReadError(path, f"{what} gives {width}x{height} = {width * height} pixels, beyond the "
+                                   f"limit of {MAX_IMAGE_PIXELS} pixels (oxnet.data.io.MAX_IMAGE_PIXELS)")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path, data):
+    """Walk a PNG's chunks before decoding: OpenCV allocates what a corrupt length or size field claims."""
+    buf = memoryview(data)
+    pos, first = 8, True
+    while pos < len(buf):
+        if pos + 8 > len(buf):
+            raise ImageReadError(path, f"truncated PNG (a chunk header is cut at byte {pos})")
+        length = int.from_bytes(buf[pos:pos + 4], "big")
+        kind = bytes(buf[pos + 4:pos + 8])
+        if pos + 12 + length > len(buf):
+            raise ImageReadError(path, f"truncated or corrupt PNG (chunk {kind!r} at byte {pos} claims "
+                                       f"{length} bytes, {len(buf) - pos - 12} are left)")
+        if first:
+            if kind != b"IHDR" or length != 13:
+                raise ImageReadError(path, "corrupt PNG (the first chunk is not a valid IHDR)")
+            width = int.from_bytes(buf[pos + 8:pos + 12], "big")
+            height = int.from_bytes(buf[pos + 12:pos + 16], "big")
+            _check_pixels(path, width, height, "the PNG header")
+            first = False
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+    raise ImageReadError(path, "truncated PNG (no IEND chunk)")
+
+
+def _check_other_header(path):
+    """The size in a JPEG/TIFF/... header (through PIL, which reads only the header) against the limit;
+    formats PIL does not know are left to OpenCV."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's decompression-bomb warning: the limit is checked here
+            with Image.open(path) as im:
+                width, height = im.size
+    except Exception:  # not a format PIL reads: OpenCV decides
+        return
+    _check_pixels(path, width, height)
+
+
 def _read_bitmap(path):
     """PNG/JPEG/TIFF/... through OpenCV, keeping the bit depth; colour is converted to grey."""
     try:
@@ -52,7 +108,14 @@ def _read_bitmap(path):
     if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in data[-1024:].tobytes():
         # libjpeg fills a truncated JPEG with grey and only warns, so the end-of-image marker is checked.
         raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if head == _PNG_SIGNATURE:
+        _check_png(path, data)
+    else:
+        _check_other_header(path)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as e:
+        raise ImageReadError(path, f"OpenCV could not decode it ({e})") from e
     if img is None:
         kind = "PNG" if head.startswith(b"\x89PNG") else "image"
         raise ImageReadError(path, f"OpenCV could not decode it (corrupt, truncated or unsupported {kind})")
@@ -66,6 +129,22 @@ def _read_bitmap(path):
         else:
             raise ImageReadError(path, f"unsupported number of channels {img.shape[2]}")
     return img.astype(np.float32)
+
+
+def _dicom_int(ds, keyword, path, default=None):
+    """An integer attribute of a DICOM header; a missing (without ``default``) or malformed one is an
+    :class:`ImageReadError` naming the attribute."""
+    try:
+        value = ds.get(keyword, None)
+        if value is None or value == "":
+            if default is None:
+                raise ImageReadError(path, f"the DICOM has no {keyword}")
+            return default
+        return int(value)
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(path, f"invalid DICOM attribute {keyword} ({type(e).__name__}: {e})") from e
 
 
 def _read_dicom(path, apply_voi=True):
@@ -82,6 +161,17 @@ def _read_dicom(path, apply_voi=True):
         raise ImageReadError(path, f"invalid DICOM ({type(e).__name__}: {e})") from e
     if "PixelData" not in ds:
         raise ImageReadError(path, "the DICOM has no pixel data (corrupt or not an image)")
+    rows, columns = _dicom_int(ds, "Rows", path), _dicom_int(ds, "Columns", path)
+    frames = _dicom_int(ds, "NumberOfFrames", path, default=1)
+    samples = _dicom_int(ds, "SamplesPerPixel", path, default=1)
+    if frames > 1:
+        raise ImageReadError(path, f"multi-frame DICOM ({frames} frames) is not a radiograph")
+    if samples not in (1, 3):
+        raise ImageReadError(path, f"unsupported SamplesPerPixel {samples} (1 or 3 expected)")
+    _check_pixels(path, columns, rows, "the DICOM header (Columns x Rows)")
+    if columns * rows * samples > MAX_IMAGE_PIXELS:
+        raise ImageReadError(path, f"{columns}x{rows}x{samples} samples are beyond the limit of "
+                                   f"{MAX_IMAGE_PIXELS} pixels (oxnet.data.io.MAX_IMAGE_PIXELS)")
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         arr = ds.pixel_array
@@ -97,11 +187,12 @@ def _read_dicom(path, apply_voi=True):
         raise ImageReadError(path, f"corrupt or truncated DICOM pixel data ({type(e).__name__}: {e})") from e
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        raise ImageReadError(path, f"multi-frame DICOM ({frames} frames) is not a radiograph")
+    if arr.ndim not in (2, 3) or arr.shape[:2] != (rows, columns) or arr.size == 0:
+        raise ImageReadError(path, f"decoded pixel array has shape {arr.shape}, the header says "
+                                   f"{rows}x{columns}")
     if samples == 3 or arr.ndim == 3:
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ImageReadError(path, f"SamplesPerPixel 3 but the pixel array has shape {arr.shape}")
         # pydicom converts YBR to RGB by default; a colour radiograph is reduced to grey.
         return cv2.cvtColor(np.ascontiguousarray(arr).astype(np.float32), cv2.COLOR_RGB2GRAY)
     if not photometric.startswith("MONOCHROME"):
@@ -126,7 +217,9 @@ def read_raw(path, apply_voi=True):
     when ``apply_voi``; MONOCHROME1 is inverted so that bone is bright.
 
     Raises:
-        ImageReadError: missing, empty, corrupt or truncated files, DICOM without decodable pixel data.
+        ImageReadError: missing, empty, corrupt or truncated files, DICOM without decodable pixel data or
+            with malformed attributes, images whose header claims more than :data:`MAX_IMAGE_PIXELS`
+            (refused before decoding).
     """
     path = os.fspath(path)
     if not os.path.exists(path):

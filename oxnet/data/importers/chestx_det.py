@@ -7,14 +7,15 @@ xyxy in their pixels. An entry with no boxes is a negative ("full" with no boxes
 """
 import numpy as np
 
-from .common import IMAGE_EXTENSIONS, ImportDataError, check_boxes_xywh, new_coco, read_json, resolve_images
+from .common import (IMAGE_EXTENSIONS, ImportDataError, _finite_number, check_boxes_xywh, new_coco, read_json,
+                     resolve_images)
 from .nih import NIH_PNG_SIZE
 
 __all__ = ["load_chestx_det"]
 
 
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    return _finite_number(v)
 
 
 def load_chestx_det(json_file, images=None, allow_missing_images=False, clip_boxes=False):

@@ -12,13 +12,32 @@ import numpy as np
 
 from oxnet.data.format import SUPERVISION_LEVELS
 
-from .common import ImportDataError, check_boxes_xywh, check_sizes, new_coco, read_json, resolve_paths
+from .common import (ImportDataError, _finite_number, check_boxes_xywh, check_sizes, new_coco, read_json,
+                     resolve_paths)
 
 __all__ = ["load_coco"]
 
 
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    return _finite_number(v)
+
+
+def _is_id(v):
+    """An image or category id: an integer or a string (not a bool, list or object)."""
+    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def _checked_labels(labels, names, json_file, where):
+    """The ``image_labels`` of a source image: {known category name: 1 | 0 | -1}."""
+    if not isinstance(labels, dict):
+        raise ImportDataError(json_file, where, f"'image_labels' must be an object, got {type(labels).__name__}")
+    for name, value in labels.items():
+        if name not in names:
+            raise ImportDataError(json_file, where, f"'image_labels' names unknown category {name!r}")
+        if value not in (1, 0, -1) or not isinstance(value, int):
+            raise ImportDataError(json_file, where,
+                                  f"'image_labels' has value {value!r} for {name!r}; must be 1, 0 or -1")
+    return labels
 
 
 def load_coco(json_file, images=None, allow_missing_images=False, supervision="full", clip_boxes=False):
@@ -43,8 +62,8 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
 
     cats = {}
     for i, c in enumerate(src["categories"]):
-        if not (isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)
-                and c["name"]):
+        if not (isinstance(c, dict) and isinstance(c.get("id"), int) and not isinstance(c["id"], bool)
+                and isinstance(c.get("name"), str) and c["name"]):
             raise ImportDataError(json_file, f"categories[{i}]",
                                   "a category needs an integer 'id' and a 'name'")
         if c["id"] in cats:
@@ -56,9 +75,10 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
     index, names = {}, set()
     for i, img in enumerate(src["images"]):
         where = f"images[{i}]"
-        if not (isinstance(img, dict) and "id" in img and isinstance(img.get("file_name"), str)
+        if not (isinstance(img, dict) and _is_id(img.get("id")) and isinstance(img.get("file_name"), str)
                 and img["file_name"]):
-            raise ImportDataError(json_file, where, "an image needs 'id' and a non-empty 'file_name'")
+            raise ImportDataError(json_file, where,
+                                  "an image needs an 'id' (integer or string) and a non-empty 'file_name'")
         if img["id"] in index:
             raise ImportDataError(json_file, where,
                                   f"duplicate image id {img['id']!r} (also images[{index[img['id']]}])")
@@ -83,12 +103,15 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
     rows, img_idx, boxes, classes = [], [], [], []
     for i, a in enumerate(anns):
         where = f"annotations[{i}]"
-        if not isinstance(a, dict) or a.get("image_id") not in index:
+        if not isinstance(a, dict) or not _is_id(a.get("image_id")) or a["image_id"] not in index:
             got = a.get("image_id") if isinstance(a, dict) else a
             raise ImportDataError(json_file, where, f"'image_id' {got!r} is not an image id")
-        if a.get("category_id") not in cats:
+        if not _is_id(a.get("category_id")) or a["category_id"] not in cats:
             raise ImportDataError(json_file, where,
                                   f"'category_id' {a.get('category_id')!r} is not a category id")
+        crowd = a.get("iscrowd", 0)
+        if crowd not in (0, 1) or not isinstance(crowd, int):
+            raise ImportDataError(json_file, where, f"'iscrowd' must be 0 or 1, got {crowd!r}")
         b = a.get("bbox")
         if not isinstance(b, list) or len(b) != 4 or not all(_is_number(v) for v in b):
             raise ImportDataError(json_file, where, f"'bbox' must be 4 numbers [x, y, w, h], got {b!r}")
@@ -114,8 +137,9 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
         if supervision == "weak":
             positive = {cats[classes[k]] for k in box_ids}
             new["image_labels"] = {n: int(n in positive) for n in cats.values()}
-        elif supervision == "full" and isinstance(img.get("image_labels"), dict):
-            new["image_labels"] = img["image_labels"]
+        elif supervision == "full" and img.get("image_labels") is not None:
+            new["image_labels"] = _checked_labels(img["image_labels"], set(cats.values()), json_file,
+                                                  f"images[{i}]")
         coco["images"].append(new)
         if supervision == "full":
             for k in box_ids:

@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import re
 
@@ -57,6 +58,16 @@ class ImportDataError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+def _finite_number(v):
+    """A finite JSON number: int or float, not a bool, within the float range."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _row(value):
     """A row for :class:`ImportDataError`: a line number (int) or a place name (str)."""
     return value if isinstance(value, str) else int(value)
@@ -87,6 +98,8 @@ def read_json(path):
             raise ImportDataError(path, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
         except (OSError, EOFError, UnicodeDecodeError) as e:
             raise ImportDataError(path, None, f"cannot read the file: {e}") from None
+        except RecursionError:
+            raise ImportDataError(path, None, "invalid JSON: nested too deeply") from None
 
 
 def _norm(name):
@@ -140,6 +153,8 @@ def read_csv_table(path, columns, optional=()):
                             f"expected {n} fields as in the header, got {len(row)} (extra values {row[n:]})",
                         )
                     row = row[:n]
+                if any("\x00" in v for v in row):
+                    raise ImportDataError(path, reader.line_num, "NUL character in a field (binary data?)")
                 rows.append(row)
                 lines.append(reader.line_num)
         except csv.Error as e:

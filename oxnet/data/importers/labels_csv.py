@@ -47,7 +47,10 @@ def load_labels_csv(csv_file, images=None, allow_missing_images=False, path_colu
     from .common import open_text
 
     with open_text(csv_file) as f:
-        header = [h.strip() for h in next(csv.reader(f), [])]
+        try:
+            header = [h.strip() for h in next(csv.reader(f, strict=True), [])]
+        except (csv.Error, OSError, EOFError, UnicodeDecodeError) as e:
+            raise ImportDataError(csv_file, 1, f"unreadable header: {e}") from None
     while header and header[-1] == "":
         header.pop()
     if path_column not in header:

@@ -25,6 +25,8 @@ def load_rsna(labels_csv, images=None, allow_missing_images=False, clip_boxes=Fa
         (dict, dict): the OXnet-COCO dict and a report of counts.
     """
     df = read_csv_table(labels_csv, COLUMNS)
+    if not len(df):
+        raise ImportDataError(labels_csv, None, "the file has a header but no rows")
     lines = df["line"].to_numpy()
     empty = (df["patient"] == "").to_numpy()
     if empty.any():

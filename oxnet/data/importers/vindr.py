@@ -29,17 +29,20 @@ def _fuse(xyxy, labels, readers, iou_thr):
     from ensemble_boxes import weighted_boxes_fusion
 
     names = sorted(set(readers))
-    scale = float(xyxy.max()) + 1.0  # WBF needs [0, 1] coordinates; IoU is scale invariant
+    # WBF needs [0, 1] coordinates; IoU is shift and scale invariant (the origin matters for boxes of
+    # images of unknown size, which may have negative coordinates)
+    origin = float(xyxy.min())
+    scale = float(xyxy.max()) - origin + 1.0
     boxes_list, scores_list, labels_list = [], [], []
     for r in names:
         m = readers == r
-        boxes_list.append((xyxy[m] / scale).tolist())
+        boxes_list.append(((xyxy[m] - origin) / scale).tolist())
         scores_list.append([1.0] * int(m.sum()))
         labels_list.append(labels[m].tolist())
     boxes, scores, out_labels = weighted_boxes_fusion(boxes_list, scores_list, labels_list, iou_thr=iou_thr,
                                                       skip_box_thr=0.0, conf_type="avg")
     num = np.rint(np.asarray(scores) * len(names)).astype(int)
-    return np.asarray(boxes, np.float64) * scale, np.asarray(out_labels).astype(int), num
+    return np.asarray(boxes, np.float64) * scale + origin, np.asarray(out_labels).astype(int), num
 
 
 def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf", iou_thr=0.55, min_readers=1,
@@ -61,6 +64,8 @@ def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf",
     if fusion not in ("wbf", "none"):
         raise ValueError(f"fusion must be 'wbf' or 'none', got {fusion!r}")
     df = read_csv_table(train_csv, COLUMNS)
+    if not len(df):
+        raise ImportDataError(train_csv, None, "the file has a header but no rows")
     lines = df["line"].to_numpy()
     for col in ("image", "class_name", "rad_id"):
         empty = df[col] == ""
