@@ -231,6 +231,11 @@ def add_oxnet_config(cfg):
     # Optional prepared image cache (datasets/prepare_cache.py); "" reads image files.
     _C.OXNET.DATA = CN()
     _C.OXNET.DATA.CACHE = ""  # folder of the cache written by datasets/prepare_cache.py
+    # Training images that may fail to decode (a file corrupted after validation), as a fraction of
+    # each stream's images: each is logged, replaced by another image of its stream and counted
+    # (data/failed_images in metrics.json); past the fraction training stops naming the files. 0 stops
+    # at the first. `python -m oxnet.data.validate FILE --decode` checks every image beforehand.
+    _C.OXNET.DATA.MAX_FAILED_FRACTION = 0.01
 
     # Class names in contiguous-id order (for predictions and overlays); empty: see class_names().
     # The trainer fills both from the training set into the run's config.yaml, so that predictions

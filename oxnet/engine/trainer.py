@@ -357,7 +357,8 @@ class OXnetTrainer(DefaultTrainer):
         logger.info("Training streams: " + ", ".join(f"{k}: {len(v)} images, batch {sizes[k]}" for k, v in streams.items()))
         seed = cfg.SEED if cfg.SEED >= 0 else 0
         batches = OmniBatches(streams, sizes, OmniDatasetMapper(cfg, is_train=True), seed=seed,
-                              rank=comm.get_rank(), world_size=comm.get_world_size())
+                              rank=comm.get_rank(), world_size=comm.get_world_size(),
+                              max_failed_fraction=cfg.OXNET.DATA.MAX_FAILED_FRACTION)
         return OmniTrainLoader(batches, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
