@@ -181,6 +181,7 @@ class _StopSignals:
         self.received = self.received or name
 
     def __enter__(self):
+        self.received = None
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -307,3 +307,17 @@ def test_prediction_service_model_never_loads_pickles(tmp_path):
     with pytest.raises(UnsafeWeightsError, match="not loaded here"):
         OXnetPredictor.from_weights(path)
     assert not marker.exists()
+
+
+def test_plateau_state_loads_with_weights_only(tmp_path):
+    from types import SimpleNamespace
+
+    from oxnet.engine.hooks import PlateauLRHook
+
+    hook = PlateauLRHook(scheduler=None, metric="bbox/mAP", patience=3)
+    latest = {"bbox/mAP": (np.float64(0.25), 9)}  # a metric written as a numpy scalar
+    hook.trainer = SimpleNamespace(storage=SimpleNamespace(latest=lambda: latest))
+    hook.after_step()
+    torch.save({"hooks": {"PlateauLRHook": hook.state_dict()}}, tmp_path / "ckpt.pth")
+    state = torch.load(tmp_path / "ckpt.pth", weights_only=True)["hooks"]["PlateauLRHook"]
+    assert state == {"best": 0.25, "bad_evals": 0, "last_seen_iter": 9}
