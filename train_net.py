@@ -121,8 +121,13 @@ def parse_args(argv=None):
     return args
 
 
-if __name__ == "__main__":
-    args = parse_args()
+def run(argv=None):
+    """The command line: parse ``argv`` and run :func:`main` in every process of the launch."""
+    args = parse_args(argv)
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,), timeout=datetime.timedelta(seconds=args.dist_timeout))
+
+
+if __name__ == "__main__":
+    run()

@@ -143,7 +143,10 @@ class OmniStepTrainer(SimpleTrainer):
                 b.copy_(buffers[name])
         self.optimizer.zero_grad()
         self.nonfinite_streak += 1
-        values = ", ".join(f"{k} = {loss_dict[k].detach().float().cpu().item():g}" for k in bad)
+        local = {k: loss_dict[k].detach().float().cpu() for k in bad}
+        values = ", ".join(f"{k} = {v.item():g}" if v.numel() == 1 and not torch.isfinite(v).all()
+                           else f"{k} on {'this' if not torch.isfinite(v).all() else 'another'} process"
+                           for k, v in local.items())
         limit = self.max_nonfinite_skips
         logger.warning(f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, "
                        f"optimizer, teacher and GPA prototypes unchanged ({self.nonfinite_streak} such "

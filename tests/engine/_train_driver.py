@@ -1,6 +1,9 @@
-"""``train_net.py`` for subprocess tests: the same command line and ``main``; with
-``OXNET_TEST_PAUSE_AT=N`` training waits after iteration N until a stop signal has arrived (printing
-``PAUSED AT N`` to stdout first), so that a test can signal it at a known step."""
+"""``train_net.py`` for subprocess tests (its command line, :func:`train_net.run`), with faults:
+
+* ``OXNET_TEST_PAUSE_AT=N``: training waits after iteration N until a stop signal has arrived
+  (printing ``PAUSED AT N`` to stdout first), so that a test can signal it at a known step;
+* ``OXNET_TEST_NAN=RANK:ITER:TERM``: the loss term TERM is NaN at iteration ITER on process RANK.
+"""
 import os
 import sys
 import time
@@ -34,8 +37,22 @@ if os.environ.get("OXNET_TEST_PAUSE_AT"):
 
     OXnetTrainer.build_hooks = build_hooks
 
+if os.environ.get("OXNET_TEST_NAN"):
+    from detectron2.utils import comm
+    from detectron2.utils.events import get_event_storage
+
+    from oxnet.modeling.meta_arch import OXNet
+
+    _rank, _iter, _term = os.environ["OXNET_TEST_NAN"].split(":")
+    _forward = OXNet.forward
+
+    def forward(self, batched_inputs):
+        out = _forward(self, batched_inputs)
+        if self.training and comm.get_rank() == int(_rank) and get_event_storage().iter == int(_iter):
+            out = dict(out, **{_term: out[_term] * float("nan")})
+        return out
+
+    OXNet.forward = forward
+
 if __name__ == "__main__":
-    args = train_net.parse_args()
-    train_net.launch(train_net.main, args.num_gpus, num_machines=args.num_machines,
-                     machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
-                     timeout=train_net.datetime.timedelta(seconds=args.dist_timeout))
+    train_net.run()

@@ -1,5 +1,6 @@
 """``train_net.py --num-machines 2`` as two separate processes (gloo on the CPU): both ranks end in the
-same state, and a rank whose peer dies fails within a bounded time instead of hanging."""
+same state (also after a NaN loss on one of them), and a rank whose peer dies fails within a bounded
+time instead of hanging."""
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import pytest
 from oxnet.utils.testing import REPO_ROOT, tiny_cfg, write_toy_dataset
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
+DRIVER = os.path.join(REPO_ROOT, "tests", "engine", "_train_driver.py")  # train_net.py with faults
 FINAL = re.compile(r"Final state on rank (\d): (.*)")
 
 
@@ -39,13 +41,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_ranks(config, out_dir, port, timeout_s):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+def start_ranks(config, out_dir, port, timeout_s, script=TRAIN_NET, **env_vars):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env_vars)
     procs = []
     for rank in (0, 1):
         log = open(out_dir.parent / f"{out_dir.name}.rank{rank}.out", "w")
         procs.append(subprocess.Popen(
-            [sys.executable, TRAIN_NET, "--config-file", config, "--num-machines", "2",
+            [sys.executable, script, "--config-file", config, "--num-machines", "2",
              "--machine-rank", str(rank), "--dist-url", f"tcp://127.0.0.1:{port}",
              "--dist-timeout", str(timeout_s), "OUTPUT_DIR", str(out_dir)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True))
@@ -70,9 +72,11 @@ def kill(procs):
 
 
 def test_two_machines_end_identical(tmp_path):
+    """Three steps; in the second, the GPA loss is NaN on rank 1 only: both ranks skip it."""
     config = write_config(tmp_path, max_iter=3)
     out = tmp_path / "run"
-    procs = start_ranks(config, out, free_port(), timeout_s=60)
+    procs = start_ranks(config, out, free_port(), timeout_s=60, script=DRIVER,
+                        OXNET_TEST_NAN="1:1:loss_gpa_intra")
     try:
         for rank, p in enumerate(procs):
             rc = p.wait(timeout=300)
@@ -87,6 +91,8 @@ def test_two_machines_end_identical(tmp_path):
     assert set(prints[0]) == {"weights", "teacher", "prototypes"}
     assert prints[0] == prints[1]
     assert "ended with different" not in rank_log(out, 0) + rank_log(out, 1)
+    assert "Iteration 1: loss not finite (loss_gpa_intra on another process)" in rank_log(out, 0)
+    assert "Iteration 1: loss not finite (loss_gpa_intra = nan)" in rank_log(out, 1)
     assert (out / "model_final.pth").exists()
 
 
