@@ -75,7 +75,7 @@ def test_the_seed_coco_file_loads(coco_dir):
     assert dicts is not None and len(dicts) == 4 and sum(len(d["annotations"]) for d in dicts) == 2
 
 
-@fuzz_settings(120)
+@fuzz_settings(300)
 @given(coco=json_mutations(valid_coco()))
 @example(coco={**valid_coco(), "annotations": [dict(valid_coco()["annotations"][0], iscrowd="yes")]})
 @example(coco={**valid_coco(), "annotations": [dict(valid_coco()["annotations"][0], iscrowd=None)]})
@@ -86,7 +86,7 @@ def test_mutated_coco_structure(coco, coco_dir):
     check_coco_file(path, coco_dir)
 
 
-@fuzz_settings(80)
+@fuzz_settings(200)
 @given(data=byte_mutations(json.dumps(valid_coco(), indent=1).encode()))
 @example(data=b"\xff\xfe{}")  # not UTF-8
 @example(data=b"[" * 100000)  # nesting deeper than the parser's recursion limit
@@ -163,7 +163,7 @@ def test_mutated_image_bytes(kind, image_dir):
     seed = seed_bytes(image_dir, kind)
     suffix = "dcm" if kind == "dicom" else "png"
 
-    @fuzz_settings(40)
+    @fuzz_settings(100)
     @given(data=byte_mutations(seed))
     def run(data):
         path = image_dir / f"mutated.{suffix}"
@@ -235,7 +235,7 @@ def test_mutated_dicom_attributes(image_dir):
     seed = image_dir / "attr_seed.dcm"
     seed.write_bytes(seed_bytes(image_dir, "dicom"))
 
-    @fuzz_settings(80)
+    @fuzz_settings(200)
     @given(case=dicom_edits())
     @example(case=([("RescaleSlope", "DS", "NaN")], None, None))
     @example(case=([("PixelData", "OW", "delete")], None, None))

@@ -131,7 +131,7 @@ def test_the_seed_inputs_import(work):
         assert len(coco["images"]) == 3 and len(coco["annotations"]) == (2 if sup == "full" else 0)
 
 
-@fuzz_settings(40)
+@fuzz_settings(100)
 @given(which=st.sampled_from(["entry", "bbox"]), data=st.data())
 def test_fuzzed_nih(which, data, work):
     entry, bbox = work / "nih_entry.csv", work / "nih_bbox.csv"
@@ -140,7 +140,7 @@ def test_fuzzed_nih(which, data, work):
     check_import(lambda: load_nih(entry, bbox, allow_missing_images=True), [entry, bbox], work / "out.json")
 
 
-@fuzz_settings(40)
+@fuzz_settings(80)
 @given(data=csv_inputs(VINDR))
 @example(data=csv_bytes(VINDR[:1] + [["img9", "Nodule/Mass", "8", "R2", "-50", "-60", "-10", "-20"]]))
 @example(data=csv_bytes(VINDR[:1]))  # a header without rows
@@ -152,7 +152,7 @@ def test_fuzzed_vindr(data, work):
     check_import(lambda: load_vindr(path, allow_missing_images=True), [path], work / "out.json")
 
 
-@fuzz_settings(30)
+@fuzz_settings(80)
 @given(data=csv_inputs(RSNA))
 @example(data=csv_bytes(RSNA[:1]))  # a header without rows
 def test_fuzzed_rsna(data, work):
@@ -161,7 +161,7 @@ def test_fuzzed_rsna(data, work):
     check_import(lambda: load_rsna(path, allow_missing_images=True), [path], work / "out.json")
 
 
-@fuzz_settings(40)
+@fuzz_settings(100)
 @given(data=csv_inputs(LABELS))
 @example(data=b"\xff\xfePath,Cardiomegaly\n")  # not UTF-8
 @example(data=b'Path,Cardiomegaly\n"a.jpg,1\n')  # unclosed quote
@@ -171,7 +171,7 @@ def test_fuzzed_labels_csv(data, work):
     check_import(lambda: load_labels_csv(path, allow_missing_images=True), [path], work / "out.json")
 
 
-@fuzz_settings(40)
+@fuzz_settings(100)
 @given(data=json_inputs(CHESTX_DET))
 def test_fuzzed_chestx_det(data, work):
     path = work / "chestx_det.json"
@@ -179,7 +179,7 @@ def test_fuzzed_chestx_det(data, work):
     check_import(lambda: load_chestx_det(path, allow_missing_images=True), [path], work / "out.json")
 
 
-@fuzz_settings(50)
+@fuzz_settings(120)
 @given(data=json_inputs(COCO), supervision=st.sampled_from(["full", "weak", "unlabeled"]))
 @example(data=json.dumps({**COCO, "annotations": [dict(COCO["annotations"][0], image_id=[10])]}).encode(),
          supervision="full")
