@@ -49,7 +49,8 @@ NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTEN
                    "OXNET.CATEGORY_IDS": (), "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes",
                    "OXNET.GLOBAL_HEAD.INIT": "normal", "OXNET.WEAK.NEGATIVE_FOCAL": False,
                    "OXNET.SFL.MODE": "dense", "OXNET.SFL.UNLABELED": "dense",
-                   "OXNET.GLOBAL_HEAD.ALIGN_CORNERS": False, "OXNET.GPA.FORM": "paper"}
+                   "OXNET.GLOBAL_HEAD.ALIGN_CORNERS": False, "OXNET.GPA.FORM": "paper",
+                   "OXNET.BACKBONE.PRETRAINED": "", "OXNET.BACKBONE.PRETRAINED_INPUT": "auto"}
 
 
 def second_view(method):
@@ -114,6 +115,20 @@ def add_oxnet_config(cfg):
     _C.OXNET.METHOD = "oxnet"
     # Square input size: "CXR images are resized to 512x512 without cropping" (Sec. 2.4).
     _C.OXNET.INPUT_SIZE = 512
+
+    # Pretrained ResNet weights for the backbone (oxnet.modeling.pretrained), converted to detectron2's
+    # ResNet when training starts from scratch (not when resuming; MODEL.WEIGHTS, when set, loads over
+    # them).
+    _C.OXNET.BACKBONE = CN()
+    # "" (none), a torchvision-layout ResNet file (.pth/.pt/.safetensors: torchvision, timm or
+    # torchxrayvision), or a cached name: torchvision://resnet18|34|50|101|152, timm://resnet50.a1_in1k,
+    # xrv://resnet50-res512-all. Needs MODEL.RESNETS.NORM FrozenBN and STRIDE_IN_1X1 False; nothing is
+    # downloaded (`python -m oxnet.modeling.pretrained fetch NAME` on a machine with internet).
+    _C.OXNET.BACKBONE.PRETRAINED = ""
+    # The input normalization the weights were trained with, which MODEL.PIXEL_MEAN/STD must match:
+    # "imagenet", "xrv" (torchxrayvision's [-1024, 1024]), "auto" (xrv for xrv:// names and files with a
+    # 1-channel conv1, else imagenet) or "none" (no check).
+    _C.OXNET.BACKBONE.PRETRAINED_INPUT = "auto"
 
     # The global head: image-level classification from the image labels (Sec. 2.1, Eq. 1; the "gap" and
     # "daa" heads of METHODS).

@@ -260,6 +260,9 @@ def config_fingerprint(cfg, root=None):
             node = node.get(part, {})
         if key in node and (tuple(node[key]) if isinstance(neutral, tuple) else node[key]) == neutral:
             del node[key]
+        parent = cfg.get(parents[0], {}) if len(parents) > 1 else {}
+        if len(parents) == 2 and parents[1] in parent and not parent[parents[1]]:
+            del parent[parents[1]]  # a group of neutral options only (OXNET.BACKBONE) leaves no trace
     if root and cfg.MODEL.WEIGHTS:
         cfg.MODEL.WEIGHTS = os.path.relpath(cfg.MODEL.WEIGHTS, root)
     return hashlib.sha1(cfg.dump(sort_keys=True).encode()).hexdigest()[:10]

@@ -239,7 +239,12 @@ class OXnetTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         """Resume the run in OUTPUT_DIR (weights, teacher, prototypes, optimizer, scheduler,
-        iteration and data position), or start from MODEL.WEIGHTS with the teacher equal to it."""
+        iteration and data position), or start from MODEL.WEIGHTS with the teacher equal to it.
+        A new run first loads OXNET.BACKBONE.PRETRAINED into the backbone (MODEL.WEIGHTS loads over it)."""
+        if self.cfg.OXNET.BACKBONE.PRETRAINED and not (resume and self.checkpointer.has_checkpoint()):
+            from oxnet.modeling.pretrained import load_pretrained_backbone
+
+            load_pretrained_backbone(unwrap(self.model), self.cfg)
         checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         resumed = resume and self.checkpointer.has_checkpoint()
         if resumed:

@@ -176,6 +176,14 @@ class OXNet(RetinaNet):
         finally:
             d2_retinanet.sigmoid_focal_loss_jit = scripted
 
+    def preprocess_image(self, batched_inputs):
+        """detectron2's normalization and padding; a model with one input channel
+        (``len(MODEL.PIXEL_MEAN) == 1``, e.g. a chest X-ray pretrained stem) takes the first channel of
+        the grey images the data pipeline replicates to three."""
+        if self.pixel_mean.shape[0] == 1:
+            batched_inputs = [{**x, "image": x["image"][:1]} for x in batched_inputs]
+        return super().preprocess_image(batched_inputs)
+
     def _run_network(self, batched_inputs, image_key="image", with_boxes=True):
         """Backbone + head on ``batched_inputs[i][image_key]``. ``with_boxes=False`` skips the box
         branch (deltas None) for passes that need only class maps (teacher targets, attention)."""
