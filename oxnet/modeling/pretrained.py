@@ -163,7 +163,8 @@ def fetch(spec):
     """Download ``spec`` (``scheme://name``) into the file :func:`resolve` looks for first; returns it."""
     scheme, name = _split(spec)
     if scheme is None:
-        raise PretrainedWeightsError(f"fetch: {spec!r} is a path; give scheme://name, e.g. torchvision://resnet101")
+        raise PretrainedWeightsError(f"fetch: {spec!r} is a path; give scheme://name, "
+                                     "e.g. torchvision://resnet101")
     path = _candidates(scheme, name)[0]
     if os.path.isfile(path):
         print(f"{path} is already there")
@@ -300,7 +301,8 @@ def pixel_stats(kind, channels):
 def _input_kind(cfg, scheme, state):
     kind = cfg.OXNET.BACKBONE.PRETRAINED_INPUT
     if kind not in INPUT_KINDS:
-        raise PretrainedWeightsError(f"OXNET.BACKBONE.PRETRAINED_INPUT must be one of {INPUT_KINDS}, got {kind!r}")
+        raise PretrainedWeightsError(f"OXNET.BACKBONE.PRETRAINED_INPUT must be one of {INPUT_KINDS}, "
+                                     f"got {kind!r}")
     if kind != "auto":
         return kind
     if scheme == "xrv" or (scheme is None and state["conv1.weight"].shape[1] == 1):
@@ -328,26 +330,30 @@ def _check_config(cfg, spec, path, depth, kind, channels):
     if res.NORM != "FrozenBN":
         problems.append(f"MODEL.RESNETS.NORM is {res.NORM!r}; the weights' batch norms load as 'FrozenBN'")
     if res.STRIDE_IN_1X1:
-        problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is True; these ResNets stride in the 3x3 convolution (False)")
+        problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is True; these ResNets stride in the 3x3 convolution "
+                        "(False)")
     if res.NUM_GROUPS != 1 or res.WIDTH_PER_GROUP != 64 or any(res.DEFORM_ON_PER_STAGE):
-        problems.append("MODEL.RESNETS describes a ResNeXt or deformable ResNet (NUM_GROUPS 1, WIDTH_PER_GROUP 64 "
-                        "and no DEFORM_ON_PER_STAGE needed)")
+        problems.append("MODEL.RESNETS describes a ResNeXt or deformable ResNet (NUM_GROUPS 1, "
+                        "WIDTH_PER_GROUP 64 and no DEFORM_ON_PER_STAGE needed)")
     if depth in (18, 34) and res.RES2_OUT_CHANNELS != 64:
-        problems.append(f"MODEL.RESNETS.RES2_OUT_CHANNELS is {res.RES2_OUT_CHANNELS}; ResNet-{depth} needs 64")
+        problems.append(f"MODEL.RESNETS.RES2_OUT_CHANNELS is {res.RES2_OUT_CHANNELS}; ResNet-{depth} "
+                        "needs 64")
     if kind != "none":
         want_mean, want_std = pixel_stats(kind, channels)
-        have_mean, have_std = [float(v) for v in cfg.MODEL.PIXEL_MEAN], [float(v) for v in cfg.MODEL.PIXEL_STD]
+        have_mean = [float(v) for v in cfg.MODEL.PIXEL_MEAN]
+        have_std = [float(v) for v in cfg.MODEL.PIXEL_STD]
         close = lambda a, b: len(a) == len(b) and all(abs(x - y) <= 1e-4 * max(1.0, abs(y))  # noqa: E731
                                                       for x, y in zip(a, b))
         if not (close(have_mean, want_mean) and close(have_std, want_std)):
-            problems.append(f"the weights were trained on {kind} normalization: MODEL.PIXEL_MEAN {want_mean} and "
-                            f"MODEL.PIXEL_STD {want_std} for {channels} channel(s), the config has {have_mean} and "
-                            f"{have_std} (OXNET.BACKBONE.PRETRAINED_INPUT none skips this check)")
+            problems.append(f"the weights were trained on {kind} normalization: MODEL.PIXEL_MEAN {want_mean} "
+                            f"and MODEL.PIXEL_STD {want_std} for {channels} channel(s), the config has "
+                            f"{have_mean} and {have_std} (OXNET.BACKBONE.PRETRAINED_INPUT none skips this "
+                            "check)")
     if problems:
         raise PretrainedWeightsError(
             f"{SETTING} {spec!r} ({path}) does not fit the config: " + "; ".join(problems)
-            + ". The overrides these weights need: " + " ".join(config_overrides(spec, channels, kind
-                                                                                  if kind != "none" else None)))
+            + ". The overrides these weights need: "
+            + " ".join(config_overrides(spec, channels, kind if kind != "none" else None)))
 
 
 def load_pretrained_backbone(model, cfg, spec=None):
@@ -365,8 +371,8 @@ def load_pretrained_backbone(model, cfg, spec=None):
     backbone = getattr(model, "backbone", model)
     resnet = getattr(backbone, "bottom_up", backbone)
     if not isinstance(resnet, ResNet):
-        raise PretrainedWeightsError(f"{SETTING} {spec!r}: the model's backbone is a {type(resnet).__name__}, "
-                                     "not detectron2's ResNet (MODEL.BACKBONE.NAME)")
+        raise PretrainedWeightsError(f"{SETTING} {spec!r}: the model's backbone is a {type(resnet).__name__}"
+                                     ", not detectron2's ResNet (MODEL.BACKBONE.NAME)")
     path, scheme = resolve(spec)
     state = read_state_dict(path)
     depth = resnet_depth(state, path)
@@ -416,7 +422,8 @@ def main(argv=None):
         elif args.command == "where":
             print(resolve(args.name)[0])
         else:
-            print(" ".join(repr(v) if v.startswith("[") else v for v in config_overrides(args.name, args.channels)))
+            overrides = config_overrides(args.name, args.channels)
+            print(" ".join(repr(v) if v.startswith("[") else v for v in overrides))  # ready for a shell
     except PretrainedWeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -132,7 +132,8 @@ def test_timm_safetensors_in_hub_cache_matches_source(tmp_path):
     net = source_resnet("resnet50", seed=2)
     # timm's ResNet names its modules as torchvision does; its released files carry no num_batches_tracked
     state = {k: v.contiguous() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    snapshot = tmp_path / "home" / ".cache" / "huggingface" / "hub" / "models--timm--resnet50.a1_in1k" / "snapshots" / "0"
+    hub = tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    snapshot = hub / "models--timm--resnet50.a1_in1k" / "snapshots" / "0"
     os.makedirs(snapshot)
     save_file(state, str(snapshot / "model.safetensors"))
     grey = grey_image(3)
@@ -194,7 +195,8 @@ def test_truncated_and_wrong_files_name_the_file(tmp_path):
                                                      r"no conv1\.weight.*encoder\.weight"):
         load_pretrained_backbone(model, _tiny_r18_cfg(), other)
     detector = save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}}, tmp_path / "d2.pth")
-    with pytest.raises(PretrainedWeightsError, match=r"d2\.pth is a detectron2 detector checkpoint.*MODEL\.WEIGHTS"):
+    with pytest.raises(PretrainedWeightsError,
+                       match=r"d2\.pth is a detectron2 detector checkpoint.*MODEL\.WEIGHTS"):
         load_pretrained_backbone(model, _tiny_r18_cfg(), detector)
     with pytest.raises(PretrainedWeightsError, match=r"no such file .*absent\.pth"):
         load_pretrained_backbone(model, _tiny_r18_cfg(), str(tmp_path / "absent.pth"))
@@ -214,7 +216,8 @@ def test_depth_mismatch_names_file_and_depths(tmp_path):
     assert torch.equal(model.backbone.bottom_up.stem.conv1.weight, before)  # nothing loaded
     r18 = save(source_resnet("resnet18").state_dict(), tmp_path / "resnet18.pth")
     cfg50 = model_cfg("oxnet_R101_imagenet.yaml", 50)
-    with pytest.raises(PretrainedWeightsError, match=r"resnet18\.pth.*holds a ResNet-18 but MODEL\.RESNETS\.DEPTH is 50"):
+    with pytest.raises(PretrainedWeightsError,
+                       match=r"resnet18\.pth.*holds a ResNet-18 but MODEL\.RESNETS\.DEPTH is 50"):
         load_pretrained_backbone(build_model(cfg50), cfg50, r18)
 
 
@@ -228,8 +231,8 @@ def test_config_that_does_not_fit_the_weights(tmp_path):
     load_pretrained_backbone(build_model(cfg), cfg, xrv)
     imagenet = save(source_resnet("resnet18").state_dict(), tmp_path / "r18.pth")
     gn = _tiny_r18_cfg(**{"MODEL.RESNETS.NORM": "GN", "MODEL.RESNETS.STRIDE_IN_1X1": True})
-    with pytest.raises(PretrainedWeightsError, match=r"NORM is 'GN'.*STRIDE_IN_1X1 is True.*need: "
-                                                     r"OXNET\.BACKBONE\.PRETRAINED .*MODEL\.RESNETS\.NORM FrozenBN"):
+    with pytest.raises(PretrainedWeightsError, match=r"NORM is 'GN'.*STRIDE_IN_1X1 is True.*need: OXNET\."
+                                                     r"BACKBONE\.PRETRAINED .*MODEL\.RESNETS\.NORM FrozenBN"):
         load_pretrained_backbone(build_model(gn), gn, imagenet)
 
 
@@ -293,3 +296,39 @@ def test_training_starts_from_pretrained_and_resumes_without_it(tmp_path):
     assert resumed.start_iter == 2
     for k, v in unwrap(resumed.model).state_dict().items():
         assert torch.equal(v, trained[k]), k
+
+
+@pytest.mark.parametrize("config,method,depth,spec,kind", [
+    ("oxnet_R101_imagenet.yaml", "oxnet", 101, "torchvision://resnet101", "imagenet"),
+    ("retinanet_R101_imagenet.yaml", "retinanet", 101, "torchvision://resnet101", "imagenet"),
+    ("oxnet_R50_xrv.yaml", "oxnet", 50, "xrv://resnet50-res512-all", "xrv"),
+    ("retinanet_R50_xrv.yaml", "retinanet", 50, "xrv://resnet50-res512-all", "xrv"),
+])
+def test_shipped_configs_describe_their_weights(config, method, depth, spec, kind):
+    """Each config is its base's setting (oxnet_R101 / retinanet_R101) plus the overrides its weights need."""
+    cfg = get_cfg()
+    add_oxnet_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", config))
+    assert (cfg.OXNET.METHOD, cfg.MODEL.RESNETS.DEPTH, cfg.OXNET.BACKBONE.PRETRAINED) == (method, depth, spec)
+    assert cfg.OXNET.BATCH.FULL == 4 and cfg.OXNET.INPUT_SIZE == 512  # the paper's setting kept
+    expected = config_overrides(spec)
+    merged = cfg.clone()
+    merged.merge_from_list(expected)
+    assert merged == cfg, f"{config} lacks some of {expected}"
+    assert pixel_stats(kind, 3) == (list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))
+
+
+def test_command_line_prints_overrides_and_names_missing_files(capsys):
+    from oxnet.modeling.pretrained import main
+
+    assert main(["overrides", "xrv://resnet50-res512-all", "--channels", "1"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out[:2] == ["OXNET.BACKBONE.PRETRAINED", "xrv://resnet50-res512-all"]
+    assert out[out.index("MODEL.PIXEL_MEAN") + 1] == "'[127.5]'"
+    assert main(["where", "xrv://resnet50-res512-all"]) == 2
+    err = capsys.readouterr().err
+    want = os.path.join(os.path.expanduser("~"), ".torchxrayvision", "models_data",
+                        XRV_FILES["resnet50-res512-all"])
+    assert want in err and "fetch xrv://resnet50-res512-all" in err
+    assert main(["fetch", "foo://bar"]) == 2
+    assert "unknown scheme 'foo'" in capsys.readouterr().err
