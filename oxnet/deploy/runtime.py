@@ -196,7 +196,7 @@ def prepare_images(images, info):
         image = as_uint8_image(image)
         sizes.append(image.shape[:2])
         x = _resize(image, size).astype(np.float32)
-        x = np.broadcast_to(x[None], (channels, size, size)) if x.ndim == 2 else x.transpose(2, 0, 1)
+        x = np.broadcast_to(x[None], (channels, size, size)) if x.ndim == 2 else x.transpose(2, 0, 1)[:channels]
         batch[i, :, :size, :size] = (x - mean) / std
     return batch, sizes
 
