@@ -18,6 +18,14 @@ from oxnet.deploy.runtime import load_model
 from oxnet.deploy.sr import LOCAL_SCHEME, read_findings, referenced_instances
 
 
+@pytest.fixture(autouse=True)
+def _logs_reach_caplog(monkeypatch):
+    """detectron2's setup_logger (run by training in earlier tests of the same session) stops the
+    "oxnet" loggers from propagating to the root logger, where caplog listens."""
+    for name in ("oxnet", "oxnet.pacs"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A trained tiny eager model folder (score threshold lowered so that it reports boxes, at most

@@ -63,7 +63,10 @@ def test_evaluator_matches_standalone_metrics(registered, tmp_path):
     print_csv_format(res)  # the format detectron2 prints and logs
     as_float32 = [dict(p, bbox=[float(np.float32(v)) for v in p["bbox"]]) for p in preds]
     ref = evaluate_detections(gt, as_float32).metrics
-    assert set(res) == {"bbox", "froc", "auroc"}
+    assert set(res) == {"bbox", "froc", "auroc", "normals"}  # the test set has box-free (normal) images
+    for s, fp in ref["normals"]["fp_per_normal_image_at_sensitivity"].items():
+        assert (math.isnan(res["normals"][f"fp@{s}"]) if fp is None
+                else res["normals"][f"fp@{s}"] == pytest.approx(fp))
     for key in ("mAP", "AP40", "AP75", "APs", "APm", "APl"):
         assert res["bbox"][key] == pytest.approx(100 * ref[key], abs=1e-4)
     assert math.isnan(res["bbox"]["AP-class 3"])  # no ground truth
