@@ -1,4 +1,5 @@
 """Small configurations and inputs for tests and benchmarks (like ``detectron2.utils.testing``)."""
+import contextlib
 import os
 
 import torch
@@ -135,3 +136,36 @@ def tiny_model_folder(work_dir, method="oxnet", class_names=("class0", "class1",
     with open(os.path.join(folder, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     return folder
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(app, **config):
+    """Serve the ASGI ``app`` with uvicorn on a free port of 127.0.0.1 in a thread (``config``: more
+    ``uvicorn.Config`` options); yields the base URL without a trailing slash."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -12,9 +12,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
-import threading
-import time
 
 import httpx
 import numpy as np
@@ -25,7 +22,7 @@ from oxnet.data.io import read_raw, write_dicom, write_png
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.deploy.runtime import load_model
 from oxnet.serve.app import ServiceLimits, create_app
-from oxnet.utils.testing import REPO_ROOT, tiny_model_folder
+from oxnet.utils.testing import REPO_ROOT, live_server, tiny_model_folder
 
 CLASSES = ("nodule", "mass", "pleural effusion")
 
@@ -41,28 +38,10 @@ def chromium():
     return path
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def live(app):
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}/"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with live_server(app) as url:
+        yield url + "/"
 
 
 @pytest.fixture(scope="module")

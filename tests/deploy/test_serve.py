@@ -5,11 +5,9 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import cv2
@@ -17,36 +15,18 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-import uvicorn
 
 from oxnet.data.io import read_raw, write_dicom
 from oxnet.deploy.runtime import load_model
 from oxnet.serve.app import ServiceLimits, create_app, declared_size, sniff_kind
-from oxnet.utils.testing import REPO_ROOT, tiny_model_folder
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from oxnet.utils.testing import REPO_ROOT, free_port, live_server, tiny_model_folder
 
 
 @contextlib.contextmanager
 def live(app):
-    """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           backlog=512))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    """Serve ``app`` on 127.0.0.1 (a deep accept backlog for the concurrency test); yields the base URL."""
+    with live_server(app, backlog=512) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

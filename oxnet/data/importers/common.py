@@ -8,14 +8,13 @@ import csv
 import gzip
 import io
 import json
-import math
 import os
 import re
 
 import numpy as np
 import pandas as pd
 
-from oxnet.data.format import write_omni_coco
+from oxnet.data.format import _is_number as _finite_number, write_omni_coco
 
 __all__ = [
     "ImportDataError",
@@ -56,16 +55,6 @@ class ImportDataError(ValueError):
         else:
             where = f"{self.file}, {row}" if isinstance(row, str) else f"{self.file}, row {row}"
         super().__init__(f"{where}: {problem}")
-
-
-def _finite_number(v):
-    """A finite JSON number: int or float, not a bool, within the float range."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 def _row(value):
