@@ -50,7 +50,9 @@ NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTEN
                    "OXNET.GLOBAL_HEAD.INIT": "normal", "OXNET.WEAK.NEGATIVE_FOCAL": False,
                    "OXNET.SFL.MODE": "dense", "OXNET.SFL.UNLABELED": "dense",
                    "OXNET.GLOBAL_HEAD.ALIGN_CORNERS": False, "OXNET.GPA.FORM": "paper",
-                   "OXNET.BACKBONE.PRETRAINED": "", "OXNET.BACKBONE.PRETRAINED_INPUT": "auto"}
+                   "OXNET.BACKBONE.PRETRAINED": "", "OXNET.BACKBONE.PRETRAINED_INPUT": "auto",
+                   # fault handling: no effect on a run whose images all decode and whose losses stay finite
+                   "OXNET.DATA.MAX_FAILED_FRACTION": 0.01, "OXNET.SOLVER.MAX_NONFINITE_SKIPS": 5}
 
 
 def second_view(method):

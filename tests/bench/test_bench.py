@@ -252,3 +252,29 @@ def test_fingerprint_omits_options_at_their_neutral_value_and_sees_any_other():
     assert runner.config_fingerprint(cfg) != runner.config_fingerprint(before)
     # Today's defaults (the authors' BCE scale, weak negatives) train differently: not neutral.
     assert runner.config_fingerprint(today) != runner.config_fingerprint(before)
+
+
+def test_every_new_option_is_neutral_or_knowingly_fingerprinted():
+    """A new config option must not silently invalidate every recorded benchmark run: it is either in
+    NEUTRAL_OPTIONS (left out of the fingerprint at the value that trains as before) or listed in
+    fingerprinted_options.txt on purpose."""
+    from detectron2.config import get_cfg
+
+    from oxnet.config import NEUTRAL_OPTIONS, add_oxnet_config
+
+    cfg = get_cfg()
+    add_oxnet_config(cfg)
+
+    def keys(node, prefix):
+        for k, v in node.items():
+            yield from keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
+
+    listed = os.path.join(os.path.dirname(__file__), "fingerprinted_options.txt")
+    with open(listed, encoding="utf-8") as f:
+        recorded = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    options = set(keys(cfg.OXNET, "OXNET."))
+    assert set(NEUTRAL_OPTIONS) <= options, "a neutral option that no longer exists"
+    new = sorted(options - set(NEUTRAL_OPTIONS) - recorded)
+    assert not new, (f"options {new} change every benchmark fingerprint: add them to "
+                     f"oxnet.config.NEUTRAL_OPTIONS with the value that trains as before, or to {listed}")
+    assert not recorded - options, f"{sorted(recorded - options)} listed in {listed} no longer exist"
