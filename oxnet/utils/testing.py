@@ -110,6 +110,26 @@ def train_toy_and_save(json_file, image_root, out_dir, max_iter=3, method="oxnet
     torch.save(state, os.path.join(out_dir, f"rank{comm.get_rank()}.pth"))
 
 
+def toy_run_config(work_dir, max_iter, n_unlabeled=2, seed=7, name="run.yaml"):
+    """A config file for ``train_net.py``: the tiny OXnet config on a toy dataset in ``work_dir/data``
+    (64 px, one head conv, no loader workers, no evaluation, no periodic checkpoint); returns its path."""
+    work_dir = str(work_dir)
+    json_file = write_toy_dataset(os.path.join(work_dir, "data"), n_full=4, n_weak=4, n_unlabeled=n_unlabeled)
+    cfg = tiny_cfg("oxnet")
+    cfg.OXNET.DATASETS = (("toy_train", json_file, os.path.join(work_dir, "data", "images")),)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("toy_train",), ()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.SEED = seed
+    path = os.path.join(work_dir, name)
+    with open(path, "w") as f:
+        f.write(cfg.dump())
+    return path
+
+
 def tiny_model_folder(work_dir, method="oxnet", class_names=("class0", "class1", "class2"), max_iter=3,
                       score_shift=0.0):
     """A trained tiny model saved as an eager model folder (``model_final.pth`` + ``config.yaml``, as

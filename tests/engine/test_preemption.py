@@ -8,28 +8,11 @@ import time
 
 import torch
 
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg, write_toy_dataset
+from oxnet.utils.testing import REPO_ROOT, toy_run_config
 
 DRIVER = os.path.join(REPO_ROOT, "tests", "engine", "_train_driver.py")
 MAX_ITER = 5
 PAUSE_AT = 2
-
-
-def write_config(tmp_path, max_iter):
-    """A tiny OXnet run on a toy dataset as a config file (64 px, one head conv, no workers)."""
-    json_file = write_toy_dataset(str(tmp_path / "data"), n_full=4, n_weak=4, n_unlabeled=2)
-    cfg = tiny_cfg("oxnet")
-    cfg.OXNET.DATASETS = (("toy_train", json_file, str(tmp_path / "data" / "images")),)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("toy_train",), ()
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
-    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.SEED = 7
-    path = tmp_path / "run.yaml"
-    path.write_text(cfg.dump())
-    return str(path)
 
 
 def start(config, out_dir, log, *extra, pause_at=None):
@@ -61,7 +44,7 @@ def finish(proc, log, timeout=240):
 
 
 def test_sigterm_saves_exits_0_and_resume_ends_bit_for_bit(tmp_path):
-    config = write_config(tmp_path, MAX_ITER)
+    config = toy_run_config(tmp_path, MAX_ITER)
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     logs = {name: tmp_path / f"{name}.log" for name in ("stopped", "resumed", "whole")}
     p_stop = start(config, stopped, logs["stopped"], pause_at=PAUSE_AT)

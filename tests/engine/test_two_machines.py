@@ -4,41 +4,17 @@ time instead of hanging."""
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg, write_toy_dataset
+from oxnet.utils.testing import REPO_ROOT, free_port, toy_run_config
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 DRIVER = os.path.join(REPO_ROOT, "tests", "engine", "_train_driver.py")  # train_net.py with faults
 FINAL = re.compile(r"Final state on rank (\d): (.*)")
-
-
-def write_config(tmp_path, max_iter):
-    """A tiny OXnet run on a toy dataset as a config file (64 px, one head conv, no workers)."""
-    json_file = write_toy_dataset(str(tmp_path / "data"), n_full=4, n_weak=4, n_unlabeled=4)
-    cfg = tiny_cfg("oxnet")
-    cfg.OXNET.DATASETS = (("toy_train", json_file, str(tmp_path / "data" / "images")),)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("toy_train",), ()
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
-    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.SEED = 3  # each rank seeds SEED + rank: different initial weights until DDP broadcasts rank 0's
-    path = tmp_path / f"run{max_iter}.yaml"
-    path.write_text(cfg.dump())
-    return str(path)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_ranks(config, out_dir, port, timeout_s, script=TRAIN_NET, **env_vars):
@@ -73,7 +49,7 @@ def kill(procs):
 
 def test_two_machines_end_identical(tmp_path):
     """Three steps; in the second, the GPA loss is NaN on rank 1 only: both ranks skip it."""
-    config = write_config(tmp_path, max_iter=3)
+    config = toy_run_config(tmp_path, 3, n_unlabeled=4, seed=3, name="run3.yaml")  # ranks seed 3 + rank
     out = tmp_path / "run"
     procs = start_ranks(config, out, free_port(), timeout_s=60, script=DRIVER,
                         OXNET_TEST_NAN="1:1:loss_gpa_intra")
@@ -100,7 +76,7 @@ def test_two_machines_end_identical(tmp_path):
 def test_rank_whose_peer_dies_fails_in_bounded_time(tmp_path, fault):
     """SIGKILL: the peer's machine dies (its connections close); SIGSTOP: it hangs (only the
     ``--dist-timeout`` of 8 s ends the wait)."""
-    config = write_config(tmp_path, max_iter=100000)
+    config = toy_run_config(tmp_path, 100000, n_unlabeled=4, seed=3, name="run100000.yaml")
     out = tmp_path / "run"
     procs = start_ranks(config, out, free_port(), timeout_s=8)
     try:
