@@ -2,6 +2,7 @@
 """Per-seed comparison of Table 1 rows from an ``oxnet.bench`` results.json.
 
     python benchmarks/compare_rows.py OUT/results.json [--reference retinanet] [--warm 250] [--curves]
+    python benchmarks/compare_rows.py OUT/results.json --against BASE/results.json [--warm 250]
 
 For each row: mAP mean ± sample std over seeds, mAP per seed, the difference to the reference row
 trained from the same seed (and the same warm start), and where recorded the false alarms per
@@ -9,6 +10,9 @@ normal image at 70 % lesion sensitivity and the image-level AUROC (top box score
 With ``--curves`` (runs trained with ``--eval-period``): the learning curves instead, one table per
 quantity (mAP, false alarms per normal image at 70 %, image AUROC from the box score and the global
 head), a row per method and a column per evaluation, each cell the mean over the seeds that reached it.
+With ``--against``: a variant folder (the same rows trained with one option changed) against a
+baseline folder, per row and seed, after checking that both started from the same warm-start weights
+(equal warm-start mAP for every seed).
 Prints markdown; reads results.json only, trains nothing.
 """
 import argparse
@@ -43,6 +47,10 @@ def rows_by_method(results, table="table1", warm=None, iters=None):
     return out
 
 
+def _fp70(rec):
+    return (rec.get("normals") or {}).get("fp_per_normal_image_at_sensitivity", {}).get("0.7")
+
+
 def compare(results, reference="retinanet", warm=None, iters=None):
     rows = rows_by_method(results, warm=warm, iters=iters)
     ref = rows.get(reference, {})
@@ -52,13 +60,42 @@ def compare(results, reference="retinanet", warm=None, iters=None):
         seeds = sorted(by_seed)
         maps = [by_seed[s]["metrics"]["mAP"] for s in seeds]
         diffs = [by_seed[s]["metrics"]["mAP"] - ref[s]["metrics"]["mAP"] if s in ref else None for s in seeds]
-        fps = [(by_seed[s].get("normals") or {}).get("fp_per_normal_image_at_sensitivity", {}).get("0.7")
-               for s in seeds]
+        fps = [_fp70(by_seed[s]) for s in seeds]
         box = [(by_seed[s].get("image_auroc") or {}).get("box") for s in seeds]
         glob = [(by_seed[s].get("image_auroc") or {}).get("global") for s in seeds]
         lines.append(f"| {method} | {_mean_std(maps)} | {_fmt(maps)} | "
                      f"{_fmt(diffs, sign=True) if method != reference else '-'} | "
                      f"{_mean_std(fps, 2)} | {_mean_std(box)} | {_mean_std(glob)} |")
+    return "\n".join(lines)
+
+
+def against(results, base, warm=None, iters=None):
+    """Markdown: each row of ``results`` beside the same row of ``base``, paired by seed, preceded by a
+    line saying whether the warm starts of both folders are the same weights (equal mAP per seed)."""
+    lines = []
+    if warm:
+        here, there = rows_by_method(results, "init", None, warm), rows_by_method(base, "init", None, warm)
+        pairs = [(s, r["metrics"]["mAP"], there[m][s]["metrics"]["mAP"])
+                 for m, by_seed in here.items() for s, r in sorted(by_seed.items()) if s in there.get(m, {})]
+        differ = [f"seed {s}: {a:.4f} against {b:.4f}" for s, a, b in pairs if a != b]
+        lines.append("Warm starts: " + ("none in common" if not pairs else
+                                         f"differ ({'; '.join(differ)})" if differ else
+                                         f"identical (mAP {_fmt([a for _, a, _ in pairs], 4)})"))
+        lines.append("")
+    rows, ref = rows_by_method(results, warm=warm, iters=iters), rows_by_method(base, warm=warm, iters=iters)
+    lines += ["| row | mAP | baseline mAP | minus baseline (same seed) | FP/normal @70% | baseline FP/normal "
+              "@70% | image AUROC box | baseline image AUROC box |", "|---|---|---|---|---|---|---|---|"]
+    for method, by_seed in rows.items():
+        seeds = [s for s in sorted(by_seed) if s in ref.get(method, {})]
+        if not seeds:
+            continue
+        a, b = [by_seed[s] for s in seeds], [ref[method][s] for s in seeds]
+        maps, base_maps = [r["metrics"]["mAP"] for r in a], [r["metrics"]["mAP"] for r in b]
+        box = lambda runs: [(r.get("image_auroc") or {}).get("box") for r in runs]  # noqa: E731
+        lines.append(f"| {method} | {_mean_std(maps)} | {_mean_std(base_maps)} | "
+                     f"{_fmt([x - y for x, y in zip(maps, base_maps)], sign=True)} | "
+                     f"{_mean_std([_fp70(r) for r in a], 2)} | {_mean_std([_fp70(r) for r in b], 2)} | "
+                     f"{_mean_std(box(a))} | {_mean_std(box(b))} |")
     return "\n".join(lines)
 
 
@@ -94,9 +131,15 @@ def main(argv=None):
     p.add_argument("--warm", type=int, default=None, help="warm-start iterations of the runs (default: none)")
     p.add_argument("--iters", type=int, default=None, help="only runs of this many iterations")
     p.add_argument("--curves", action="store_true", help="print the mean learning curves instead")
+    p.add_argument("--against", metavar="BASE_RESULTS", help="compare each row to the same row and seed of "
+                   "this other results.json (a baseline folder) instead of to the reference row")
     args = p.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
         results = json.load(f)
+    if args.against:
+        with open(args.against, encoding="utf-8") as f:
+            print(against(results, json.load(f), args.warm, args.iters))
+        return 0
     print(curves(results, args.warm, args.iters) if args.curves
           else compare(results, args.reference, args.warm, args.iters))
     return 0

@@ -41,3 +41,22 @@ def test_curves_average_each_point_over_the_seeds_that_reached_it():
     assert all(line.endswith("| n/a | n/a |") for line in text.splitlines() if line.startswith("| retinanet"))
     assert text.count("by iteration:") == 4
     assert _module().curves({"a": _run("oxnet", 0, 1.0)}, warm=250).startswith("no learning curve")
+
+
+def _init(seed, m):
+    return {"table": "init", "method": "retinanet", "seed": seed, "iters": 250, "metrics": {"mAP": m}}  # as recorded
+
+
+def test_against_pairs_rows_by_seed_and_checks_the_warm_starts():
+    base = {"i0": _init(0, 9.0), "i1": _init(1, 8.0), "a": _run("daa", 0, 10.0), "b": _run("daa", 1, 12.0),
+            "c": _run("oxnet", 0, 5.0)}
+    variant = {"i0": _init(0, 9.0), "i1": _init(1, 8.0), "a": _run("daa", 1, 11.0), "b": _run("daa", 0, 10.5),
+               "c": _run("sfl", 0, 7.0)}
+    mod = _module()
+    text = mod.against(variant, base, warm=250)
+    assert text.splitlines()[0] == "Warm starts: identical (mAP 9.0000, 8.0000)"
+    daa = next(line for line in text.splitlines() if line.startswith("| daa"))
+    assert "| +0.5, -1.0 |" in daa  # seed 0: 10.5 - 10.0, seed 1: 11.0 - 12.0 (not in dict order)
+    assert not any(line.startswith(("| sfl", "| oxnet")) for line in text.splitlines())  # only rows in both
+    variant["i1"] = _init(1, 8.5)
+    assert "differ (seed 1: 8.5000 against 8.0000)" in mod.against(variant, base, warm=250)
