@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from oxnet.utils.atomic import atomic_open, atomic_write_json
+from oxnet.utils.workers import worker_map
 
 __all__ = ["build_cache", "ImageCache", "decode_resized"]
 
@@ -120,26 +121,17 @@ def build_cache(dataset, out_path, size=512, workers=0, image_root=None, save_ev
         _save_done(done_path, done)
         atomic_write_json(index_path, index)
 
-    pool = None
     try:
-        if workers > 0 and len(todo) > 1:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers)
-            results = pool.imap_unordered(_work, todo, chunksize=4)
-        else:
-            results = map(_work, todo)
-        for k, (i, img, hw) in enumerate(results, 1):
-            array[i] = img
-            index["original_sizes"][i] = list(hw)
-            done[i] = True
-            bar.update(1)
-            if k % save_every == 0 or time.monotonic() - last > 30:
-                save()
-                last = time.monotonic()
+        with worker_map(_work, todo, workers, ordered=False, chunksize=4) as results:
+            for k, (i, img, hw) in enumerate(results, 1):
+                array[i] = img
+                index["original_sizes"][i] = list(hw)
+                done[i] = True
+                bar.update(1)
+                if k % save_every == 0 or time.monotonic() - last > 30:
+                    save()
+                    last = time.monotonic()
     finally:
-        if pool is not None:
-            pool.terminate()
         save()
         bar.close()
     index["complete"] = True

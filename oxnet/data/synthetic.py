@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from oxnet.data.classes import PAPER_CLASSES
+from oxnet.utils.workers import worker_map
 
 __all__ = ["SyntheticCXR", "Finding", "generate_split", "synthetic_categories", "contact_sheet"]
 
@@ -645,14 +646,9 @@ def generate_split(out_dir, split_name, n_full, n_weak=0, n_unlabeled=0, size=51
     n = n_full + n_weak + n_unlabeled
     _check_params(os.path.join(out_dir, "images", split_name), {"size": size, "seed": seed})
     jobs = [((size, seed), out_dir, split_name, start_index + i, dicom) for i in range(n)]
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = list(tqdm(pool.imap(_make_one, jobs, chunksize=4), total=n, disable=not progress,
-                                desc=f"synthetic {split_name}"))
-    else:
-        results = [_make_one(j) for j in tqdm(jobs, disable=not progress, desc=f"synthetic {split_name}")]
+    pool_size = workers if workers > 1 else 0  # one worker: render inline
+    with worker_map(_make_one, jobs, pool_size, chunksize=4, start_method="spawn") as results:
+        results = list(tqdm(results, total=n, disable=not progress, desc=f"synthetic {split_name}"))
     cat_id = {c: i + 1 for i, c in enumerate(PAPER_CLASSES)}
     images, annotations = [], []
     for index, rel, boxes in sorted(results):

@@ -17,6 +17,7 @@ import os
 import sys
 
 from oxnet.utils.atomic import atomic_write_json
+from oxnet.utils.workers import worker_map
 
 from .format import OmniFormatError, read_omni_coco, validate_omni_coco
 from .io import ImageReadError, read_raw
@@ -45,20 +46,9 @@ def decode_all(coco, image_root, workers=0, progress=True):
 
     tasks = [(os.path.join(image_root, img["file_name"]), img.get("width"), img.get("height"))
              for img in coco["images"]]
-    pool = None
-    try:
-        if workers > 0 and len(tasks) > 1:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers)
-            results = pool.imap(check_image, tasks, chunksize=8)
-        else:
-            results = map(check_image, tasks)
+    with worker_map(check_image, tasks, workers, chunksize=8) as results:
         errors = list(tqdm(results, total=len(tasks), desc="decoding images", unit="img",
                            disable=not progress))
-    finally:
-        if pool is not None:
-            pool.terminate()
     return [{"file_name": img["file_name"], "image_id": img["id"], "error": error}
             for img, error in zip(coco["images"], errors) if error is not None]
 
