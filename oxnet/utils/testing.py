@@ -1,5 +1,6 @@
 """Small configurations and inputs for tests and benchmarks (like ``detectron2.utils.testing``)."""
 import contextlib
+import logging
 import os
 
 import torch
@@ -156,6 +157,23 @@ def tiny_model_folder(work_dir, method="oxnet", class_names=("class0", "class1",
     with open(os.path.join(folder, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     return folder
+
+
+@contextlib.contextmanager
+def log_messages(*names, level=logging.DEBUG):
+    """Collect the messages of ``level`` and above logged to the loggers ``names`` while the block runs
+    (a handler on each, so it works for loggers that do not propagate, as oxnet's may not)."""
+    messages = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    loggers = [logging.getLogger(name) for name in names]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
 
 
 def free_port():

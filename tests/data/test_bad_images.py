@@ -14,7 +14,7 @@ import pytest
 from oxnet.data import register_omni_coco
 from oxnet.data.io import ImageReadError
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, TooManyBadImagesError
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg, write_toy_dataset
+from oxnet.utils.testing import REPO_ROOT, log_messages, tiny_cfg, write_toy_dataset
 
 GARBAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # a PNG signature followed by noise
 
@@ -25,15 +25,6 @@ def toy(tmp_path):
     name = f"bad_images_{uuid.uuid4().hex[:8]}"
     register_omni_coco(name, json_file, tmp_path / "data" / "images")
     return name, json_file, tmp_path / "data" / "images"
-
-
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 def _trainer(name, out, fraction, workers=0, max_iter=4):
@@ -58,15 +49,11 @@ def test_training_survives_one_corrupt_image_and_counts_it(toy, tmp_path):
     trainer = _trainer(name, tmp_path / "run", fraction=0.25)  # 1 of the 4 full images may fail
     bad = images / "toy_0000.png"  # a full image: 4 iterations of 2 draw every full image twice
     bad.write_bytes(GARBAGE)  # corrupted after validation
-    records = Records()
-    logging.getLogger("oxnet.data.loader").addHandler(records)
-    try:
+    with log_messages("oxnet.data.loader", level=logging.WARNING) as messages:
         trainer.train()
-    finally:
-        logging.getLogger("oxnet.data.loader").removeHandler(records)
     assert trainer.iter == 4  # detectron2 leaves iter at MAX_ITER after the last step
     assert trainer._train_loader.num_failed == 1 and list(trainer._train_loader.failed["full"]) == [str(bad)]
-    logged = [m for m in records.messages if str(bad) in m]
+    logged = [m for m in messages if str(bad) in m]
     assert len(logged) == 1 and "replaced by another full image" in logged[0] and "cannot read image" in logged[0]
     with open(tmp_path / "run" / "metrics.json") as f:
         last = [json.loads(line) for line in f][-1]

@@ -2,7 +2,6 @@
 would run code."""
 import copy
 import errno
-import logging
 import os
 import pickle
 import signal
@@ -17,31 +16,17 @@ from oxnet.engine.hooks import unwrap
 from oxnet.engine.model_files import StrictCheckpointer
 from oxnet.engine.safe_load import UnsafeWeightsError, load_weights_file
 from oxnet.engine.trainer import NonFiniteLossError, _StopSignals
-from oxnet.utils.testing import tiny_cfg, write_toy_dataset
+from oxnet.utils.testing import log_messages, tiny_cfg, write_toy_dataset
 
 #: The loss terms of the tiny OXnet model (the fixture checks that these are exactly its terms).
 OXNET_LOSSES = ["loss_box_reg", "loss_cls", "loss_global", "loss_gpa_inter", "loss_gpa_intra", "loss_sfl",
                 "loss_weak_negative"]
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture()
 def records():
-    handler = _Records()
-    loggers = [logging.getLogger("oxnet.engine.trainer"), logging.getLogger("oxnet.engine.safe_load")]
-    for lg in loggers:
-        lg.addHandler(handler)
-    yield handler.messages
-    for lg in loggers:
-        lg.removeHandler(handler)
+    with log_messages("oxnet.engine.trainer", "oxnet.engine.safe_load") as messages:
+        yield messages
 
 
 def _toy_trainer(root, max_iter=1000):
