@@ -13,17 +13,18 @@ processes (gloo).
 SIGTERM or SIGINT during training saves a checkpoint at the end of the current step and exits 0;
 ``--resume`` continues the run. ``--dist-timeout`` bounds how long a process waits for the others.
 """
+
 import datetime
 import logging
 import os
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
 from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data import register_omni_coco
@@ -46,8 +47,10 @@ def setup(args):
         if "OUTPUT_DIR" not in args.opts[::2]:  # leave the model's folder and its config.yaml as they are
             cfg.OUTPUT_DIR = os.path.join(os.path.dirname(os.path.abspath(weights)), "eval")
     else:
-        raise SystemExit("error: --config-file is required (with --eval-only MODEL.WEIGHTS FILE, the "
-                         "config.yaml beside FILE is used by default)")
+        raise SystemExit(
+            "error: --config-file is required (with --eval-only MODEL.WEIGHTS FILE, the "
+            "config.yaml beside FILE is used by default)"
+        )
     resolve_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
@@ -82,8 +85,10 @@ def main(args):
     trainer.resume_or_load(resume=args.resume)
     result = trainer.train()
     if trainer.preempted:
-        logger.warning(f"Stopped by {trainer.preempted} after iteration {trainer.iter}; the checkpoint in "
-                       f"{cfg.OUTPUT_DIR} continues the run with --resume")
+        logger.warning(
+            f"Stopped by {trainer.preempted} after iteration {trainer.iter}; the checkpoint in "
+            f"{cfg.OUTPUT_DIR} continues the run with --resume"
+        )
     return result
 
 
@@ -109,11 +114,19 @@ def parse_args(argv=None):
     """detectron2's training options plus ``--list-methods``, which prints the methods and exits."""
     parser = default_argument_parser(epilog=EPILOG)
     parser.description = __doc__
-    parser.add_argument("--list-methods", action="store_true",
-                        help="print every OXNET.METHOD with the components it enables, and exit")
-    parser.add_argument("--dist-timeout", type=float, default=1800, metavar="SECONDS",
-                        help="with several processes: how long one waits for the others in a collective "
-                             "operation before failing with an error (default 1800)")
+    parser.add_argument(
+        "--list-methods",
+        action="store_true",
+        help="print every OXNET.METHOD with the components it enables, and exit",
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800,
+        metavar="SECONDS",
+        help="with several processes: how long one waits for the others in a collective "
+        "operation before failing with an error (default 1800)",
+    )
     args = parser.parse_args(argv)
     if args.list_methods:
         print_methods()
@@ -125,8 +138,15 @@ def run(argv=None):
     """The command line: parse ``argv`` and run :func:`main` in every process of the launch."""
     args = parse_args(argv)
     print("Command Line Args:", args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), timeout=datetime.timedelta(seconds=args.dist_timeout))
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+        timeout=datetime.timedelta(seconds=args.dist_timeout),
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ baseline folder, per row and seed, after checking that both started from the sam
 (equal warm-start mAP for every seed).
 Prints markdown; reads results.json only, trains nothing.
 """
+
 import argparse
 import json
 import statistics
@@ -54,8 +55,11 @@ def _fp70(rec):
 def compare(results, reference="retinanet", warm=None, iters=None):
     rows = rows_by_method(results, warm=warm, iters=iters)
     ref = rows.get(reference, {})
-    lines = ["| row | mAP | per seed | minus " + reference + " (same seed) | FP/normal @70% | "
-             "image AUROC box | image AUROC global |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| row | mAP | per seed | minus " + reference + " (same seed) | FP/normal @70% | "
+        "image AUROC box | image AUROC global |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method, by_seed in rows.items():
         seeds = sorted(by_seed)
         maps = [by_seed[s]["metrics"]["mAP"] for s in seeds]
@@ -63,9 +67,11 @@ def compare(results, reference="retinanet", warm=None, iters=None):
         fps = [_fp70(by_seed[s]) for s in seeds]
         box = [(by_seed[s].get("image_auroc") or {}).get("box") for s in seeds]
         glob = [(by_seed[s].get("image_auroc") or {}).get("global") for s in seeds]
-        lines.append(f"| {method} | {_mean_std(maps)} | {_fmt(maps)} | "
-                     f"{_fmt(diffs, sign=True) if method != reference else '-'} | "
-                     f"{_mean_std(fps, 2)} | {_mean_std(box)} | {_mean_std(glob)} |")
+        lines.append(
+            f"| {method} | {_mean_std(maps)} | {_fmt(maps)} | "
+            f"{_fmt(diffs, sign=True) if method != reference else '-'} | "
+            f"{_mean_std(fps, 2)} | {_mean_std(box)} | {_mean_std(glob)} |"
+        )
     return "\n".join(lines)
 
 
@@ -75,16 +81,30 @@ def against(results, base, warm=None, iters=None):
     lines = []
     if warm:
         here, there = rows_by_method(results, "init", None, warm), rows_by_method(base, "init", None, warm)
-        pairs = [(s, r["metrics"]["mAP"], there[m][s]["metrics"]["mAP"])
-                 for m, by_seed in here.items() for s, r in sorted(by_seed.items()) if s in there.get(m, {})]
+        pairs = [
+            (s, r["metrics"]["mAP"], there[m][s]["metrics"]["mAP"])
+            for m, by_seed in here.items()
+            for s, r in sorted(by_seed.items())
+            if s in there.get(m, {})
+        ]
         differ = [f"seed {s}: {a:.4f} against {b:.4f}" for s, a, b in pairs if a != b]
-        lines.append("Warm starts: " + ("none in common" if not pairs else
-                                         f"differ ({'; '.join(differ)})" if differ else
-                                         f"identical (mAP {_fmt([a for _, a, _ in pairs], 4)})"))
+        lines.append(
+            "Warm starts: "
+            + (
+                "none in common"
+                if not pairs
+                else f"differ ({'; '.join(differ)})"
+                if differ
+                else f"identical (mAP {_fmt([a for _, a, _ in pairs], 4)})"
+            )
+        )
         lines.append("")
     rows, ref = rows_by_method(results, warm=warm, iters=iters), rows_by_method(base, warm=warm, iters=iters)
-    lines += ["| row | mAP | baseline mAP | minus baseline (same seed) | FP/normal @70% | baseline FP/normal "
-              "@70% | image AUROC box | baseline image AUROC box |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| row | mAP | baseline mAP | minus baseline (same seed) | FP/normal @70% | baseline FP/normal "
+        "@70% | image AUROC box | baseline image AUROC box |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for method, by_seed in rows.items():
         seeds = [s for s in sorted(by_seed) if s in ref.get(method, {})]
         if not seeds:
@@ -92,32 +112,47 @@ def against(results, base, warm=None, iters=None):
         a, b = [by_seed[s] for s in seeds], [ref[method][s] for s in seeds]
         maps, base_maps = [r["metrics"]["mAP"] for r in a], [r["metrics"]["mAP"] for r in b]
         box = lambda runs: [(r.get("image_auroc") or {}).get("box") for r in runs]  # noqa: E731
-        lines.append(f"| {method} | {_mean_std(maps)} | {_mean_std(base_maps)} | "
-                     f"{_fmt([x - y for x, y in zip(maps, base_maps)], sign=True)} | "
-                     f"{_mean_std([_fp70(r) for r in a], 2)} | {_mean_std([_fp70(r) for r in b], 2)} | "
-                     f"{_mean_std(box(a))} | {_mean_std(box(b))} |")
+        lines.append(
+            f"| {method} | {_mean_std(maps)} | {_mean_std(base_maps)} | "
+            f"{_fmt([x - y for x, y in zip(maps, base_maps)], sign=True)} | "
+            f"{_mean_std([_fp70(r) for r in a], 2)} | {_mean_std([_fp70(r) for r in b], 2)} | "
+            f"{_mean_std(box(a))} | {_mean_std(box(b))} |"
+        )
     return "\n".join(lines)
 
 
-CURVE_QUANTITIES = (("mAP", "mAP", 1), ("fp_per_normal@70", "false alarms per normal image @70%", 2),
-                    ("image_auroc_box", "image AUROC (box)", 1), ("image_auroc_global", "image AUROC (global)", 1))
+CURVE_QUANTITIES = (
+    ("mAP", "mAP", 1),
+    ("fp_per_normal@70", "false alarms per normal image @70%", 2),
+    ("image_auroc_box", "image AUROC (box)", 1),
+    ("image_auroc_global", "image AUROC (global)", 1),
+)
 
 
 def curves(results, warm=None, iters=None):
     """Markdown tables of the mean learning curve of each row, one per quantity of CURVE_QUANTITIES."""
     rows = rows_by_method(results, warm=warm, iters=iters)
-    points = sorted({int(i) for by_seed in rows.values() for r in by_seed.values() for i in r.get("curve", {})})
+    points = sorted(
+        {int(i) for by_seed in rows.values() for r in by_seed.values() for i in r.get("curve", {})}
+    )
     if not points:
         return "no learning curve in these runs (train with --eval-period)"
     out = []
     for key, title, digits in CURVE_QUANTITIES:
-        lines = [f"{title}, mean over seeds, by iteration:", "",
-                 "| row | " + " | ".join(str(p) for p in points) + " |", "|---" * (len(points) + 1) + "|"]
+        lines = [
+            f"{title}, mean over seeds, by iteration:",
+            "",
+            "| row | " + " | ".join(str(p) for p in points) + " |",
+            "|---" * (len(points) + 1) + "|",
+        ]
         for method, by_seed in rows.items():
             cells = []
             for p in points:
-                vals = [r["curve"][str(p)][key] for r in by_seed.values()
-                        if key in r.get("curve", {}).get(str(p), {})]
+                vals = [
+                    r["curve"][str(p)][key]
+                    for r in by_seed.values()
+                    if key in r.get("curve", {}).get(str(p), {})
+                ]
                 cells.append(f"{statistics.mean(vals):.{digits}f}" if vals else "n/a")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
@@ -131,8 +166,12 @@ def main(argv=None):
     p.add_argument("--warm", type=int, default=None, help="warm-start iterations of the runs (default: none)")
     p.add_argument("--iters", type=int, default=None, help="only runs of this many iterations")
     p.add_argument("--curves", action="store_true", help="print the mean learning curves instead")
-    p.add_argument("--against", metavar="BASE_RESULTS", help="compare each row to the same row and seed of "
-                   "this other results.json (a baseline folder) instead of to the reference row")
+    p.add_argument(
+        "--against",
+        metavar="BASE_RESULTS",
+        help="compare each row to the same row and seed of "
+        "this other results.json (a baseline folder) instead of to the reference row",
+    )
     args = p.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
         results = json.load(f)
@@ -140,8 +179,11 @@ def main(argv=None):
         with open(args.against, encoding="utf-8") as f:
             print(against(results, json.load(f), args.warm, args.iters))
         return 0
-    print(curves(results, args.warm, args.iters) if args.curves
-          else compare(results, args.reference, args.warm, args.iters))
+    print(
+        curves(results, args.warm, args.iters)
+        if args.curves
+        else compare(results, args.reference, args.warm, args.iters)
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ data). The cache is read warm (in the page cache) and cold (its pages dropped wi
 each pass). Everything runs in this process on one thread; the numbers are printed as a table and the
 ratios to PNG decoding.
 """
+
 import argparse
 import os
 import pathlib
@@ -68,18 +69,22 @@ def main(argv=None):
             out = os.path.join(tmp, f.stem + ".dcm")
             write_dicom(out, grey, bits_stored=12)
             dicoms.append(out)
-        sources = {"NIH PNG 1024px 8-bit": [str(f) for f in nih],
-                   "TBX11K PNG 512px 8-bit": [str(f) for f in tbx],
-                   "NIH DICOM 1024px 16-bit": dicoms}
+        sources = {
+            "NIH PNG 1024px 8-bit": [str(f) for f in nih],
+            "TBX11K PNG 512px 8-bit": [str(f) for f in tbx],
+            "NIH DICOM 1024px 16-bit": dicoms,
+        }
         rows = {}
         for name, files in sources.items():
             rows[f"decode {name}"] = _rate(lambda f: decode_resized(f, args.size), files, args.seconds)
         rows["cv2.imread only, NIH PNG (no scaling)"] = _rate(
-            lambda f: cv2.imread(f, cv2.IMREAD_UNCHANGED), sources["NIH PNG 1024px 8-bit"], args.seconds)
+            lambda f: cv2.imread(f, cv2.IMREAD_UNCHANGED), sources["NIH PNG 1024px 8-bit"], args.seconds
+        )
         all_files = [f for files in sources.values() for f in files]
         t0 = time.perf_counter()
-        cache = build_cache([{"file_name": f} for f in all_files], os.path.join(tmp, "cache"), args.size,
-                            progress=False)
+        cache = build_cache(
+            [{"file_name": f} for f in all_files], os.path.join(tmp, "cache"), args.size, progress=False
+        )
         build_s = time.perf_counter() - t0
         order = np.random.default_rng(0).permutation(len(all_files))
         shuffled = [all_files[i] for i in order]

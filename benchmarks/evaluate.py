@@ -14,6 +14,7 @@ printed as well.
 
     python benchmarks/evaluate.py [--repeats 3] [--pycocotools-repeats 1] [--json out.json]
 """
+
 import argparse
 import contextlib
 import gc
@@ -108,10 +109,14 @@ def main(argv=None):
     p.add_argument("--json", help="write the timings here")
     args = p.parse_args(argv)
 
-    gt, preds = synthetic_coco(num_images=args.images, num_classes=9, gt_per_image=1.5,
-                               dets_per_image=280000 / 13180, seed=0)
-    print(f"synthetic test set: {len(gt['images'])} images, {len(gt['categories'])} classes, "
-          f"{len(gt['annotations'])} boxes, {len(preds)} detections", flush=True)
+    gt, preds = synthetic_coco(
+        num_images=args.images, num_classes=9, gt_per_image=1.5, dets_per_image=280000 / 13180, seed=0
+    )
+    print(
+        f"synthetic test set: {len(gt['images'])} images, {len(gt['categories'])} classes, "
+        f"{len(gt['annotations'])} boxes, {len(preds)} detections",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         gt_file, pred_file = os.path.join(tmp, "gt.json"), os.path.join(tmp, "pred.json")
         with open(gt_file, "w") as f:
@@ -121,8 +126,10 @@ def main(argv=None):
         del gt, preds
         names = ("pycocotools AP", "faster-coco-eval AP", "oxnet full metric set")
         times, walls, maps = {k: [] for k in names}, {k: [] for k in names}, {}
-        runs = [("faster-coco-eval AP", run_faster_coco_eval),
-                ("oxnet full metric set", run_oxnet)] * args.repeats
+        runs = [
+            ("faster-coco-eval AP", run_faster_coco_eval),
+            ("oxnet full metric set", run_oxnet),
+        ] * args.repeats
         runs += [("pycocotools AP", run_pycocotools)] * args.pycocotools_repeats
         for name, fn in runs:
             cpu, wall, maps[name] = _timed(fn, gt_file, pred_file)
@@ -137,30 +144,51 @@ def main(argv=None):
     med = {k: statistics.median(v) for k, v in times.items() if v}
     fce = best["faster-coco-eval AP"]
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-          f"Python {sys.version.split()[0]}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"Python {sys.version.split()[0]}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     fce_wall = min(walls["faster-coco-eval AP"])
-    print("| contender | CPU s, fastest | CPU s, median | wall s, fastest | CPU / faster-coco-eval AP "
-          "| wall / faster-coco-eval AP |")
+    print(
+        "| contender | CPU s, fastest | CPU s, median | wall s, fastest | CPU / faster-coco-eval AP "
+        "| wall / faster-coco-eval AP |"
+    )
     print("|---|---|---|---|---|---|")
     for k in times:
         if times[k]:
-            print(f"| {k} | {best[k]:.2f} | {med[k]:.2f} | {min(walls[k]):.2f} | {best[k] / fce:.2f}x "
-                  f"| {min(walls[k]) / fce_wall:.2f}x |")
-    print("oxnet stages (CPU s, fastest of the repeats): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
-          + f"; FROC + AUROC / COCO AP = {stages['FROC + AUROC'] / stages['COCO AP (faster-coco-eval)']:.2f}")
+            print(
+                f"| {k} | {best[k]:.2f} | {med[k]:.2f} | {min(walls[k]):.2f} | {best[k] / fce:.2f}x "
+                f"| {min(walls[k]) / fce_wall:.2f}x |"
+            )
+    print(
+        "oxnet stages (CPU s, fastest of the repeats): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+        + f"; FROC + AUROC / COCO AP = {stages['FROC + AUROC'] / stages['COCO AP (faster-coco-eval)']:.2f}"
+    )
     if agree is not None:
         print(f"mAP agreement with pycocotools: max |difference| = {agree:.2e}")
     ratio = best["oxnet full metric set"] / fce
     wall_ratio = min(walls["oxnet full metric set"]) / fce_wall
-    print(f"target: full metric set <= 1.2x faster-coco-eval AP alone: {ratio:.2f}x CPU, "
-          f"{wall_ratio:.2f}x wall ({'met' if max(ratio, wall_ratio) <= 1.2 else 'NOT met'})")
+    print(
+        f"target: full metric set <= 1.2x faster-coco-eval AP alone: {ratio:.2f}x CPU, "
+        f"{wall_ratio:.2f}x wall ({'met' if max(ratio, wall_ratio) <= 1.2 else 'NOT met'})"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu_times": times, "wall_times": walls, "fastest": best, "median": med,
-                       "ratio_cpu": ratio, "ratio_wall": wall_ratio, "map_agreement": agree,
-                       "oxnet_stages": stages}, f, indent=2)
+            json.dump(
+                {
+                    "cpu_times": times,
+                    "wall_times": walls,
+                    "fastest": best,
+                    "median": med,
+                    "ratio_cpu": ratio,
+                    "ratio_wall": wall_ratio,
+                    "map_agreement": agree,
+                    "oxnet_stages": stages,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

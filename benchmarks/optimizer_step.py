@@ -8,17 +8,18 @@ with ``SOLVER.CLIP_GRADIENTS`` from the config (norm 10 per tensor in ``Base-OXn
 same random gradients, re-drawn before every step (half the tensors above the clip value). One step
 is ``clip + Adam``; the two are timed alternately and the medians reported, with the ratio.
 """
+
 import argparse
 import statistics
 import sys
 import time
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
+import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401
 from oxnet.config import add_oxnet_config
 from oxnet.engine.clipping import add_gradient_clipping
@@ -39,8 +40,10 @@ def main(argv=None):
     models = {name: build_model(cfg) for name in ("detectron2", "oxnet")}
     models["oxnet"].load_state_dict(models["detectron2"].state_dict())
     makers = {"detectron2": maybe_add_gradient_clipping, "oxnet": add_gradient_clipping}
-    opts = {name: makers[name](cfg, torch.optim.Adam)(get_default_optimizer_params(m, base_lr=1e-5), lr=1e-5)
-            for name, m in models.items()}
+    opts = {
+        name: makers[name](cfg, torch.optim.Adam)(get_default_optimizer_params(m, base_lr=1e-5), lr=1e-5)
+        for name, m in models.items()
+    }
     params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in models.items()}
     gen = torch.Generator(device=args.device).manual_seed(0)
 
@@ -53,7 +56,7 @@ def main(argv=None):
     times = {name: [] for name in opts}
     for r in range(args.repeats + 2):
         draw_grads()
-        for name in (list(opts) if r % 2 == 0 else list(opts)[::-1]):
+        for name in list(opts) if r % 2 == 0 else list(opts)[::-1]:
             sync()
             t = time.perf_counter()
             opts[name].step()
@@ -63,13 +66,18 @@ def main(argv=None):
     same = all(torch.equal(a, b) for a, b in zip(params["detectron2"], params["oxnet"]))
     med = {k: statistics.median(v) for k, v in times.items()}
     n = sum(p.numel() for p in params["oxnet"])
-    print(f"{cfg.MODEL.RESNETS.DEPTH}-layer OXNet, {len(params['oxnet'])} tensors, {n / 1e6:.1f} M "
-          f"parameters, device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"median of {args.repeats} alternating steps (clip + Adam)", file=sys.stderr)
+    print(
+        f"{cfg.MODEL.RESNETS.DEPTH}-layer OXNet, {len(params['oxnet'])} tensors, {n / 1e6:.1f} M "
+        f"parameters, device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"median of {args.repeats} alternating steps (clip + Adam)",
+        file=sys.stderr,
+    )
     print(f"detectron2 per-parameter clipping: {med['detectron2'] * 1e3:.1f} ms")
     print(f"oxnet multi-tensor clipping:       {med['oxnet'] * 1e3:.1f} ms")
-    print(f"ratio detectron2 / oxnet: {med['detectron2'] / med['oxnet']:.2f}x; parameters identical after "
-          f"{args.repeats + 2} steps: {same}")
+    print(
+        f"ratio detectron2 / oxnet: {med['detectron2'] / med['oxnet']:.2f}x; parameters identical after "
+        f"{args.repeats + 2} steps: {same}"
+    )
 
 
 if __name__ == "__main__":

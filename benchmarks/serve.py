@@ -15,6 +15,7 @@ images/s to the eager predictor. Every backend's results are compared with the e
     OMP_NUM_THREADS=2 python benchmarks/serve.py [--weights W] [--images 32] [--batch-sizes 1 8] \\
         [--rounds 3] [--ort-sweep] [--json out.json]
 """
+
 import argparse
 import datetime
 import glob
@@ -43,8 +44,13 @@ def _images(n, size_hint=256):
     if paths:
         return [read_raw(p) for p in paths[:n]], f"{min(n, len(paths))} demo test images"
     rng = np.random.default_rng(0)
-    return ([rng.normal(2000, 300, (size_hint * 2, size_hint * 2)).clip(0, 4095).astype(np.uint16)
-             for _ in range(n)], f"{n} random 16-bit images")
+    return (
+        [
+            rng.normal(2000, 300, (size_hint * 2, size_hint * 2)).clip(0, 4095).astype(np.uint16)
+            for _ in range(n)
+        ],
+        f"{n} random 16-bit images",
+    )
 
 
 def _interleaved(runs, images, batch, rounds):
@@ -58,9 +64,9 @@ def _interleaved(runs, images, batch, rounds):
     k = 0
     for _ in range(rounds):
         for i in range(0, len(images) - batch + 1, batch):
-            for name in names[k % len(names):] + names[:k % len(names)]:
+            for name in names[k % len(names) :] + names[: k % len(names)]:
                 t = time.perf_counter()
-                runs[name](images[i:i + batch])
+                runs[name](images[i : i + batch])
                 lat[name].append(time.perf_counter() - t)
             k += 1
     return lat
@@ -68,8 +74,12 @@ def _interleaved(runs, images, batch, rounds):
 
 def _summary(latencies, batch, reference=None):
     lat = np.asarray(latencies)
-    out = {"images_per_s": batch * len(lat) / lat.sum(), "p50_ms": 1000 * float(np.percentile(lat, 50)),
-           "p99_ms": 1000 * float(np.percentile(lat, 99)), "calls": int(len(lat))}
+    out = {
+        "images_per_s": batch * len(lat) / lat.sum(),
+        "p50_ms": 1000 * float(np.percentile(lat, 50)),
+        "p99_ms": 1000 * float(np.percentile(lat, 99)),
+        "calls": int(len(lat)),
+    }
     if reference is not None:  # median over batches of (reference latency / this latency)
         out["vs_eager"] = out["images_per_s"] / (batch * len(reference) / np.sum(reference))
         out["paired_vs_eager"] = float(np.median(np.asarray(reference) / lat))
@@ -88,8 +98,11 @@ def _ort_session(path, level, threads):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=os.path.join(REPO, "output", "demo", "model", "model_final.pth"),
-                   help="trained model (config.yaml beside it); default: make demo's")
+    p.add_argument(
+        "--weights",
+        default=os.path.join(REPO, "output", "demo", "model", "model_final.pth"),
+        help="trained model (config.yaml beside it); default: make demo's",
+    )
     p.add_argument("--images", type=int, default=32, help="images per round")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the images")
@@ -97,8 +110,10 @@ def main(argv=None):
     p.add_argument("--json", help="write the measurements here")
     args = p.parse_args(argv)
     if not os.path.exists(args.weights):
-        sys.exit(f"error: {args.weights} does not exist; run `make demo` (it trains the demo model in "
-                 "minutes) or pass --weights")
+        sys.exit(
+            f"error: {args.weights} does not exist; run `make demo` (it trains the demo model in "
+            "minutes) or pass --weights"
+        )
     import torch
 
     from oxnet.deploy.export import export_model, match_results
@@ -116,9 +131,11 @@ def main(argv=None):
         t = time.perf_counter()
         export_model(cfg, os.path.join(tmp, fmt), fmt)
         export_s[fmt] = time.perf_counter() - t
-    models = {"eager": load_model(os.path.dirname(os.path.abspath(args.weights)), "eager", threads=threads),
-              "torchscript": load_model(os.path.join(tmp, "torchscript"), threads=threads),
-              "onnx": load_model(os.path.join(tmp, "onnx"), threads=threads)}
+    models = {
+        "eager": load_model(os.path.dirname(os.path.abspath(args.weights)), "eager", threads=threads),
+        "torchscript": load_model(os.path.join(tmp, "torchscript"), threads=threads),
+        "onnx": load_model(os.path.join(tmp, "onnx"), threads=threads),
+    }
     info = models["onnx"].info
 
     # same boxes: every backend against the eager model, image by image
@@ -127,8 +144,11 @@ def main(argv=None):
     for name in ("torchscript", "onnx"):
         got = models[name].predict_batch(images)
         bad = [i for i, (r, g) in enumerate(zip(reference, got)) if match_results(r, g)]
-        parity[name] = {"images": len(images), "mismatched": len(bad),
-                        "boxes": sum(len(r["detections"]) for r in reference)}
+        parity[name] = {
+            "images": len(images),
+            "mismatched": len(bad),
+            "boxes": sum(len(r["detections"]) for r in reference),
+        }
 
     results = {}
     for bs in args.batch_sizes:
@@ -152,23 +172,41 @@ def main(argv=None):
         sweep = {k: _summary(v, bs) for k, v in lat.items()}
 
     load_after = os.getloadavg()
-    report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "threads": threads, "loadavg_before": load_before,
-              "loadavg_after": load_after, "images": source, "input_size": info["input_size"],
-              "weights": args.weights, "export_s": export_s, "parity": parity, "results": results,
-              "ort_sweep": sweep}
-    print(f"{source}, input {info['input_size']} px, {threads} thread(s), load average "
-          f"{load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs")
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": threads,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "images": source,
+        "input_size": info["input_size"],
+        "weights": args.weights,
+        "export_s": export_s,
+        "parity": parity,
+        "results": results,
+        "ort_sweep": sweep,
+    }
+    print(
+        f"{source}, input {info['input_size']} px, {threads} thread(s), load average "
+        f"{load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     for name, v in parity.items():
-        print(f"{name}: {v['mismatched']} of {v['images']} images differ from the eager model "
-              f"({v['boxes']} eager boxes)")
-    print("| backend | batch | images/s | p50 ms/batch | p99 ms/batch | images/s vs eager | per batch vs eager (median) |")
+        print(
+            f"{name}: {v['mismatched']} of {v['images']} images differ from the eager model "
+            f"({v['boxes']} eager boxes)"
+        )
+    print(
+        "| backend | batch | images/s | p50 ms/batch | p99 ms/batch | images/s vs eager | per batch vs eager (median) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for bs in args.batch_sizes:
         for b in BACKENDS:
             r = results[f"{b}@{bs}"]
-            print(f"| {b} | {bs} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                  f"{r['vs_eager']:.2f}x | {r['paired_vs_eager']:.2f}x |")
+            print(
+                f"| {b} | {bs} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                f"{r['vs_eager']:.2f}x | {r['paired_vs_eager']:.2f}x |"
+            )
     for k, r in sweep.items():
         print(f"ORT {k}: {r['images_per_s']:.2f} images/s, p50 {r['p50_ms']:.0f} ms")
     if args.json:

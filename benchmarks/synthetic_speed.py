@@ -5,6 +5,7 @@
 Prints images/s for rendering (``SyntheticCXR.sample``), for boxes only (``annotate``) and for
 rendering plus PNG encoding, with the machine and date.
 """
+
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -47,12 +48,17 @@ def main():
     render = rate(gen.sample, args.n)
     annotate = rate(gen.annotate, args.n)
     png = rate(lambda i: cv2.imencode(".png", gen.sample(i)[0]), args.n)
-    print(f"synthetic CXR {args.size}x{args.size}, {args.n} images, 1 thread, "
-          f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), python "
-          f"{platform.python_version()}, {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(
+        f"synthetic CXR {args.size}x{args.size}, {args.n} images, 1 thread, "
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), python "
+        f"{platform.python_version()}, {datetime.datetime.now().isoformat(timespec='seconds')}"
+    )
     print(f"  load average before: {load:.2f} (CPU-time rates are robust to other load)")
-    for name, (wall, cpu) in (("render (sample)", render), ("boxes only (annotate)", annotate),
-                              ("render + PNG encode", png)):
+    for name, (wall, cpu) in (
+        ("render (sample)", render),
+        ("boxes only (annotate)", annotate),
+        ("render + PNG encode", png),
+    ):
         print(f"  {name:22s} {wall:7.1f} images/s wall, {cpu:7.1f} images per CPU-second")
 
 

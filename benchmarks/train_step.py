@@ -23,6 +23,7 @@ too. On CUDA the ratios use wall seconds. ``--breakdown`` adds OXNet
 steps with the methods of Table 1 (retinanet, sfl, daa, daa_gpa) on the same batch: the differences
 give the cost of the teacher with the soft focal loss, of DAA and of GPA.
 """
+
 import argparse
 import datetime
 import os
@@ -32,7 +33,6 @@ import sys
 import tempfile
 import time
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import numpy as np
 import torch
 from detectron2.config import get_cfg
@@ -41,6 +41,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
+import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401  (registers OXNet)
 from oxnet.config import add_oxnet_config, resolve_device, uses_teacher
 from oxnet.data.io import write_png
@@ -60,15 +61,22 @@ def parse_args(argv=None):
     p.add_argument("--full", type=int, default=4)
     p.add_argument("--weak", type=int, default=2)
     p.add_argument("--unlabeled", type=int, default=2)
-    p.add_argument("--norm", default="GN", choices=("GN", "none"),
-                   help="normalization of the backbone, FPN and head of both models")
+    p.add_argument(
+        "--norm",
+        default="GN",
+        choices=("GN", "none"),
+        help="normalization of the backbone, FPN and head of both models",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=9, help="measurements per model (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--breakdown", action="store_true", help="also time OXNet with the Table 1 methods")
     p.add_argument("--profile", action="store_true", help="also time the pieces of OXnet's step")
-    p.add_argument("--flops", action="store_true",
-                   help="also count FLOPs of one step and one inference of each model (load-independent)")
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count FLOPs of one step and one inference of each model (load-independent)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
@@ -127,19 +135,39 @@ def make_inputs(cfg, n_full, n_weak, n_unlabeled, seed, folder):
         image, boxes = gen.sample(i)
         path = os.path.join(folder, f"{i:03d}.png")
         write_png(path, image)
-        annos = [{"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "iscrowd": 0,
-                  "category_id": PAPER_CLASSES.index(c) % num_classes} for c, b in boxes]
+        annos = [
+            {
+                "bbox": b,
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "iscrowd": 0,
+                "category_id": PAPER_CLASSES.index(c) % num_classes,
+            }
+            for c, b in boxes
+        ]
         present = {a["category_id"] for a in annos}
-        dicts.append({"file_name": path, "height": size, "width": size, "image_id": i, "supervision": level,
-                      "annotations": annos,
-                      "image_labels": {k: int(k in present) for k in range(num_classes)}})
+        dicts.append(
+            {
+                "file_name": path,
+                "height": size,
+                "width": size,
+                "image_id": i,
+                "supervision": level,
+                "annotations": annos,
+                "image_labels": {k: int(k in present) for k in range(num_classes)},
+            }
+        )
     np.random.seed(seed)
     mapper = OmniDatasetMapper(cfg, is_train=True)
     omni = []
     for d in dicts:
         level = d["supervision"]
-        x = mapper({**d, "annotations": d["annotations"] if level == "full" else [],
-                    "image_labels": d["image_labels"] if level != "unlabeled" else {}})
+        x = mapper(
+            {
+                **d,
+                "annotations": d["annotations"] if level == "full" else [],
+                "image_labels": d["image_labels"] if level != "unlabeled" else {},
+            }
+        )
         omni.append(x)
     plain = [mapper({**d, "supervision": "full"}) for d in dicts]
     return omni, plain
@@ -191,7 +219,7 @@ def interleaved(fns, repeats, warmup, device):
     times = {"wall": {name: [] for name in fns}, "cpu": {name: [] for name in fns}}
     names = list(fns)
     for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             sync()
             wall, cpu = time.perf_counter(), time.process_time()
             fns[name]()
@@ -265,13 +293,27 @@ def profile_pieces(stepper, steps, device):
         stepper.iter += 1
         sync()
         t5 = clock()
-        row = {"whole step": t5 - t0, "teacher forward": t1 - t0, "student forward": t2 - t1, **times,
-               "backward": t3 - t2, "optimizer step": t4 - t3, "teacher EMA update": t5 - t4}
+        row = {
+            "whole step": t5 - t0,
+            "teacher forward": t1 - t0,
+            "student forward": t2 - t1,
+            **times,
+            "backward": t3 - t2,
+            "optimizer step": t4 - t3,
+            "teacher EMA update": t5 - t4,
+        }
         row["teacher forward"] = max(row["teacher forward"], teacher_network)
         for k, v in row.items():
             pieces.setdefault(k, []).append(v)
-    for attr in ("_run_network", "_global_logits", "_weak_losses", "_weak_negative_loss", "_unsupervised_losses",
-                 "losses", "label_anchors"):
+    for attr in (
+        "_run_network",
+        "_global_logits",
+        "_weak_losses",
+        "_weak_negative_loss",
+        "_unsupervised_losses",
+        "losses",
+        "label_anchors",
+    ):
         model.__dict__.pop(attr, None)
     return {k: statistics.median(v) for k, v in pieces.items()}
 
@@ -298,16 +340,21 @@ def main(argv=None):
 
     load = os.getloadavg()[0]
     print(f"Inference: {args.repeats} alternating repeats of {n_student} images ...", file=sys.stderr)
-    infer = interleaved({"oxnet": Inferencer(models["oxnet"], plain_batch),
-                         "retinanet": Inferencer(retina, plain_batch)}, args.repeats, args.warmup, device)
+    infer = interleaved(
+        {"oxnet": Inferencer(models["oxnet"], plain_batch), "retinanet": Inferencer(retina, plain_batch)},
+        args.repeats,
+        args.warmup,
+        device,
+    )
     for m in list(models.values()) + [retina]:  # inference must not have changed the weights
         m.load_state_dict(shared, strict=False)
-    steppers = {"oxnet": Stepper(cfg, models["oxnet"], omni_batch, teacher=True),
-                "retinanet": Stepper(cfg, retina, plain_batch)}
+    steppers = {
+        "oxnet": Stepper(cfg, models["oxnet"], omni_batch, teacher=True),
+        "retinanet": Stepper(cfg, retina, plain_batch),
+    }
     for method in BREAKDOWN_METHODS if args.breakdown else ():
         c = make_cfg(args, method)
-        steppers[f"OXNet {method}"] = Stepper(c, models[method], omni_batch,
-                                              teacher=uses_teacher(method))
+        steppers[f"OXNet {method}"] = Stepper(c, models[method], omni_batch, teacher=uses_teacher(method))
     print(f"Training: {args.repeats} alternating repeats of {len(steppers)} models ...", file=sys.stderr)
     with EventStorage():  # RetinaNet's losses log scalars
         train = interleaved(steppers, args.repeats, args.warmup, device)
@@ -319,20 +366,30 @@ def main(argv=None):
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}",
         "load_average_before": load,
-        "settings": {"depth": cfg.MODEL.RESNETS.DEPTH, "size": args.size, "norm": args.norm,
-                     "fpn_channels": cfg.MODEL.FPN.OUT_CHANNELS, "head_convs": cfg.MODEL.RETINANET.NUM_CONVS,
-                     "full": args.full, "weak": args.weak, "unlabeled": args.unlabeled,
-                     "repeats": args.repeats},
+        "settings": {
+            "depth": cfg.MODEL.RESNETS.DEPTH,
+            "size": args.size,
+            "norm": args.norm,
+            "fpn_channels": cfg.MODEL.FPN.OUT_CHANNELS,
+            "head_convs": cfg.MODEL.RETINANET.NUM_CONVS,
+            "full": args.full,
+            "weak": args.weak,
+            "unlabeled": args.unlabeled,
+            "repeats": args.repeats,
+        },
         "primary_clock": primary,
-        "raw_step_s": train, "raw_infer_batch_s": infer,
+        "raw_step_s": train,
+        "raw_infer_batch_s": infer,
     }
     for clk in ("cpu", "wall"):
-        result[f"train_s_per_student_image_{clk}"] = {k: statistics.median(v) / n_student
-                                                      for k, v in train[clk].items()}
-        result[f"infer_s_per_image_{clk}"] = {k: statistics.median(v) / n_student
-                                              for k, v in infer[clk].items()}
+        result[f"train_s_per_student_image_{clk}"] = {
+            k: statistics.median(v) / n_student for k, v in train[clk].items()
+        }
+        result[f"infer_s_per_image_{clk}"] = {
+            k: statistics.median(v) / n_student for k, v in infer[clk].items()
+        }
         for what, t in (("train", train[clk]), ("infer", infer[clk])):
             result[f"{what}_ratio_{clk}"] = statistics.median(t["oxnet"]) / statistics.median(t["retinanet"])
             # ratios of measurements taken next to each other
@@ -346,16 +403,23 @@ def main(argv=None):
                 torch.cuda.reset_peak_memory_stats()
                 steppers[name]()
                 torch.cuda.synchronize()
-                result["cuda_step_peak_gib"][name] = (torch.cuda.max_memory_allocated() - held) / 2 ** 30
+                result["cuda_step_peak_gib"][name] = (torch.cuda.max_memory_allocated() - held) / 2**30
         result["cuda_device"] = torch.cuda.get_device_name()
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
 
         flops = {}
         with EventStorage():
-            for what, fns in (("train", {k: steppers[k] for k in ("oxnet", "retinanet")}),
-                              ("infer", {"oxnet": Inferencer(models["oxnet"], plain_batch),
-                                         "retinanet": Inferencer(retina, plain_batch)})):
+            for what, fns in (
+                ("train", {k: steppers[k] for k in ("oxnet", "retinanet")}),
+                (
+                    "infer",
+                    {
+                        "oxnet": Inferencer(models["oxnet"], plain_batch),
+                        "retinanet": Inferencer(retina, plain_batch),
+                    },
+                ),
+            ):
                 for name, fn in fns.items():
                     with FlopCounterMode(display=False) as counter:
                         fn()
@@ -369,44 +433,59 @@ def main(argv=None):
             result["oxnet_step_pieces_s"] = profile_pieces(steppers["oxnet"], args.repeats, device)
 
     s = result["settings"]
-    print(f"\nOXnet vs detectron2 RetinaNet: R{s['depth']}, {args.size} px, norm {args.norm}, FPN "
-          f"{s['fpn_channels']} ch, {s['head_convs']} head convs; OXnet batch {args.full} full + {args.weak} "
-          f"weak + {args.unlabeled} unlabeled, RetinaNet the same {n_student} images as full; medians of "
-          f"{args.repeats} alternating repeats")
+    print(
+        f"\nOXnet vs detectron2 RetinaNet: R{s['depth']}, {args.size} px, norm {args.norm}, FPN "
+        f"{s['fpn_channels']} ch, {s['head_convs']} head convs; OXnet batch {args.full} full + {args.weak} "
+        f"weak + {args.unlabeled} unlabeled, RetinaNet the same {n_student} images as full; medians of "
+        f"{args.repeats} alternating repeats"
+    )
     print(f"{result['machine']}; {result['date']}; load average before {load:.2f}")
-    print(f"| {'measurement':42s} | {'CPU s/img':>9s} | {'ratio':>6s} | "
-          f"{'wall s/img':>10s} | {'ratio':>6s} |")
+    print(
+        f"| {'measurement':42s} | {'CPU s/img':>9s} | {'ratio':>6s} | {'wall s/img':>10s} | {'ratio':>6s} |"
+    )
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 8}|{'-' * 12}|{'-' * 8}|")
-    labels = {"train step": {"oxnet": "OXnet (teacher, DAA, GPA, SFL)", "retinanet": "RetinaNet"},
-              "inference": {"oxnet": "OXnet (+ global scores)", "retinanet": "RetinaNet"}}
+    labels = {
+        "train step": {"oxnet": "OXnet (teacher, DAA, GPA, SFL)", "retinanet": "RetinaNet"},
+        "inference": {"oxnet": "OXnet (+ global scores)", "retinanet": "RetinaNet"},
+    }
     for what, title in (("train_s_per_student_image", "train step"), ("infer_s_per_image", "inference")):
         cpu, wall = result[f"{what}_cpu"], result[f"{what}_wall"]
         for name in cpu:
             label = f"{title}, {labels[title].get(name, name)}"
-            print(f"| {label:42s} | {cpu[name]:9.4f} | {cpu[name] / cpu['retinanet']:5.2f}x | "
-                  f"{wall[name]:10.4f} | {wall[name] / wall['retinanet']:5.2f}x |")
+            print(
+                f"| {label:42s} | {cpu[name]:9.4f} | {cpu[name] / cpu['retinanet']:5.2f}x | "
+                f"{wall[name]:10.4f} | {wall[name] / wall['retinanet']:5.2f}x |"
+            )
     for clk in ("cpu", "wall"):
         tr, ir = result[f"train_ratio_{clk}_paired"], result[f"infer_ratio_{clk}_paired"]
         print(f"Median of the per-repeat ratios ({clk}): train step {tr:.2f}x, inference {ir:.2f}x")
     if args.flops:
         f = result["flops_per_image"]
-        print(f"GFLOPs per image: train step OXnet {f['train_oxnet'] / 1e9:.2f}, RetinaNet "
-              f"{f['train_retinanet'] / 1e9:.2f} ({result['train_ratio_flops']:.3f}x); inference OXnet "
-              f"{f['infer_oxnet'] / 1e9:.3f}, RetinaNet {f['infer_retinanet'] / 1e9:.3f} "
-              f"({result['infer_ratio_flops']:.4f}x)")
+        print(
+            f"GFLOPs per image: train step OXnet {f['train_oxnet'] / 1e9:.2f}, RetinaNet "
+            f"{f['train_retinanet'] / 1e9:.2f} ({result['train_ratio_flops']:.3f}x); inference OXnet "
+            f"{f['infer_oxnet'] / 1e9:.3f}, RetinaNet {f['infer_retinanet'] / 1e9:.3f} "
+            f"({result['infer_ratio_flops']:.4f}x)"
+        )
     if "cuda_step_peak_gib" in result:
         m = result["cuda_step_peak_gib"]
-        print(f"{result['cuda_device']}: peak memory of one step beyond the weights and optimizer state: "
-              f"OXnet {m['oxnet']:.2f} GiB, RetinaNet {m['retinanet']:.2f} GiB")
+        print(
+            f"{result['cuda_device']}: peak memory of one step beyond the weights and optimizer state: "
+            f"OXnet {m['oxnet']:.2f} GiB, RetinaNet {m['retinanet']:.2f} GiB"
+        )
     if args.profile:
         pieces = result["oxnet_step_pieces_s"]
-        print(f"OXnet step pieces ({'wall' if primary == 'wall' else 'CPU'} s per step, median of "
-              f"{args.repeats} steps; the indented pieces are parts of the student's forward):")
+        print(
+            f"OXnet step pieces ({'wall' if primary == 'wall' else 'CPU'} s per step, median of "
+            f"{args.repeats} steps; the indented pieces are parts of the student's forward):"
+        )
         for name, t in pieces.items():
             print(f"  {name:40s} {t:8.3f} s  {100 * t / pieces['whole step']:5.1f}%")
     tr, ir = result[f"train_ratio_{primary}"], result[f"infer_ratio_{primary}"]
-    print(f"Targets ({primary} time): train step <= 1.3x ({tr:.2f}x: {'met' if tr <= 1.3 else 'MISSED'}), "
-          f"inference <= 1.05x ({ir:.2f}x: {'met' if ir <= 1.05 else 'MISSED'})")
+    print(
+        f"Targets ({primary} time): train step <= 1.3x ({tr:.2f}x: {'met' if tr <= 1.3 else 'MISSED'}), "
+        f"inference <= 1.05x ({ir:.2f}x: {'met' if ir <= 1.05 else 'MISSED'})"
+    )
     if args.json:
         from oxnet.utils.atomic import atomic_write_json
 

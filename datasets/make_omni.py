@@ -7,6 +7,7 @@
     python datasets/make_omni.py --json train.json --out-dir omni/ --table2
 Counts are integers, fractions floats in [0, 1]; of --weak and --unlabeled, an omitted one takes the rest.
 """
+
 import argparse
 import json
 import os
@@ -28,8 +29,9 @@ def main(argv=None):
     p.add_argument("--out-dir", help="output folder (--table2)")
     p.add_argument("--full", type=_amount, help="images keeping their boxes (count or fraction)")
     p.add_argument("--weak", type=_amount, default=None, help="images turned weak (default: the rest)")
-    p.add_argument("--unlabeled", type=_amount, default=None,
-                   help="images turned unlabeled (default: the rest)")
+    p.add_argument(
+        "--unlabeled", type=_amount, default=None, help="images turned unlabeled (default: the rest)"
+    )
     p.add_argument("--table2", action="store_true", help="write the nine settings of the paper's Table 2")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -38,8 +40,10 @@ def main(argv=None):
         if not args.out_dir:
             p.error("--table2 needs --out-dir")
         stem = os.path.splitext(os.path.basename(args.json))[0]
-        settings = [(f, w, u, os.path.join(args.out_dir, f"{stem}_full{f}_weak{w}_unlabeled{u}.json"))
-                    for f, w, u in table2_settings(len(coco["images"]))]
+        settings = [
+            (f, w, u, os.path.join(args.out_dir, f"{stem}_full{f}_weak{w}_unlabeled{u}.json"))
+            for f, w, u in table2_settings(len(coco["images"]))
+        ]
     else:
         if args.out is None or args.full is None:
             p.error("give --out and --full (or --table2 --out-dir)")

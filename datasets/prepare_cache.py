@@ -5,6 +5,7 @@
         --size 512 --workers 8
     # writes cache/nih_512.npy, cache/nih_512.index.json, cache/nih_512.done.npy; rerun to resume
 """
+
 import argparse
 
 import oxnet  # noqa: F401

@@ -4,6 +4,7 @@
     python datasets/prepare_chestx_det.py --json train.json --images train_data/ \
         --class-map datasets/class_maps/chestx_det.yaml --out chestx_det_train.json
 """
+
 import oxnet  # noqa: F401
 from oxnet.data.importers.chestx_det import load_chestx_det
 from oxnet.data.importers.cli import finish, importer_parser, run

@@ -4,6 +4,7 @@
     python datasets/prepare_rsna.py --csv stage_2_train_labels.csv --images stage_2_train_images/ \
         --class-map datasets/class_maps/rsna.yaml --out rsna.json
 """
+
 import oxnet  # noqa: F401
 from oxnet.data.importers.cli import finish, importer_parser, run
 from oxnet.data.importers.rsna import load_rsna

@@ -7,6 +7,7 @@ Layout: OUT/images/<split>/syn_NNNNNN.png (or .dcm), OUT/train.json (full + weak
 OUT/val.json and OUT/test.json (fully labeled). The three splits use disjoint image indices, so no
 image appears twice. Images already on disk are kept, so an interrupted run can simply be repeated.
 """
+
 import argparse
 import os
 
@@ -42,8 +43,16 @@ def main(argv=None):
     start = 0
     for name, counts in splits:
         try:
-            coco = generate_split(args.out, name, size=args.size, seed=args.seed, dicom=args.dicom,
-                                  start_index=start, workers=args.workers, **counts)
+            coco = generate_split(
+                args.out,
+                name,
+                size=args.size,
+                seed=args.seed,
+                dicom=args.dicom,
+                start_index=start,
+                workers=args.workers,
+                **counts,
+            )
         except ValueError as e:
             raise SystemExit(f"error: {e}") from e
         start += sum(counts.values())

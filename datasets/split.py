@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Split an OXnet-COCO file into train/val/test by patient (seeded, stratified by class).
 
-    python datasets/split.py --json nih.json --out-dir splits/ --fractions 0.7 0.1 0.2 --seed 0
-    # writes splits/nih_train.json, splits/nih_val.json, splits/nih_test.json
+python datasets/split.py --json nih.json --out-dir splits/ --fractions 0.7 0.1 0.2 --seed 0
+# writes splits/nih_train.json, splits/nih_val.json, splits/nih_test.json
 """
+
 import argparse
 import json
 import os
@@ -21,12 +22,16 @@ def main(argv=None):
     p.add_argument("--fractions", type=float, nargs="+", default=[0.7, 0.1, 0.2])
     p.add_argument("--names", nargs="+", default=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-as-patient", action="store_true",
-                   help="an image without patient_id is its own patient (default: an error)")
+    p.add_argument(
+        "--image-as-patient",
+        action="store_true",
+        help="an image without patient_id is its own patient (default: an error)",
+    )
     args = p.parse_args(argv)
     coco = read_omni_coco(args.json)
-    splits, report = split_by_patient(coco, args.fractions, args.names, args.seed, args.image_as_patient,
-                                      args.json)
+    splits, report = split_by_patient(
+        coco, args.fractions, args.names, args.seed, args.image_as_patient, args.json
+    )
     stem = os.path.splitext(os.path.basename(args.json))[0]
     for name, part in splits.items():
         out = os.path.join(args.out_dir, f"{stem}_{name}.json")

@@ -21,40 +21,59 @@ Outputs in ``--output``:
 - ``skipped.txt`` with ``--skip-unreadable``: the files that could not be read. Without that flag an
   unreadable file stops the run with the list of all unreadable files.
 """
+
 import argparse
 import logging
 import os
 import sys
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from detectron2.utils.logger import setup_logger
 
+import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from oxnet.config import resolve_device
 from oxnet.engine.model_files import WeightsMismatchError, load_model_config, split_weights
-from oxnet.engine.predictor import (OXnetPredictor, UnreadableImagesError, find_images, predict_files,
-                                    write_predictions)
+from oxnet.engine.predictor import (
+    OXnetPredictor,
+    UnreadableImagesError,
+    find_images,
+    predict_files,
+    write_predictions,
+)
 
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", metavar="FILE", help="the trained model (.pth); or MODEL.WEIGHTS FILE")
-    p.add_argument("--config-file", metavar="FILE",
-                   help="the model's config (default: config.yaml beside the weights)")
+    p.add_argument(
+        "--config-file", metavar="FILE", help="the model's config (default: config.yaml beside the weights)"
+    )
     p.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--score-thresh", type=float, default=None,
-                   help="lowest box score written to predictions.json (default: the model's test "
-                        "threshold MODEL.RETINANET.SCORE_THRESH_TEST, as in evaluation; a higher one "
-                        "lowers the mAP that predictions.json scores)")
+    p.add_argument(
+        "--score-thresh",
+        type=float,
+        default=None,
+        help="lowest box score written to predictions.json (default: the model's test "
+        "threshold MODEL.RETINANET.SCORE_THRESH_TEST, as in evaluation; a higher one "
+        "lowers the mAP that predictions.json scores)",
+    )
     p.add_argument("--overlays", action="store_true", help="write overlay PNGs to OUTPUT/overlays")
-    p.add_argument("--display-thresh", type=float, default=0.3,
-                   help="lowest box score drawn on overlays (default 0.3); predictions.json keeps all")
+    p.add_argument(
+        "--display-thresh",
+        type=float,
+        default=0.3,
+        help="lowest box score drawn on overlays (default 0.3); predictions.json keeps all",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--skip-unreadable", action="store_true",
-                   help="predict the readable images and list the others in OUTPUT/skipped.txt")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="predict the readable images and list the others in OUTPUT/skipped.txt",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    p.add_argument("opts", nargs=argparse.REMAINDER,
-                   help="config overrides: MODEL.WEIGHTS path.pth KEY VALUE ...")
+    p.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: MODEL.WEIGHTS path.pth KEY VALUE ..."
+    )
     return p
 
 
@@ -82,16 +101,26 @@ def main(argv=None):
     if not cfg.OXNET.CATEGORY_IDS:
         logging.getLogger("oxnet").warning(
             "the model's config has no OXNET.CATEGORY_IDS (trained before they were recorded): "
-            "category_id is the class index + 1; python -m oxnet.evaluate matches classes by category_name")
+            "category_id is the class index + 1; python -m oxnet.evaluate matches classes by category_name"
+        )
     overlay_dir = os.path.join(args.output, "overlays") if args.overlays else None
     try:
-        results, skipped = predict_files(predictor, paths, args.batch_size, args.skip_unreadable, overlay_dir,
-                                         progress=not args.no_progress, display_threshold=args.display_thresh)
+        results, skipped = predict_files(
+            predictor,
+            paths,
+            args.batch_size,
+            args.skip_unreadable,
+            overlay_dir,
+            progress=not args.no_progress,
+            display_threshold=args.display_thresh,
+        )
     except UnreadableImagesError as e:
         sys.exit(f"error: {e}")
     written = write_predictions(args.output, results, skipped, predictor.class_names, predictor.category_ids)
-    print(f"{written['images']} images, {written['detections']} boxes with score >= "
-          f"{cfg.MODEL.RETINANET.SCORE_THRESH_TEST:g}: {written['predictions']}")
+    print(
+        f"{written['images']} images, {written['detections']} boxes with score >= "
+        f"{cfg.MODEL.RETINANET.SCORE_THRESH_TEST:g}: {written['predictions']}"
+    )
     if "image_scores" in written:
         print(f"image-level probabilities: {written['image_scores']}")
     if overlay_dir:

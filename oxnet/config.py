@@ -1,4 +1,5 @@
 """OXnet configuration: ``add_oxnet_config(cfg)`` adds the ``cfg.OXNET`` keys to a detectron2 config."""
+
 from detectron2.config import CfgNode as CN
 
 #: Which components each method enables (paper Table 1).
@@ -45,14 +46,23 @@ TEACHER_LOSSES = ("sfl", "mean_teacher", "mmt_psm", "focalmix")
 
 # Options added after benchmark results were first recorded, with the value that leaves training as it
 # was: a run's fingerprint (oxnet.bench) omits them while they have it, so finished runs stay valid.
-NEUTRAL_OPTIONS = {"OXNET.AUG.SCALE_RANGE": (1.0, 1.0), "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all",
-                   "OXNET.CATEGORY_IDS": (), "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes",
-                   "OXNET.GLOBAL_HEAD.INIT": "normal", "OXNET.WEAK.NEGATIVE_FOCAL": False,
-                   "OXNET.SFL.MODE": "dense", "OXNET.SFL.UNLABELED": "dense",
-                   "OXNET.GLOBAL_HEAD.ALIGN_CORNERS": False, "OXNET.GPA.FORM": "paper",
-                   "OXNET.BACKBONE.PRETRAINED": "", "OXNET.BACKBONE.PRETRAINED_INPUT": "auto",
-                   # fault handling: no effect on a run whose images all decode and whose losses stay finite
-                   "OXNET.DATA.MAX_FAILED_FRACTION": 0.01, "OXNET.SOLVER.MAX_NONFINITE_SKIPS": 5}
+NEUTRAL_OPTIONS = {
+    "OXNET.AUG.SCALE_RANGE": (1.0, 1.0),
+    "OXNET.GLOBAL_HEAD.ATTENTION_GRAD": "all",
+    "OXNET.CATEGORY_IDS": (),
+    "OXNET.GLOBAL_HEAD.BCE_REDUCTION": "sum_classes",
+    "OXNET.GLOBAL_HEAD.INIT": "normal",
+    "OXNET.WEAK.NEGATIVE_FOCAL": False,
+    "OXNET.SFL.MODE": "dense",
+    "OXNET.SFL.UNLABELED": "dense",
+    "OXNET.GLOBAL_HEAD.ALIGN_CORNERS": False,
+    "OXNET.GPA.FORM": "paper",
+    "OXNET.BACKBONE.PRETRAINED": "",
+    "OXNET.BACKBONE.PRETRAINED_INPUT": "auto",
+    # fault handling: no effect on a run whose images all decode and whose losses stay finite
+    "OXNET.DATA.MAX_FAILED_FRACTION": 0.01,
+    "OXNET.SOLVER.MAX_NONFINITE_SKIPS": 5,
+}
 
 
 def second_view(method):
@@ -91,21 +101,33 @@ def uses_weak_negatives(cfg):
 
 
 #: Readable names of the component switches of :data:`METHODS` and of their values.
-COMPONENT_TITLES = {"global_head": "global head", "gpa": "GPA", "unsup": "loss on images without boxes",
-                    "weak_negatives": "weak negatives without a global head"}
+COMPONENT_TITLES = {
+    "global_head": "global head",
+    "gpa": "GPA",
+    "unsup": "loss on images without boxes",
+    "weak_negatives": "weak negatives without a global head",
+}
 COMPONENT_VALUES = {
     "global_head": {"": "-", "gap": "GAP (+MT)", "daa": "DAA"},
     "gpa": {False: "-", True: "GPA"},
-    "unsup": {"": "-", "sfl": "SFL (mean teacher)", "pi": "Pi model", "mean_teacher": "Mean Teacher",
-              "mmt_psm": "MMT-PSM", "focalmix": "FocalMix"},
+    "unsup": {
+        "": "-",
+        "sfl": "SFL (mean teacher)",
+        "pi": "Pi model",
+        "mean_teacher": "Mean Teacher",
+        "mmt_psm": "MMT-PSM",
+        "focalmix": "FocalMix",
+    },
     "weak_negatives": {False: "-", True: "focal loss, target 0"},
 }
 
 
 def describe_methods():
     """``[(method, {component title: readable value})]`` for every method of :data:`METHODS`, in order."""
-    return [(m, {title: COMPONENT_VALUES[c][method_components(m)[c]] for c, title in COMPONENT_TITLES.items()})
-            for m in METHODS]
+    return [
+        (m, {title: COMPONENT_VALUES[c][method_components(m)[c]] for c, title in COMPONENT_TITLES.items()})
+        for m in METHODS
+    ]
 
 
 def add_oxnet_config(cfg):
@@ -270,8 +292,10 @@ def class_names(cfg):
     names = tuple(cfg.OXNET.CLASS_NAMES)
     if names:
         if len(names) != num_classes:
-            raise ValueError(f"OXNET.CLASS_NAMES has {len(names)} names but MODEL.RETINANET.NUM_CLASSES "
-                             f"is {num_classes}: {names}")
+            raise ValueError(
+                f"OXNET.CLASS_NAMES has {len(names)} names but MODEL.RETINANET.NUM_CLASSES "
+                f"is {num_classes}: {names}"
+            )
         return names
     if num_classes == 9:
         from oxnet.data.classes import PAPER_CLASSES

@@ -9,6 +9,7 @@ with the ground truth's image and category ids). Images are matched by ``file_na
 predictions have one (``demo/predict.py`` writes the path it read), classes by ``category_name``.
 Predictions none of which can be scored (another image set, another class numbering) are an error.
 """
+
 import argparse
 import logging
 import os
@@ -26,34 +27,70 @@ def _floats(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m oxnet.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m oxnet.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--gt", required=True, help="COCO or OXnet-COCO ground-truth JSON")
-    p.add_argument("--pred", required=True,
-                   help="COCO results JSON [{image_id or file_name, category_id or category_name, bbox, "
-                        "score}], or a demo/predict.py output folder (its predictions.json and "
-                        "image_scores.json)")
-    p.add_argument("--out", "--out-dir", "--report-dir", dest="out", metavar="DIR",
-                   help="output folder: metrics.json, report.md, report.html, figures, predictions.json")
-    p.add_argument("--metrics-only", action="store_true",
-                   help="write metrics.json and predictions.json into --out, no report")
-    p.add_argument("--image-scores", help="image-level scores for the global AUROC: image_scores.json as "
-                                          "demo/predict.py writes it, or {image_id: [K scores] or "
-                                          "{class name: score}}")
-    p.add_argument("--image-root", help="folder of the ground-truth file_name entries (overlays); "
-                                        "default: the ground-truth file's folder")
-    p.add_argument("--bbox-format", choices=("xywh", "xyxy"), default="xywh",
-                   help="box format of the predictions (COCO results are xywh)")
-    p.add_argument("--iou-thresholds", type=_floats, default=list(PAPER_IOU_THRESHOLDS),
-                   help="comma-separated IoU thresholds averaged by mAP")
+    p.add_argument(
+        "--pred",
+        required=True,
+        help="COCO results JSON [{image_id or file_name, category_id or category_name, bbox, "
+        "score}], or a demo/predict.py output folder (its predictions.json and "
+        "image_scores.json)",
+    )
+    p.add_argument(
+        "--out",
+        "--out-dir",
+        "--report-dir",
+        dest="out",
+        metavar="DIR",
+        help="output folder: metrics.json, report.md, report.html, figures, predictions.json",
+    )
+    p.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="write metrics.json and predictions.json into --out, no report",
+    )
+    p.add_argument(
+        "--image-scores",
+        help="image-level scores for the global AUROC: image_scores.json as "
+        "demo/predict.py writes it, or {image_id: [K scores] or "
+        "{class name: score}}",
+    )
+    p.add_argument(
+        "--image-root",
+        help="folder of the ground-truth file_name entries (overlays); "
+        "default: the ground-truth file's folder",
+    )
+    p.add_argument(
+        "--bbox-format",
+        choices=("xywh", "xyxy"),
+        default="xywh",
+        help="box format of the predictions (COCO results are xywh)",
+    )
+    p.add_argument(
+        "--iou-thresholds",
+        type=_floats,
+        default=list(PAPER_IOU_THRESHOLDS),
+        help="comma-separated IoU thresholds averaged by mAP",
+    )
     p.add_argument("--max-dets", type=int, default=100, help="detections per image and class")
     p.add_argument("--froc-iou", type=float, default=0.4, help="IoU of a FROC hit")
     p.add_argument("--froc-fps", type=_floats, default=list(FROC_FPS), help="FP/image operating points")
-    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates over images for 95%% "
-                                                             "intervals (0: none)")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        help="bootstrap replicates over images for 95%% intervals (0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--verify", action="store_true",
-                   help="recompute every AP number with pycocotools (slow) and fail on a difference > 1e-9")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute every AP number with pycocotools (slow) and fail on a difference > 1e-9",
+    )
     p.add_argument("--method", default="detector", help="method name in the report's Table 1 row")
     p.add_argument("--overlays", type=int, default=8, help="images in the overlay grid (0: none)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="lowest score drawn on overlays")
@@ -77,12 +114,16 @@ def _check_out(out):
     if out is None:
         return
     if os.path.exists(out) and not os.path.isdir(out):
-        raise EvaluationInputError(f"--out {out} is a file; --out names the output folder (metrics.json, "
-                                   "report, figures and predictions.json are written into it)")
+        raise EvaluationInputError(
+            f"--out {out} is a file; --out names the output folder (metrics.json, "
+            "report, figures and predictions.json are written into it)"
+        )
     if out.lower().endswith(".json"):
-        raise EvaluationInputError(f"--out {out} looks like a JSON file; --out names the output folder "
-                                   f"(e.g. --out {os.path.splitext(out)[0]}: metrics.json is written "
-                                   "into it)")
+        raise EvaluationInputError(
+            f"--out {out} looks like a JSON file; --out names the output folder "
+            f"(e.g. --out {os.path.splitext(out)[0]}: metrics.json is written "
+            "into it)"
+        )
 
 
 def scored_predictions(result):
@@ -90,12 +131,20 @@ def scored_predictions(result):
     names (``file_name`` as in the ground truth)."""
     gt, preds = result.gt, result.preds
     out = []
-    for i, k, box, s in zip(preds.image.tolist(), preds.cls.tolist(), preds.boxes.tolist(),
-                            preds.scores.tolist()):
+    for i, k, box, s in zip(
+        preds.image.tolist(), preds.cls.tolist(), preds.boxes.tolist(), preds.scores.tolist()
+    ):
         img = gt.images[i]
-        out.append({"image_id": img["id"], "file_name": img.get("file_name"),
-                    "category_id": int(gt.cat_ids[k]), "category_name": gt.class_names[k], "bbox": box,
-                    "score": s})
+        out.append(
+            {
+                "image_id": img["id"],
+                "file_name": img.get("file_name"),
+                "category_id": int(gt.cat_ids[k]),
+                "category_name": gt.class_names[k],
+                "bbox": box,
+                "score": s,
+            }
+        )
     return out
 
 
@@ -105,10 +154,18 @@ def main(argv=None):
     try:
         _check_out(args.out)
         pred, scores = _inputs(args)
-        result = evaluate_detections(args.gt, pred, image_scores=scores,
-                                     iou_thresholds=args.iou_thresholds, max_dets=args.max_dets,
-                                     froc_iou=args.froc_iou, froc_fps=args.froc_fps,
-                                     bbox_format=args.bbox_format, bootstrap=args.bootstrap, seed=args.seed)
+        result = evaluate_detections(
+            args.gt,
+            pred,
+            image_scores=scores,
+            iou_thresholds=args.iou_thresholds,
+            max_dets=args.max_dets,
+            froc_iou=args.froc_iou,
+            froc_fps=args.froc_fps,
+            bbox_format=args.bbox_format,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
     except EvaluationInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -131,8 +188,14 @@ def main(argv=None):
         else:
             from oxnet.evaluation.report import write_report
 
-            paths = write_report(result, args.out, method=args.method, image_root=args.image_root,
-                                 n_overlays=args.overlays, score_threshold=args.score_threshold)
+            paths = write_report(
+                result,
+                args.out,
+                method=args.method,
+                image_root=args.image_root,
+                n_overlays=args.overlays,
+                score_threshold=args.score_threshold,
+            )
             print(f"report: {os.path.abspath(paths['html'])}")
     return 0
 

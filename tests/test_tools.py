@@ -1,4 +1,5 @@
 """The command-line tools under tools/ and train_net.py."""
+
 import importlib.util
 import os
 import pathlib
@@ -17,8 +18,10 @@ def _load(path, name):
 
 def test_detectron2_imports_without_oxnet():
     """The installed detectron2 imports in a fresh interpreter, Pillow >= 10 and no oxnet shim."""
-    code = ("import sys, PIL.Image; import detectron2.data.transforms, detectron2.engine; "
-            "assert 'oxnet' not in sys.modules")
+    code = (
+        "import sys, PIL.Image; import detectron2.data.transforms, detectron2.engine; "
+        "assert 'oxnet' not in sys.modules"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.sep)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -28,18 +31,22 @@ def test_pillow_alias_patch_is_targeted_and_idempotent(tmp_path):
     pkg = tmp_path / "detectron2"
     (pkg / "data").mkdir(parents=True)
     uses = pkg / "data" / "transform.py"
-    uses.write_text("from PIL import Image\n"
-                    "def f(interp=Image.LINEAR, other=Image.BILINEAR, cv=INTER_LINEAR):\n"
-                    "    return PIL.Image.LINEAR\n")
+    uses.write_text(
+        "from PIL import Image\n"
+        "def f(interp=Image.LINEAR, other=Image.BILINEAR, cv=INTER_LINEAR):\n"
+        "    return PIL.Image.LINEAR\n"
+    )
     clean = pkg / "clean.py"
     clean.write_text("from PIL import Image\nx = Image.BILINEAR\n")
     (pkg / "notes.txt").write_text("Image.LINEAR\n")
     before = clean.stat().st_mtime_ns
 
     assert installer.patch_pillow_alias(pkg) == [str(uses)]
-    assert uses.read_text() == ("from PIL import Image\n"
-                                "def f(interp=Image.BILINEAR, other=Image.BILINEAR, cv=INTER_LINEAR):\n"
-                                "    return PIL.Image.BILINEAR\n")
+    assert uses.read_text() == (
+        "from PIL import Image\n"
+        "def f(interp=Image.BILINEAR, other=Image.BILINEAR, cv=INTER_LINEAR):\n"
+        "    return PIL.Image.BILINEAR\n"
+    )
     assert clean.stat().st_mtime_ns == before
     assert (pkg / "notes.txt").read_text() == "Image.LINEAR\n"
     assert installer.patch_pillow_alias(pkg) == []
@@ -55,8 +62,23 @@ def test_train_net_lists_the_methods(capsys):
         train_net.parse_args(["--list-methods"])
     assert exit_info.value.code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["OXNET.METHOD", "global", "head", "GPA", "loss", "on", "images", "without",
-                                "boxes", "weak", "negatives", "without", "a", "global", "head"]
+    assert lines[0].split() == [
+        "OXNET.METHOD",
+        "global",
+        "head",
+        "GPA",
+        "loss",
+        "on",
+        "images",
+        "without",
+        "boxes",
+        "weak",
+        "negatives",
+        "without",
+        "a",
+        "global",
+        "head",
+    ]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert list(rows) == list(METHODS)
     assert rows["oxnet"] == ["DAA", "GPA", "SFL", "(mean", "teacher)", "-"]
@@ -89,8 +111,11 @@ def test_config_docs_give_every_key_a_default_and_meaning():
 
     gen = _load("tools/gen_config_docs.py", "gen_config_docs_keys_under_test")
     text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
-    rows = {line.split(" | ")[0][3:-1]: line.split(" | ")[1:] for line in text.splitlines()
-            if line.startswith("| `OXNET.")}
+    rows = {
+        line.split(" | ")[0][3:-1]: line.split(" | ")[1:]
+        for line in text.splitlines()
+        if line.startswith("| `OXNET.")
+    }
     defaults = gen.config_defaults()
     assert len(defaults) > 40 and set(defaults) <= set(rows)
     for key, value in defaults.items():
@@ -101,7 +126,7 @@ def test_config_docs_give_every_key_a_default_and_meaning():
 
 def test_config_comments_become_descriptions():
     gen = _load("tools/gen_config_docs.py", "gen_config_docs_parse_under_test")
-    source = '''
+    source = """
 #: How methods
 #: combine.
 METHODS = {}
@@ -121,12 +146,16 @@ def add_oxnet_config(cfg):
 
     _C.OXNET.D = (1,
                   2)  # beside D's second line
-'''
+"""
     keys, methods_doc = gen.parse_config_source(source)
     assert methods_doc == "How methods combine."
-    assert keys == [("OXNET", "", True), ("OXNET.A", "Section text.", True),
-                    ("OXNET.A.B", "Above B, two lines. beside B", False), ("OXNET.A.C", "", False),
-                    ("OXNET.D", "beside D's second line", False)]
+    assert keys == [
+        ("OXNET", "", True),
+        ("OXNET.A", "Section text.", True),
+        ("OXNET.A.B", "Above B, two lines. beside B", False),
+        ("OXNET.A.C", "", False),
+        ("OXNET.D", "beside D's second line", False),
+    ]
 
 
 def test_every_phony_make_target_has_a_rule():
@@ -148,11 +177,17 @@ def test_make_bench_runs_the_synthetic_table1():
     # -n: print the commands without running them; -o: take the venv stamp as up to date
     # (without the calling make's variables: under `make test` a nested make reports its directory)
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
-    proc = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.oxnet-installed", "bench"],
-                          cwd=REPO, capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.oxnet-installed", "bench"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == (".venv/bin/python -m oxnet.bench table1 --data synthetic "
-                                   "--out output/bench/synthetic")
+    assert proc.stdout.strip() == (
+        ".venv/bin/python -m oxnet.bench table1 --data synthetic --out output/bench/synthetic"
+    )
 
 
 def test_license_is_apache_2():
@@ -206,5 +241,8 @@ def test_demo_keeps_only_the_final_checkpoint(tmp_path):
     (tmp_path / "model_final.pth").write_text("final")
     deleted = demo.remove_intermediate_checkpoints(tmp_path)
     assert [os.path.basename(p) for p in deleted] == ["model_0000099.pth", "model_0000199.pth"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "metrics.json",
-                                                          "model_final.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last_checkpoint",
+        "metrics.json",
+        "model_final.pth",
+    ]

@@ -15,6 +15,7 @@ that detectron2 logs when building the trainer (at DEBUG level here). TensorBoar
 
     python tools/demo.py --out output/demo [--iters N] [KEY VALUE ...]
 """
+
 import argparse
 import glob
 import json
@@ -24,12 +25,12 @@ import subprocess
 import sys
 import time
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.logger import setup_logger
 
+import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from oxnet.config import add_oxnet_config
 from oxnet.data import register_omni_coco
 from oxnet.data.stats import compute_stats, format_stats
@@ -72,8 +73,10 @@ def setup_logging(out):
     """Console: INFO and above; ``out/log.txt``: everything. Return the oxnet logger."""
     os.makedirs(out, exist_ok=True)
     log_file = os.path.join(out, "log.txt")
-    loggers = [setup_logger(output=log_file, name="detectron2", abbrev_name="d2"),
-               setup_logger(output=log_file, name="oxnet")]
+    loggers = [
+        setup_logger(output=log_file, name="detectron2", abbrev_name="d2"),
+        setup_logger(output=log_file, name="oxnet"),
+    ]
     for logger in loggers:
         for handler in logger.handlers:
             if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
@@ -97,8 +100,18 @@ def remove_intermediate_checkpoints(folder):
 
 
 def make_data(data_dir, size, seed):
-    cmd = [sys.executable, os.path.join(REPO, "datasets", "prepare_synthetic.py"), "--out", data_dir,
-           "--size", str(size), "--seed", str(seed), "--workers", "2"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "datasets", "prepare_synthetic.py"),
+        "--out",
+        data_dir,
+        "--size",
+        str(size),
+        "--seed",
+        str(seed),
+        "--workers",
+        "2",
+    ]
     for key, value in SPLIT.items():
         cmd += ["--" + key.replace("_", "-"), str(value)]
     subprocess.run(cmd, check=True)
@@ -142,8 +155,10 @@ def main(argv=None):
     full = [d for d in DatasetCatalog.get(names["train"]) if d["supervision"] == "full"]
     contact_sheet(full, image_root, classes, sheet, max_images=16)
 
-    logger.info(f"[3/4] training {cfg.OXNET.METHOD} for {cfg.SOLVER.MAX_ITER} iterations in {cfg.OUTPUT_DIR} "
-                "(re-running continues from the last checkpoint)")
+    logger.info(
+        f"[3/4] training {cfg.OXNET.METHOD} for {cfg.SOLVER.MAX_ITER} iterations in {cfg.OUTPUT_DIR} "
+        "(re-running continues from the last checkpoint)"
+    )
     trainer = OXnetTrainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
@@ -152,14 +167,23 @@ def main(argv=None):
     logger.info(f"[4/4] evaluating on {names['test']}")
     eval_dir = os.path.join(out, "eval")
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    results = inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, names["test"]),
-                                   OXnetTrainer.build_evaluator(cfg, names["test"], eval_dir))
+    results = inference_on_dataset(
+        model,
+        OXnetTrainer.build_test_loader(cfg, names["test"]),
+        OXnetTrainer.build_evaluator(cfg, names["test"], eval_dir),
+    )
     from oxnet.data.mapper import OmniDatasetMapper
     from oxnet.evaluation import write_attention_report
 
     test_dicts = DatasetCatalog.get(names["test"])
-    write_attention_report(model, [d for d in test_dicts if d.get("annotations")], OmniDatasetMapper(cfg, is_train=False),
-                           os.path.join(eval_dir, "attention"), n_images=4, class_names=classes)
+    write_attention_report(
+        model,
+        [d for d in test_dicts if d.get("annotations")],
+        OmniDatasetMapper(cfg, is_train=False),
+        os.path.join(eval_dir, "attention"),
+        n_images=4,
+        class_names=classes,
+    )
     bbox = results["bbox"]
     print(f"\nOXnet demo finished in {(time.time() - start) / 60:.1f} min.")
     print(f"Test mAP (IoU .40:.75) {bbox['mAP']:.1f}  AP40 {bbox['AP40']:.1f}  AP75 {bbox['AP75']:.1f}")

@@ -15,6 +15,7 @@ the full pipeline (boxes, scores, image-level scores) is compared with the eager
 predictor on those images, and the export fails if they differ (boxes by more than 1e-3 px, scores
 by more than 1e-4).
 """
+
 import argparse
 import os
 import sys
@@ -29,12 +30,19 @@ import oxnet  # noqa: E402,F401  (compatibility shims before detectron2)
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", metavar="FILE", required=True, help="the trained model (.pth)")
-    p.add_argument("--config-file", metavar="FILE", help="the model's config (default: config.yaml beside the weights)")
+    p.add_argument(
+        "--config-file", metavar="FILE", help="the model's config (default: config.yaml beside the weights)"
+    )
     p.add_argument("--format", choices=["torchscript", "onnx"], required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    p.add_argument("--check-image", nargs="*", default=[], metavar="IMAGE",
-                   help="images on which the exported model must give the eager model's results")
+    p.add_argument(
+        "--check-image",
+        nargs="*",
+        default=[],
+        metavar="IMAGE",
+        help="images on which the exported model must give the eager model's results",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
 
@@ -55,16 +63,22 @@ def main(argv=None):
         kind = "weights" if isinstance(e, WeightsMismatchError) else "input"
         sys.exit(f"error ({kind}): {e}")
     copy_thresholds(os.path.dirname(os.path.abspath(args.weights)), args.out)
-    print(f"{args.format} model: {os.path.join(args.out, 'model.ts' if args.format == 'torchscript' else 'model.onnx')}"
-          f" ({len(info['class_names'])} classes, input {info['input_size']} px, "
-          f"image-level scores: {'yes' if info['has_global_head'] else 'no'})")
+    print(
+        f"{args.format} model: {os.path.join(args.out, 'model.ts' if args.format == 'torchscript' else 'model.onnx')}"
+        f" ({len(info['class_names'])} classes, input {info['input_size']} px, "
+        f"image-level scores: {'yes' if info['has_global_head'] else 'no'})"
+    )
     if args.check_image:
         from oxnet.data.io import read_raw
         from oxnet.deploy.runtime import DeployedModel, _EagerRunner, model_info_from_config
 
         eager_info = model_info_from_config(cfg)
-        eager = DeployedModel(os.path.dirname(os.path.abspath(args.weights)), eager_info, "eager",
-                              _EagerRunner(cfg.MODEL.WEIGHTS, eager_info, cfg=cfg))
+        eager = DeployedModel(
+            os.path.dirname(os.path.abspath(args.weights)),
+            eager_info,
+            "eager",
+            _EagerRunner(cfg.MODEL.WEIGHTS, eager_info, cfg=cfg),
+        )
         exported = load_model(args.out, args.format)
         bad = 0
         for path in args.check_image:
@@ -74,8 +88,10 @@ def main(argv=None):
                 bad += 1
                 print(f"{path}: " + "; ".join(problems))
         if bad:
-            sys.exit(f"error: the exported model differs from the eager model on {bad} of "
-                     f"{len(args.check_image)} images")
+            sys.exit(
+                f"error: the exported model differs from the eager model on {bad} of "
+                f"{len(args.check_image)} images"
+            )
         print(f"same results as the eager model on {len(args.check_image)} image(s)")
     return info
 

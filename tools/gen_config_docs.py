@@ -9,6 +9,7 @@ come from the config that ``add_oxnet_config`` builds.
     python tools/gen_config_docs.py            # rewrite docs/config.md
     python tools/gen_config_docs.py --check    # exit 1 when docs/config.md is not up to date
 """
+
 import argparse
 import ast
 import io
@@ -26,6 +27,7 @@ from oxnet import config as oxnet_config  # noqa: E402
 
 DOCS = os.path.join(REPO, "docs", "config.md")
 CONFIG_SOURCE = os.path.join(REPO, "oxnet", "config.py")
+
 
 def _comments(source):
     """{line: (comment text without '#', whether the line holds only the comment)}."""
@@ -86,9 +88,12 @@ def parse_config_source(source):
         name = _dotted(node.targets[0])
         if name is None or not name.startswith("_C.OXNET"):
             continue
-        key = name[len("_C."):]
-        inline = [comments[r][0] for r in range(node.lineno, node.end_lineno + 1)
-                  if r in comments and not comments[r][1]]
+        key = name[len("_C.") :]
+        inline = [
+            comments[r][0]
+            for r in range(node.lineno, node.end_lineno + 1)
+            if r in comments and not comments[r][1]
+        ]
         text = " ".join([_block_above(comments, node.lineno)] + inline).strip()
         section = isinstance(node.value, ast.Call) and _dotted(node.value.func) == "CN"
         keys.append((key, text, section))
@@ -130,12 +135,16 @@ def render():
     defaults = config_defaults()
     parsed = {k for k, _, section in keys if not section}
     if parsed != set(defaults):
-        raise ValueError(f"{CONFIG_SOURCE}: keys set other than as `_C.OXNET... = value` in "
-                         f"add_oxnet_config: {sorted(set(defaults) ^ parsed)}")
+        raise ValueError(
+            f"{CONFIG_SOURCE}: keys set other than as `_C.OXNET... = value` in "
+            f"add_oxnet_config: {sorted(set(defaults) ^ parsed)}"
+        )
     undocumented = [k for k, text, _ in keys if not text and k != "OXNET"]
     if undocumented:
-        raise ValueError(f"{CONFIG_SOURCE}: add a comment above or beside {', '.join(undocumented)} "
-                         "in add_oxnet_config (it is the key's documentation)")
+        raise ValueError(
+            f"{CONFIG_SOURCE}: add a comment above or beside {', '.join(undocumented)} "
+            "in add_oxnet_config (it is the key's documentation)"
+        )
 
     lines = [
         "# OXnet configuration keys",
@@ -161,8 +170,7 @@ def render():
 
     sections = [("OXNET", "")] + [(k, text) for k, text, section in keys if section and k != "OXNET"]
     for name, text in sections:
-        members = [(k, t) for k, t, section in keys
-                   if not section and k.rsplit(".", 1)[0] == name]
+        members = [(k, t) for k, t, section in keys if not section and k.rsplit(".", 1)[0] == name]
         lines += [f"### `{name}`", ""]
         if text:
             lines += [text, ""]
@@ -174,8 +182,11 @@ def render():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when docs/config.md differs from the generated text")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when docs/config.md differs from the generated text",
+    )
     parser.add_argument("--out", default=DOCS, help="where to write (default: docs/config.md)")
     args = parser.parse_args(argv)
     text = render()

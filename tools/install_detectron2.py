@@ -18,6 +18,7 @@ torchvision. This script
 
 Usage: ``python tools/install_detectron2.py [--force] [--sdist PATH]``.
 """
+
 import argparse
 import hashlib
 import importlib.util
@@ -103,8 +104,11 @@ def fix_installed(package_dir):
     try:
         patched = patch_pillow_alias(package_dir)
     except OSError as e:
-        print(f"warning: cannot patch {package_dir} ({e}); with Pillow 10 or later, import oxnet before "
-              "detectron2 (it restores Image.LINEAR)", file=sys.stderr)
+        print(
+            f"warning: cannot patch {package_dir} ({e}); with Pillow 10 or later, import oxnet before "
+            "detectron2 (it restores Image.LINEAR)",
+            file=sys.stderr,
+        )
         return []
     for path in patched:
         print(f"patched {path}: Image.LINEAR -> Image.BILINEAR (Pillow 10 removed the alias)")
@@ -120,8 +124,19 @@ def sha256(path):
 
 
 def fetch_sdist(workdir):
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-           "--no-binary", ":all:", "-d", workdir, SDIST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-binary",
+        ":all:",
+        "-d",
+        workdir,
+        SDIST,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     (name,) = [n for n in os.listdir(workdir) if n.endswith(".tar.gz")]
     return os.path.join(workdir, name)
@@ -156,15 +171,20 @@ def install(sdist, site):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true",
-                        help="reinstall even if detectron2 is installed (without it, an installed "
-                             "detectron2 only gets the Pillow fix)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="reinstall even if detectron2 is installed (without it, an installed "
+        "detectron2 only gets the Pillow fix)",
+    )
     parser.add_argument("--sdist", help="use this local pb1-detectron2-0.6.tar.gz instead of pip")
     args = parser.parse_args()
     package_dir = installed_package_dir()
     if package_dir is not None and not args.force:
-        print(f"detectron2 is already installed in {package_dir}; leaving it in place "
-              "(use --force to replace it)")
+        print(
+            f"detectron2 is already installed in {package_dir}; leaving it in place "
+            "(use --force to replace it)"
+        )
         fix_installed(package_dir)
         return
     site = sysconfig.get_paths()["purelib"]

@@ -8,6 +8,7 @@ line: once with ``--dump-dom`` on a copy of the page that records, after the loa
 ``naturalWidth`` and the page's height, then with ``--screenshot`` at that height. Exit status 1 when a
 figure did not load (broken or missing file) or the screenshot is blank.
 """
+
 import argparse
 import html
 import json
@@ -22,7 +23,8 @@ import tempfile
 __all__ = ["find_chromium", "check_page", "screenshot", "screenshot_report"]
 
 _CHECK_ID = "oxnet-report-check"
-_CHECK_SCRIPT = """<script>
+_CHECK_SCRIPT = (
+    """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.map.call(document.images, function (img) {
     return {src: img.getAttribute("src"), loaded: img.complete && img.naturalWidth > 0,
@@ -34,7 +36,9 @@ window.addEventListener("load", function () {
                                     height: document.documentElement.scrollHeight});
   document.body.appendChild(out);
 });
-</script>""" % _CHECK_ID
+</script>"""
+    % _CHECK_ID
+)
 
 
 def find_chromium():
@@ -48,9 +52,19 @@ def find_chromium():
 
 def _run(chromium, args, url, timeout):
     with tempfile.TemporaryDirectory(prefix="oxnet-chromium-") as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--hide-scrollbars", "--no-first-run", "--allow-file-access-from-files",
-               f"--user-data-dir={profile}", *args, url]
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--allow-file-access-from-files",
+            f"--user-data-dir={profile}",
+            *args,
+            url,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"chromium failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
@@ -69,15 +83,25 @@ def check_page(html_path, width=1280, chromium=None, timeout=120):
     page = pathlib.Path(html_path).resolve()
     text = page.read_text(encoding="utf-8")
     base = f'<base href="{html.escape(page.parent.as_uri())}/">'  # the figures' relative paths still resolve
-    text = re.sub(r"<head[^>]*>", lambda m: m.group(0) + base, text, count=1, flags=re.I) if re.search(
-        r"<head[^>]*>", text, re.I) else base + text
-    text = re.sub(r"</body>", _CHECK_SCRIPT + "</body>", text, count=1, flags=re.I) if re.search(
-        r"</body>", text, re.I) else text + _CHECK_SCRIPT
+    text = (
+        re.sub(r"<head[^>]*>", lambda m: m.group(0) + base, text, count=1, flags=re.I)
+        if re.search(r"<head[^>]*>", text, re.I)
+        else base + text
+    )
+    text = (
+        re.sub(r"</body>", _CHECK_SCRIPT + "</body>", text, count=1, flags=re.I)
+        if re.search(r"</body>", text, re.I)
+        else text + _CHECK_SCRIPT
+    )
     with tempfile.TemporaryDirectory(prefix="oxnet-report-check-") as tmp:
         probe = pathlib.Path(tmp) / "check.html"
         probe.write_text(text, encoding="utf-8")
-        dom = _run(chromium, ["--dump-dom", "--virtual-time-budget=10000", f"--window-size={width},900"],
-                   probe.as_uri(), timeout)
+        dom = _run(
+            chromium,
+            ["--dump-dom", "--virtual-time-budget=10000", f"--window-size={width},900"],
+            probe.as_uri(),
+            timeout,
+        )
     m = re.search(rf'<pre id="{_CHECK_ID}">(.*?)</pre>', dom, re.S)
     if m is None:
         raise RuntimeError(f"{html_path}: the page did not finish loading in chromium")
@@ -93,8 +117,12 @@ def screenshot(html_path, png_path, width=1280, height=900, chromium=None, timeo
     png_path.parent.mkdir(parents=True, exist_ok=True)
     if png_path.exists():
         png_path.unlink()
-    _run(chromium, [f"--screenshot={png_path}", f"--window-size={width},{height}",
-                    "--virtual-time-budget=10000"], pathlib.Path(html_path).resolve().as_uri(), timeout)
+    _run(
+        chromium,
+        [f"--screenshot={png_path}", f"--window-size={width},{height}", "--virtual-time-budget=10000"],
+        pathlib.Path(html_path).resolve().as_uri(),
+        timeout,
+    )
     if not png_path.exists():
         raise RuntimeError(f"chromium wrote no screenshot {png_path}")
     return str(png_path)
@@ -138,8 +166,10 @@ def main(argv=None):
     for img in info["images"]:
         state = f"{img['width']}x{img['height']}" if img["loaded"] else "NOT LOADED"
         print(f"  {img['src']}: {state}")
-    print(f"page {info['width']}x{info['height']} px; screenshot {info['screenshot']}"
-          + (" (blank!)" if info["blank"] else ""))
+    print(
+        f"page {info['width']}x{info['height']} px; screenshot {info['screenshot']}"
+        + (" (blank!)" if info["blank"] else "")
+    )
     if not info["images"]:
         print("error: the report shows no figure", file=sys.stderr)
     return 0 if info["ok"] else 1

@@ -9,6 +9,7 @@ DIR/results.json and skipped when the command is repeated, so an interrupted ben
 table is written to DIR/table1.md or DIR/table2.md. Trailing KEY VALUE pairs are detectron2 config
 overrides applied after the spec's opts to every run, e.g. MODEL.DEVICE cuda.
 """
+
 import argparse
 import logging
 import sys
@@ -21,50 +22,88 @@ def _epilog():
 
     from .presets import TABLE1_EXTRA_ROWS, TABLE1_ROWS
 
-    table1 = textwrap.fill(", ".join(TABLE1_ROWS), width=78, initial_indent="  table1: ",
-                           subsequent_indent=" " * 10)
-    extra = textwrap.fill("not in the paper (listed when selected or in the spec's table1.rows): "
-                          + ", ".join(TABLE1_EXTRA_ROWS), width=78, initial_indent=" " * 10,
-                          subsequent_indent=" " * 10)
-    return ("rows (--rows):\n" + table1 + "\n" + extra + "\n"
-            "  table2: setting numbers 1..N in the order of the table (the paper's nine settings\n"
-            "          unless the spec lists its own)")
+    table1 = textwrap.fill(
+        ", ".join(TABLE1_ROWS), width=78, initial_indent="  table1: ", subsequent_indent=" " * 10
+    )
+    extra = textwrap.fill(
+        "not in the paper (listed when selected or in the spec's table1.rows): "
+        + ", ".join(TABLE1_EXTRA_ROWS),
+        width=78,
+        initial_indent=" " * 10,
+        subsequent_indent=" " * 10,
+    )
+    return (
+        "rows (--rows):\n" + table1 + "\n" + extra + "\n"
+        "  table2: setting numbers 1..N in the order of the table (the paper's nine settings\n"
+        "          unless the spec lists its own)"
+    )
 
 
 def parse_args(argv=None):
     from .presets import PRESETS
 
-    parser = argparse.ArgumentParser(prog="python -m oxnet.bench", description=__doc__, epilog=_epilog(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m oxnet.bench",
+        description=__doc__,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("table", choices=("table1", "table2"))
-    parser.add_argument("--data", required=True,
-                        help=f"preset name ({', '.join(PRESETS)}) or JSON spec file")
+    parser.add_argument("--data", required=True, help=f"preset name ({', '.join(PRESETS)}) or JSON spec file")
     parser.add_argument("--out", required=True, help="output folder (data, runs, results.json, tables)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the spec's)")
-    parser.add_argument("--iters", type=int, default=None,
-                        help="training iterations per run (default: the spec's)")
-    parser.add_argument("--rows", default="",
-                        help="comma-separated subset of the rows (listed below): method names (table1) or "
-                             "1-based setting numbers (table2); the table then shows these rows")
-    parser.add_argument("--warm-start", type=int, default=None, metavar="ITERS",
-                        help="start every row from RetinaNet trained ITERS iterations on the row's boxes "
-                             "(0: from scratch; default: the spec's warm_start.iters)")
-    parser.add_argument("--shard", default="0/1", metavar="I/N",
-                        help="train only the I-th of N shares of the runs (0-based); N processes with the "
-                             "same --out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and "
-                             "results.json")
-    parser.add_argument("--eval-period", type=float, default=None, metavar="K",
-                        help="also evaluate every K iterations (below 1: this fraction of --iters) during "
-                             "training and keep the learning curve (default: the spec's eval_period, 0)")
-    parser.add_argument("--keep-weights", action="store_true",
-                        help="keep each run's final weights (model_final.pth) and its config (config.yaml) "
-                             "in its folder under DIR/runs; the periodic checkpoints are deleted. Without "
-                             "it, every run's weights are deleted once the run is evaluated")
+    parser.add_argument(
+        "--iters", type=int, default=None, help="training iterations per run (default: the spec's)"
+    )
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated subset of the rows (listed below): method names (table1) or "
+        "1-based setting numbers (table2); the table then shows these rows",
+    )
+    parser.add_argument(
+        "--warm-start",
+        type=int,
+        default=None,
+        metavar="ITERS",
+        help="start every row from RetinaNet trained ITERS iterations on the row's boxes "
+        "(0: from scratch; default: the spec's warm_start.iters)",
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="train only the I-th of N shares of the runs (0-based); N processes with the "
+        "same --out, e.g. one per GPU (CUDA_VISIBLE_DEVICES), share the work and "
+        "results.json",
+    )
+    parser.add_argument(
+        "--eval-period",
+        type=float,
+        default=None,
+        metavar="K",
+        help="also evaluate every K iterations (below 1: this fraction of --iters) during "
+        "training and keep the learning curve (default: the spec's eval_period, 0)",
+    )
+    parser.add_argument(
+        "--keep-weights",
+        action="store_true",
+        help="keep each run's final weights (model_final.pth) and its config (config.yaml) "
+        "in its folder under DIR/runs; the periodic checkpoints are deleted. Without "
+        "it, every run's weights are deleted once the run is evaluated",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: write the table from the runs already in results.json")
-    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
-                        help="detectron2 config overrides for every run, after the spec's opts")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the table from the runs already in results.json",
+    )
+    parser.add_argument(
+        "opts",
+        nargs="*",
+        metavar="KEY VALUE",
+        help="detectron2 config overrides for every run, after the spec's opts",
+    )
     return parser.parse_intermixed_args(argv)
 
 
@@ -111,9 +150,18 @@ def main(argv=None):
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) < 1:
             raise ValueError(f"--shard takes I/N (e.g. 0/4), got {args.shard!r}")
         shard = (int(parts[0]), int(parts[1]))
-        path = run_table(args.table, spec, args.out, seeds=args.seeds, iters=args.iters, rows=rows,
-                         keep_weights=args.keep_weights, progress=not args.no_progress,
-                         train=not args.report_only, shard=shard)
+        path = run_table(
+            args.table,
+            spec,
+            args.out,
+            seeds=args.seeds,
+            iters=args.iters,
+            rows=rows,
+            keep_weights=args.keep_weights,
+            progress=not args.no_progress,
+            train=not args.report_only,
+            shard=shard,
+        )
     except ValueError as e:
         logging.getLogger("oxnet.bench").error(str(e))
         return 2

@@ -1,4 +1,5 @@
 """What stays of a benchmark run's folder once the run is trained and evaluated."""
+
 import glob
 import logging
 import os

@@ -5,6 +5,7 @@ the same seed, so all rows share their box-labeled images and differ only in how
 Data of kind "omni" also has real weakly labeled images (``weak_pool.json``), which fill a mix's weak
 count first and then its unlabeled count, and an image-level test set (``test_image.json``).
 """
+
 import hashlib
 import json
 import logging
@@ -42,11 +43,13 @@ class BenchData:
         normal, lesion = image_kinds(load_ground_truth(test))
         #: test images with a lesion box, and normal ones (fully labeled, no box, no positive label)
         self.n_test_lesion, self.n_test_normal = int(lesion.sum()), int(normal.sum())
-        self.weak_images = (read_omni_coco(self.weak_json)["images"] if os.path.exists(self.weak_json)
-                            else [])
+        self.weak_images = read_omni_coco(self.weak_json)["images"] if os.path.exists(self.weak_json) else []
         self.n_extra = len(self.weak_images)
-        self.n_extra_normal = sum(1 for img in self.weak_images
-                                  if img.get("image_labels") and set(img["image_labels"].values()) == {0})
+        self.n_extra_normal = sum(
+            1
+            for img in self.weak_images
+            if img.get("image_labels") and set(img["image_labels"].values()) == {0}
+        )
         self.n_image_test = self.n_image_test_positive = 0
         if os.path.exists(self.image_test_json):
             images = read_omni_coco(self.image_test_json)["images"]
@@ -87,12 +90,18 @@ class BenchData:
         if not os.path.exists(path):
             real_weak = min(weak, self.n_extra)
             real_unlabeled = min(unlabeled, self.n_extra - real_weak)
-            coco, report = make_omni(read_omni_coco(self.pool_json), full, weak - real_weak,
-                                     unlabeled - real_unlabeled, seed=self.seed, json_file=self.pool_json)
+            coco, report = make_omni(
+                read_omni_coco(self.pool_json),
+                full,
+                weak - real_weak,
+                unlabeled - real_unlabeled,
+                seed=self.seed,
+                json_file=self.pool_json,
+            )
             if real_weak or real_unlabeled:
                 order = np.random.default_rng(self.seed).permutation(self.n_extra)
                 extra = [dict(self.weak_images[j]) for j in order[:real_weak]]
-                for j in order[real_weak:real_weak + real_unlabeled]:
+                for j in order[real_weak : real_weak + real_unlabeled]:
                     img = dict(self.weak_images[j], supervision="unlabeled")
                     img.pop("image_labels", None)
                     extra.append(img)
@@ -112,18 +121,32 @@ def _split_coco(d, folder):
     coco, _ = load_coco(d["json"], images=d["images"])
     n_train, n_test = int(d["n_train"]), int(d["n_test"])
     if n_train + n_test > len(coco["images"]):
-        raise ValueError(f"{d['json']}: n_train + n_test = {n_train + n_test} but the file has "
-                         f"{len(coco['images'])} images")
+        raise ValueError(
+            f"{d['json']}: n_train + n_test = {n_train + n_test} but the file has "
+            f"{len(coco['images'])} images"
+        )
     if n_train + n_test < len(coco["images"]):  # a seeded subset, then the split
         import numpy as np
 
-        keep = set(np.random.default_rng(d.get("seed", 0)).permutation(
-            [img["id"] for img in coco["images"]])[: n_train + n_test].tolist())
-        coco = dict(coco, images=[i for i in coco["images"] if i["id"] in keep],
-                    annotations=[a for a in coco["annotations"] if a["image_id"] in keep])
+        keep = set(
+            np.random.default_rng(d.get("seed", 0))
+            .permutation([img["id"] for img in coco["images"]])[: n_train + n_test]
+            .tolist()
+        )
+        coco = dict(
+            coco,
+            images=[i for i in coco["images"] if i["id"] in keep],
+            annotations=[a for a in coco["annotations"] if a["image_id"] in keep],
+        )
     has_patients = all(img.get("patient_id") for img in coco["images"])
-    splits, report = split_by_patient(coco, (n_train, n_test), ("train", "test"), seed=d.get("seed", 0),
-                                      image_as_patient=not has_patients, json_file=d["json"])
+    splits, report = split_by_patient(
+        coco,
+        (n_train, n_test),
+        ("train", "test"),
+        seed=d.get("seed", 0),
+        image_as_patient=not has_patients,
+        json_file=d["json"],
+    )
     logger.info(f"split of {d['json']}: {report}")
     return splits["train"], splits["test"], d["images"]
 
@@ -176,15 +199,23 @@ def _load_weak_table(w, i, classes, seed):
         header = _label_table_header(w["csv"])
         columns = [c for c in classes if c in header]
         if not columns:
-            raise ValueError(f"{what}: no column is named like a class ({', '.join(classes)}); "
-                             "name them with label_columns")
+            raise ValueError(
+                f"{what}: no column is named like a class ({', '.join(classes)}); "
+                "name them with label_columns"
+            )
     mapping = dict(columns) if isinstance(columns, dict) else {c: c for c in columns}
     unknown = sorted(set(mapping.values()) - set(classes))
     if unknown:
-        raise ValueError(f"{what}: label classes {unknown} are not classes of the boxes "
-                         f"({', '.join(classes)})")
-    coco, report = load_labels_csv(w["csv"], w["images"], path_column=path_column,
-                                   label_columns=list(mapping), patient_column=w.get("patient_column"))
+        raise ValueError(
+            f"{what}: label classes {unknown} are not classes of the boxes ({', '.join(classes)})"
+        )
+    coco, report = load_labels_csv(
+        w["csv"],
+        w["images"],
+        path_column=path_column,
+        label_columns=list(mapping),
+        patient_column=w.get("patient_column"),
+    )
     renamed = {c: t for c, t in mapping.items() if c != t}
     if renamed:
         coco, _ = apply_class_map(coco, ClassMap(renamed, path=what))
@@ -197,29 +228,49 @@ def _load_weak_table(w, i, classes, seed):
         strata = [""] * len(images)
     n_normal, n_positive = int(w.get("test_normal", 0)), int(w.get("test_positive", 0))
     if n_normal and sorted(set(mapping.values())) != sorted(classes):
-        raise ValueError(f"{what}: test_normal needs a label column for every class ({', '.join(classes)}), "
-                         "or a normal image could have a lesion of a class the table does not name")
-    normal = [j for j, img in enumerate(images)
-              if len(img["image_labels"]) == len(classes) and set(img["image_labels"].values()) == {0}]
+        raise ValueError(
+            f"{what}: test_normal needs a label column for every class ({', '.join(classes)}), "
+            "or a normal image could have a lesion of a class the table does not name"
+        )
+    normal = [
+        j
+        for j, img in enumerate(images)
+        if len(img["image_labels"]) == len(classes) and set(img["image_labels"].values()) == {0}
+    ]
     positive = [j for j, img in enumerate(images) if 1 in img["image_labels"].values()]
     rng = np.random.default_rng(w.get("seed", seed))
     held_normal = _hold_out(normal, n_normal, [strata[j] for j in normal], rng, f"{what} normal")
     held_positive = _hold_out(positive, n_positive, [strata[j] for j in positive], rng, f"{what} positive")
     held = set(held_normal) | set(held_positive)
     held_patients = {images[j].get("patient_id") for j in held} - {None}
-    train = [j for j in range(len(images))
-             if j not in held and images[j].get("patient_id", None) not in held_patients]
-    report = {"csv": w["csv"], "rows": report["rows"], "normal": len(normal), "positive": len(positive),
-              "test_normal": len(held_normal), "test_positive": len(held_positive),
-              "dropped_same_patient_as_test": len(images) - len(held) - len(train), "train": len(train),
-              "train_normal": len(set(train) & set(normal)),
-              "train_positive": len(set(train) & set(positive))}
+    train = [
+        j
+        for j in range(len(images))
+        if j not in held and images[j].get("patient_id", None) not in held_patients
+    ]
+    report = {
+        "csv": w["csv"],
+        "rows": report["rows"],
+        "normal": len(normal),
+        "positive": len(positive),
+        "test_normal": len(held_normal),
+        "test_positive": len(held_positive),
+        "dropped_same_patient_as_test": len(images) - len(held) - len(train),
+        "train": len(train),
+        "train_normal": len(set(train) & set(normal)),
+        "train_positive": len(set(train) & set(positive)),
+    }
     if w.get("stratify"):
         report["test_by_" + w["stratify"]] = {
             str(s): [sum(strata[j] == s for j in held_normal), sum(strata[j] == s for j in held_positive)]
-            for s in sorted(set(strata), key=str)}
-    return ([images[j] for j in train], [images[j] for j in held_normal], [images[j] for j in held_positive],
-            report)
+            for s in sorted(set(strata), key=str)
+        }
+    return (
+        [images[j] for j in train],
+        [images[j] for j in held_normal],
+        [images[j] for j in held_positive],
+        report,
+    )
 
 
 def _prepare_omni(d, folder):
@@ -230,8 +281,9 @@ def _prepare_omni(d, folder):
     seed = int(d.get("seed", 0))
     train, test, box_images = _split_coco(d["boxes"], folder)
     names = [c["name"] for c in sorted(train["categories"], key=lambda c: c["id"])]
-    mapping = ({n: d["merge_classes"] for n in names} if d.get("merge_classes")
-               else dict(d.get("class_map") or {}))
+    mapping = (
+        {n: d["merge_classes"] for n in names} if d.get("merge_classes") else dict(d.get("class_map") or {})
+    )
     if mapping:
         class_map = ClassMap(mapping, path="data.class_map")
         train, test = (apply_class_map(part, class_map)[0] for part in (train, test))
@@ -243,18 +295,22 @@ def _prepare_omni(d, folder):
     if without_boxes == "uncertain":  # a box image without a box is not a normal image
         for part in (train, test):
             boxed = {a["image_id"] for a in part["annotations"]}
-            part["images"] = [img if img["id"] in boxed else dict(img, image_labels={c: -1 for c in classes})
-                              for img in part["images"]]
+            part["images"] = [
+                img if img["id"] in boxed else dict(img, image_labels={c: -1 for c in classes})
+                for img in part["images"]
+            ]
             n_uncertain += sum(img["id"] not in boxed for img in part["images"])
-    root = os.path.commonpath([os.path.abspath(box_images)]
-                              + [os.path.abspath(w["images"]) for w in d["weak"]])
+    root = os.path.commonpath(
+        [os.path.abspath(box_images)] + [os.path.abspath(w["images"]) for w in d["weak"]]
+    )
 
     def relative(images, file_name):
         return os.path.relpath(os.path.join(os.path.abspath(images), file_name), root)
 
     for part in (train, test):
-        part["images"] = [dict(img, file_name=relative(box_images, img["file_name"]))
-                          for img in part["images"]]
+        part["images"] = [
+            dict(img, file_name=relative(box_images, img["file_name"])) for img in part["images"]
+        ]
     box_files = {img["file_name"] for part in (train, test) for img in part["images"]}
     next_id = max(img["id"] for part in (train, test) for img in part["images"]) + 1
     weak, held_normal, held_positive, reports = [], [], [], []
@@ -281,14 +337,29 @@ def _prepare_omni(d, folder):
         normals_full.append(img)
     n_box_test = len(test["images"])
     test = dict(test, images=test["images"] + normals_full)
-    image_test = {"info": {"description": "held-out images with image labels only (image-level test set)"},
-                  "images": held_normal + held_positive, "annotations": [], "categories": categories}
-    weak_pool = {"info": {"description": "weakly labeled training images"}, "images": weak,
-                 "annotations": [], "categories": categories}
-    report = {"classes": classes, "box_train": len(train["images"]), "box_test": n_box_test,
-              "test_normal": len(normals_full), "image_test": len(image_test["images"]),
-              "image_test_positive": len(held_positive), "weak_train": len(weak),
-              "box_images_without_boxes_uncertain": n_uncertain, "weak_tables": reports}
+    image_test = {
+        "info": {"description": "held-out images with image labels only (image-level test set)"},
+        "images": held_normal + held_positive,
+        "annotations": [],
+        "categories": categories,
+    }
+    weak_pool = {
+        "info": {"description": "weakly labeled training images"},
+        "images": weak,
+        "annotations": [],
+        "categories": categories,
+    }
+    report = {
+        "classes": classes,
+        "box_train": len(train["images"]),
+        "box_test": n_box_test,
+        "test_normal": len(normals_full),
+        "image_test": len(image_test["images"]),
+        "image_test_positive": len(held_positive),
+        "weak_train": len(weak),
+        "box_images_without_boxes_uncertain": n_uncertain,
+        "weak_tables": reports,
+    }
     logger.info(f"omni data: {report}")
     return train, test, image_test, weak_pool, root, report
 
@@ -309,8 +380,9 @@ def _prepare_data(spec, out_dir):
         with open(stamp, encoding="utf-8") as f:
             done = json.load(f)
         if done["data"] != d:
-            raise ValueError(f"{out_dir} holds benchmark data made from {done['data']}, not {d}; "
-                             "use another --out")
+            raise ValueError(
+                f"{out_dir} holds benchmark data made from {done['data']}, not {d}; use another --out"
+            )
         return BenchData(folder, done["image_root"], d.get("seed", 0))
     os.makedirs(folder, exist_ok=True)
     kind, seed = d["kind"], int(d.get("seed", 0))
@@ -325,14 +397,27 @@ def _prepare_data(spec, out_dir):
         from oxnet.utils.testing import write_toy_dataset
 
         n_train, n_test = int(d["n_train"]), int(d["n_test"])
-        toy = read_omni_coco(write_toy_dataset(folder, n_full=n_train + n_test, n_weak=0, n_unlabeled=0,
-                                               size=int(d.get("size", 64)),
-                                               num_classes=int(d.get("num_classes", 3)), seed=seed))
+        toy = read_omni_coco(
+            write_toy_dataset(
+                folder,
+                n_full=n_train + n_test,
+                n_weak=0,
+                n_unlabeled=0,
+                size=int(d.get("size", 64)),
+                num_classes=int(d.get("num_classes", 3)),
+                seed=seed,
+            )
+        )
         ids = [img["id"] for img in toy["images"]]
         train_ids, test_ids = set(ids[:n_train]), set(ids[n_train:])
-        train, test = ({**toy, "images": [i for i in toy["images"] if i["id"] in keep],
-                        "annotations": [a for a in toy["annotations"] if a["image_id"] in keep]}
-                       for keep in (train_ids, test_ids))
+        train, test = (
+            {
+                **toy,
+                "images": [i for i in toy["images"] if i["id"] in keep],
+                "annotations": [a for a in toy["annotations"] if a["image_id"] in keep],
+            }
+            for keep in (train_ids, test_ids)
+        )
         image_root = os.path.join(folder, "images")
     elif kind == "omni":
         train, test, image_test, weak_pool, image_root, report = _prepare_omni(d, folder)

@@ -67,6 +67,7 @@ keys; missing keys take :data:`DEFAULTS`):
   trained detector, and ``opts`` apply on top of ``opts`` (default: Adam at 1e-4, a fifth of the
   from-scratch rate). ``--warm-start K0`` sets K0.
 """
+
 import json
 import os
 
@@ -75,8 +76,21 @@ __all__ = ["DEFAULTS", "PRESETS", "TABLE1_ROWS", "TABLE1_EXTRA_ROWS", "CPU_MODEL
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: The rows of the paper's Table 1, in its order.
-TABLE1_ROWS = ("retinanet", "pi_model", "mean_teacher", "mmt_psm", "focalmix", "pi_model_mt",
-               "mean_teacher_mt", "mmt_psm_mt", "focalmix_mt", "sfl", "daa", "daa_gpa", "oxnet")
+TABLE1_ROWS = (
+    "retinanet",
+    "pi_model",
+    "mean_teacher",
+    "mmt_psm",
+    "focalmix",
+    "pi_model_mt",
+    "mean_teacher_mt",
+    "mmt_psm_mt",
+    "focalmix_mt",
+    "sfl",
+    "daa",
+    "daa_gpa",
+    "oxnet",
+)
 #: Rows beyond the paper's: RetinaNet also trained on the weak images' absent classes, and OXnet as the
 #: authors' code trains it (configs/table1/<row>.yaml). ``--rows`` or a spec's ``table1.rows`` add them.
 TABLE1_EXTRA_ROWS = ("retinanet_neg", "sfl_plus", "oxnet_plus")
@@ -87,19 +101,30 @@ TABLE1_EXTRA_ROWS = ("retinanet_neg", "sfl_plus", "oxnet_plus")
 #: 5e-4 (the paper's 1e-5 is for an ImageNet-initialized ResNet-101 over 60k iterations). Same for
 #: every row.
 CPU_MODEL = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.RESNETS.DEPTH", 18,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-    "MODEL.FPN.OUT_CHANNELS", 64,
-    "MODEL.RETINANET.NUM_CONVS", 2,
-    "MODEL.ANCHOR_GENERATOR.SIZES", [[12, 15.12, 19.05], [24, 30.24, 38.10], [48, 60.48, 76.20],
-                                     [96, 120.95, 152.40], [192, 241.90, 304.79]],
-    "OXNET.INPUT_SIZE", 192,
-    "OXNET.BATCH.FULL", 2,
-    "OXNET.BATCH.WEAK", 2,
-    "OXNET.BATCH.UNLABELED", 2,
-    "SOLVER.BASE_LR", 5e-4,
-    "DATALOADER.NUM_WORKERS", 1,
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.RESNETS.DEPTH",
+    18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    64,
+    "MODEL.FPN.OUT_CHANNELS",
+    64,
+    "MODEL.RETINANET.NUM_CONVS",
+    2,
+    "MODEL.ANCHOR_GENERATOR.SIZES",
+    [[12, 15.12, 19.05], [24, 30.24, 38.10], [48, 60.48, 76.20], [96, 120.95, 152.40], [192, 241.90, 304.79]],
+    "OXNET.INPUT_SIZE",
+    192,
+    "OXNET.BATCH.FULL",
+    2,
+    "OXNET.BATCH.WEAK",
+    2,
+    "OXNET.BATCH.UNLABELED",
+    2,
+    "SOLVER.BASE_LR",
+    5e-4,
+    "DATALOADER.NUM_WORKERS",
+    1,
 ]
 
 DEFAULTS = {
@@ -123,8 +148,14 @@ PRESETS = {
     # TB classes are kept: every image has TB, so a single class would leave image labels empty of
     # information.
     "tbx500": {
-        "data": {"kind": "coco", "json": "../shared/data/tbx11k-tb500/annotations.json",
-                 "images": "../shared/data/tbx11k-tb500/images", "n_train": 350, "n_test": 150, "seed": 0},
+        "data": {
+            "kind": "coco",
+            "json": "../shared/data/tbx11k-tb500/annotations.json",
+            "images": "../shared/data/tbx11k-tb500/images",
+            "n_train": 350,
+            "n_test": 150,
+            "seed": 0,
+        },
         "iters": 250,
         "seeds": 3,
     },
@@ -135,16 +166,30 @@ PRESETS = {
     # image-level test set (TB vs normal); the other 208 (101 normal) are weak training images. Every
     # TBX image has TB: the one without a box (tb1199, a test image) is uncertain, not normal.
     "tbx-omni": {
-        "data": {"kind": "omni",
-                 "boxes": {"json": "../shared/data/tbx11k-tb500/annotations.json",
-                           "images": "../shared/data/tbx11k-tb500/images", "n_train": 350, "n_test": 150,
-                           "seed": 0, "without_boxes": "uncertain"},
-                 "merge_classes": "tuberculosis",
-                 "weak": [{"csv": "../shared/data/tb-extra-weak/labels.csv",
-                           "images": "../shared/data/tb-extra-weak/images", "path_column": "file_name",
-                           "label_columns": ["tuberculosis"], "test_normal": 50, "test_positive": 30,
-                           "stratify": "source"}],
-                 "seed": 0},
+        "data": {
+            "kind": "omni",
+            "boxes": {
+                "json": "../shared/data/tbx11k-tb500/annotations.json",
+                "images": "../shared/data/tbx11k-tb500/images",
+                "n_train": 350,
+                "n_test": 150,
+                "seed": 0,
+                "without_boxes": "uncertain",
+            },
+            "merge_classes": "tuberculosis",
+            "weak": [
+                {
+                    "csv": "../shared/data/tb-extra-weak/labels.csv",
+                    "images": "../shared/data/tb-extra-weak/images",
+                    "path_column": "file_name",
+                    "label_columns": ["tuberculosis"],
+                    "test_normal": 50,
+                    "test_positive": 30,
+                    "stratify": "source",
+                }
+            ],
+            "seed": 0,
+        },
         "table1": {"full": 0.25, "rows": list(TABLE1_ROWS + TABLE1_EXTRA_ROWS)},
         "iters": 250,
         "seeds": 3,
@@ -154,9 +199,21 @@ PRESETS = {
         "data": {"kind": "toy", "n_train": 12, "n_test": 4, "size": 64, "num_classes": 3, "seed": 0},
         "iters": 2,
         "seeds": 1,
-        "opts": CPU_MODEL + ["OXNET.INPUT_SIZE", 64, "MODEL.RETINANET.NUM_CONVS", 1,
-                             "OXNET.BATCH.FULL", 2, "OXNET.BATCH.WEAK", 2, "OXNET.BATCH.UNLABELED", 2,
-                             "DATALOADER.NUM_WORKERS", 0],
+        "opts": CPU_MODEL
+        + [
+            "OXNET.INPUT_SIZE",
+            64,
+            "MODEL.RETINANET.NUM_CONVS",
+            1,
+            "OXNET.BATCH.FULL",
+            2,
+            "OXNET.BATCH.WEAK",
+            2,
+            "OXNET.BATCH.UNLABELED",
+            2,
+            "DATALOADER.NUM_WORKERS",
+            0,
+        ],
     },
 }
 
@@ -174,15 +231,17 @@ def load_spec(data):
         spec.setdefault("name", os.path.splitext(os.path.basename(data))[0])
         base = os.path.dirname(os.path.abspath(data))
     else:
-        raise ValueError(f"--data {data!r} is neither a preset ({', '.join(sorted(PRESETS))}) "
-                         "nor a JSON file")
+        raise ValueError(
+            f"--data {data!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a JSON file"
+        )
     out = json.loads(json.dumps(DEFAULTS))
     for k, v in spec.items():
         out[k] = dict(out[k], **v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
     d = out.get("data")
     if not isinstance(d, dict) or d.get("kind") not in ("synthetic", "coco", "toy", "omni"):
-        raise ValueError(f"{data}: 'data' must be an object with kind 'synthetic', 'coco', 'toy' or 'omni', "
-                         f"got {d!r}")
+        raise ValueError(
+            f"{data}: 'data' must be an object with kind 'synthetic', 'coco', 'toy' or 'omni', got {d!r}"
+        )
     if d["kind"] == "coco":
         _resolve(d, ("json", "images"), base, f"{data}: data kind 'coco'")
     elif d["kind"] == "omni":
@@ -191,8 +250,10 @@ def load_spec(data):
     if rows is not None:
         unknown = [r for r in rows if r not in TABLE1_ROWS + TABLE1_EXTRA_ROWS]
         if unknown:
-            raise ValueError(f"{data}: table1.rows {unknown} are not table rows "
-                             f"({', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)})")
+            raise ValueError(
+                f"{data}: table1.rows {unknown} are not table rows "
+                f"({', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)})"
+            )
     return out
 
 
@@ -212,18 +273,30 @@ def _check_omni(d, base, data):
         if key not in boxes:
             raise ValueError(f"{data}: data.boxes needs {key!r}")
     if not isinstance(weak, list) or not all(isinstance(w, dict) for w in weak):
-        raise ValueError(f"{data}: data kind 'omni' needs 'weak', a list of label-table objects "
-                         f"{{\"csv\", \"images\", ...}}, got {weak!r}")
+        raise ValueError(
+            f"{data}: data kind 'omni' needs 'weak', a list of label-table objects "
+            f'{{"csv", "images", ...}}, got {weak!r}'
+        )
     if d.get("merge_classes") is not None and d.get("class_map") is not None:
         raise ValueError(f"{data}: give 'merge_classes' or 'class_map', not both")
     merge = d.get("merge_classes")
     if merge is not None and not (isinstance(merge, str) and merge):
         raise ValueError(f"{data}: 'merge_classes' must be a class name, got {d['merge_classes']!r}")
     if d.get("class_map") is not None and not isinstance(d["class_map"], dict):
-        raise ValueError(f"{data}: 'class_map' must be an object {{box class: class}}, "
-                         f"got {d['class_map']!r}")
-    known = {"csv", "images", "path_column", "label_columns", "patient_column", "test_normal",
-             "test_positive", "stratify", "seed"}
+        raise ValueError(
+            f"{data}: 'class_map' must be an object {{box class: class}}, got {d['class_map']!r}"
+        )
+    known = {
+        "csv",
+        "images",
+        "path_column",
+        "label_columns",
+        "patient_column",
+        "test_normal",
+        "test_positive",
+        "stratify",
+        "seed",
+    }
     for i, w in enumerate(weak):
         unknown = sorted(set(w) - known)
         if unknown:

@@ -10,6 +10,7 @@ test set, ``image_auroc`` (percent, from the top box score and from the global h
 are skipped when the command is repeated, unless their config changed since (another spec, other
 defaults): those are run again and the stale result is not shown.
 """
+
 import glob
 import hashlib
 import json
@@ -29,8 +30,9 @@ __all__ = ["Row", "table1_rows", "table2_rows", "run_table", "config_file"]
 logger = logging.getLogger("oxnet.bench")
 
 METRIC_KEYS = ("mAP", "AP40", "AP75", "APs", "APm", "APl")
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "configs", "table1")
+CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "table1"
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def table2_rows(spec, n_train):
 
     settings = spec["table2"].get("settings") or table2_settings(n_train)
     methods = spec["table2"].get("methods") or [
-        "retinanet" if w == 0 and u == 0 else "oxnet" for _, w, u in settings]
+        "retinanet" if w == 0 and u == 0 else "oxnet" for _, w, u in settings
+    ]
     if len(methods) != len(settings):
         raise ValueError(f"table2: {len(methods)} methods for {len(settings)} settings")
     return [Row(m, *(int(c) for c in s)) for m, s in zip(methods, settings)]
@@ -145,19 +148,32 @@ def _pct(v):
 def normals_record(metrics):
     """What results.json keeps of ``metrics["normals"]`` (:mod:`oxnet.evaluation.normals`)."""
     n = metrics["normals"]
-    return {k: n[k] for k in ("n_normal_images", "n_lesion_images", "n_lesions",
-                              "fp_per_normal_image_at_sensitivity", "normal_images_flagged_at_sensitivity",
-                              "score_threshold_at_sensitivity")}
+    return {
+        k: n[k]
+        for k in (
+            "n_normal_images",
+            "n_lesion_images",
+            "n_lesions",
+            "fp_per_normal_image_at_sensitivity",
+            "normal_images_flagged_at_sensitivity",
+            "score_threshold_at_sensitivity",
+        )
+    }
 
 
 def image_auroc_record(metrics):
     """Image-level AUROC (percent, mean over classes) from the top box score ("box") and the global
     head ("global", None without one), with the image count and each class's positive and negative
     images."""
-    return {"box": _pct(metrics["auroc"]["local"]), "global": _pct(metrics["auroc"]["global"]),
-            "images": metrics["settings"]["num_images"],
-            "labels": {name: {"positive": r["num_positive_images"], "negative": r["num_negative_images"]}
-                       for name, r in metrics["per_class"].items()}}
+    return {
+        "box": _pct(metrics["auroc"]["local"]),
+        "global": _pct(metrics["auroc"]["global"]),
+        "images": metrics["settings"]["num_images"],
+        "labels": {
+            name: {"positive": r["num_positive_images"], "negative": r["num_negative_images"]}
+            for name, r in metrics["per_class"].items()
+        },
+    }
 
 
 def train_and_evaluate(cfg, test_name, keep_weights=False, image_test_name=None):
@@ -178,15 +194,20 @@ def train_and_evaluate(cfg, test_name, keep_weights=False, image_test_name=None)
     if trainer.start_iter < cfg.SOLVER.MAX_ITER:
         trainer.train()
     model = unwrap(trainer.model)
-    evaluator = OXnetEvaluator(test_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"),
-                               write_report=False, distributed=False)
+    evaluator = OXnetEvaluator(
+        test_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"), write_report=False, distributed=False
+    )
     results = inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, test_name), evaluator)
     out = {k: float(results["bbox"][k]) for k in METRIC_KEYS}
     if evaluator.result is not None:
         out["normals"] = normals_record(evaluator.result.metrics)
     if image_test_name:
-        image_evaluator = OXnetEvaluator(image_test_name, write_report=False, distributed=False,
-                                         output_dir=os.path.join(cfg.OUTPUT_DIR, "inference_image"))
+        image_evaluator = OXnetEvaluator(
+            image_test_name,
+            write_report=False,
+            distributed=False,
+            output_dir=os.path.join(cfg.OUTPUT_DIR, "inference_image"),
+        )
         inference_on_dataset(model, OXnetTrainer.build_test_loader(cfg, image_test_name), image_evaluator)
         if image_evaluator.result is not None:
             out["image_auroc"] = image_auroc_record(image_evaluator.result.metrics)
@@ -194,8 +215,12 @@ def train_and_evaluate(cfg, test_name, keep_weights=False, image_test_name=None)
     return out
 
 
-CURVE_KEYS = {"mAP": "bbox/mAP", "fp_per_normal@70": "normals/fp@0.7",
-              "image_auroc_box": "auroc/local", "image_auroc_global": "auroc/global"}
+CURVE_KEYS = {
+    "mAP": "bbox/mAP",
+    "fp_per_normal@70": "normals/fp@0.7",
+    "image_auroc_box": "auroc/local",
+    "image_auroc_global": "auroc/global",
+}
 
 
 def learning_curve(folder, max_iter, test_name=None, image_test_name=None):
@@ -209,9 +234,12 @@ def learning_curve(folder, max_iter, test_name=None, image_test_name=None):
     curve = {}
     if not os.path.exists(path):
         return curve
-    sources = {"mAP": test_name, "fp_per_normal@70": test_name,
-               "image_auroc_box": image_test_name or test_name,
-               "image_auroc_global": image_test_name or test_name}
+    sources = {
+        "mAP": test_name,
+        "fp_per_normal@70": test_name,
+        "image_auroc_box": image_test_name or test_name,
+        "image_auroc_global": image_test_name or test_name,
+    }
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
@@ -290,8 +318,18 @@ def load_results(out_dir):
         return json.load(f)
 
 
-def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weights=False, progress=True,
-              train=True, shard=(0, 1)):
+def run_table(
+    table,
+    spec,
+    out_dir,
+    seeds=None,
+    iters=None,
+    rows=None,
+    keep_weights=False,
+    progress=True,
+    train=True,
+    shard=(0, 1),
+):
     """Run every (row, seed) of ``table`` ("table1" or "table2"), or of the ``rows`` given, not yet in
     ``OUT/results.json`` (none with ``train=False``) and write ``OUT/<table>.md`` with the ``rows``
     given, or every row of the table (those not run yet marked "pending"); return the path of the
@@ -324,11 +362,13 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         if rows:
             unknown = [r for r in rows if r not in TABLE1_ROWS + TABLE1_EXTRA_ROWS]
             if unknown:
-                raise ValueError(f"unknown table1 rows {unknown}; choose from "
-                                 f"{', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)}")
+                raise ValueError(
+                    f"unknown table1 rows {unknown}; choose from {', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)}"
+                )
             listed = [r.method for r in shown]
-            shown = shown + table1_rows(spec, data.n_train, [r for r in rows if r not in listed],
-                                        n_extra=data.n_extra)
+            shown = shown + table1_rows(
+                spec, data.n_train, [r for r in rows if r not in listed], n_extra=data.n_extra
+            )
             all_rows = [r for r in shown if r.method in rows]
     elif table == "table2":
         all_rows = shown = table2_rows(spec, data.n_train + data.n_extra)
@@ -349,13 +389,22 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     cfgs = {}
     for row in shown:
         for s in range(seeds):
-            cfg = build_cfg(spec, row, s, iters, data.mix(row.full, row.weak, row.unlabeled), test_name, "",
-                            image_test_name)
+            cfg = build_cfg(
+                spec,
+                row,
+                s,
+                iters,
+                data.mix(row.full, row.weak, row.unlabeled),
+                test_name,
+                "",
+                image_test_name,
+            )
             if warm:
                 if (row.full, s) not in inits:  # rows with the same boxes share their warm start
                     init_row = Row("retinanet", row.full, 0, 0)
-                    init_cfg = build_cfg(spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "",
-                                         image_test_name)
+                    init_cfg = build_cfg(
+                        spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "", image_test_name
+                    )
                     init_fp = config_fingerprint(init_cfg)
                     init_cfg.defrost()
                     init_cfg.OUTPUT_DIR = run_dir(out_dir, "init", init_row, s, warm, init_fp)
@@ -384,9 +433,20 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         out = train_and_evaluate(cfg, test_name, keep_weights, **image_test)
         seconds = round(time.perf_counter() - start, 1)
         metrics = {m: out[m] for m in METRIC_KEYS}
-        record = {"table": table_name, "method": row.method, "full": row.full, "weak": row.weak,
-                  "unlabeled": row.unlabeled, "seed": s, "iters": n_iters, **extra, "config": fp,
-                  "seconds": seconds, "device": device_name(cfg.MODEL.DEVICE), "metrics": metrics}
+        record = {
+            "table": table_name,
+            "method": row.method,
+            "full": row.full,
+            "weak": row.weak,
+            "unlabeled": row.unlabeled,
+            "seed": s,
+            "iters": n_iters,
+            **extra,
+            "config": fp,
+            "seconds": seconds,
+            "device": device_name(cfg.MODEL.DEVICE),
+            "metrics": metrics,
+        }
         record.update({m: out[m] for m in ("normals", "image_auroc") if out.get(m) is not None})
         curve = learning_curve(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, test_name, image_test_name)
         if curve:
@@ -399,8 +459,9 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         logger.info(f"{k}: mAP {metrics['mAP']:.2f} in {seconds:.0f} s")
 
     def current(results):  # the results of runs with today's configs
-        return {k: r for k, r in results.items()
-                if k not in fingerprints or r.get("config") == fingerprints[k]}
+        return {
+            k: r for k, r in results.items() if k not in fingerprints or r.get("config") == fingerprints[k]
+        }
 
     results = load_results(out_dir)
     done = current(results)
@@ -415,12 +476,16 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
     todo = missing if train else []
     stale = [key(row, s) for row, s in todo if key(row, s) in results]
     if stale:
-        logger.warning(f"{len(stale)} finished runs had another config and are run again: "
-                       f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}")
-    logger.info(f"{table}: {total} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations)"
-                + (f", {len(jobs)} in shard {shard_index}/{shards}" if shards > 1 else "")
-                + f", {len(jobs) - len(missing)} already done"
-                + ("" if train else " (report only: nothing is trained)"))
+        logger.warning(
+            f"{len(stale)} finished runs had another config and are run again: "
+            f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}"
+        )
+    logger.info(
+        f"{table}: {total} runs ({len(all_rows)} rows x {seeds} seeds, {iters} iterations)"
+        + (f", {len(jobs)} in shard {shard_index}/{shards}" if shards > 1 else "")
+        + f", {len(jobs) - len(missing)} already done"
+        + ("" if train else " (report only: nothing is trained)")
+    )
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=table, disable=not progress)
     for row, s in todo:
         bar.set_postfix_str(f"{row.method} {row.full}/{row.weak}/{row.unlabeled} seed {s}")
@@ -434,5 +499,6 @@ def run_table(table, spec, out_dir, seeds=None, iters=None, rows=None, keep_weig
         train_and_record(key(row, s), table, row, s, iters, cfg, fp, keep_weights, warm=warm)
         bar.update(1)
     bar.close()
-    return write_table(table, spec, all_rows if rows else shown, seeds, iters, current(load_results(out_dir)),
-                       out_dir, data)
+    return write_table(
+        table, spec, all_rows if rows else shown, seeds, iters, current(load_results(out_dir)), out_dir, data
+    )

@@ -3,6 +3,7 @@
 Data with normal test images (fully labeled, no box) adds a column of false alarms per normal image at
 70 % lesion sensitivity; data with an image-level test set adds its image-level AUROC from the top box
 score and from the global head."""
+
 import math
 import os
 import platform
@@ -15,16 +16,37 @@ from oxnet.utils.atomic import atomic_open
 __all__ = ["write_table", "summarize", "result_key", "warm_start_iters", "METHOD_NAMES"]
 
 METRIC_KEYS = ("mAP", "AP40", "AP75", "APs", "APm", "APl")
-HEADER = ("Method", "# fully labeled", "# weakly labeled", "# unlabeled",
-          "mAP", "AP40", "AP75", "APS", "APM", "APL")
+HEADER = (
+    "Method",
+    "# fully labeled",
+    "# weakly labeled",
+    "# unlabeled",
+    "mAP",
+    "AP40",
+    "AP75",
+    "APS",
+    "APM",
+    "APL",
+)
 
 #: Row names as the paper prints them.
 METHOD_NAMES = {
-    "retinanet": "RetinaNet", "pi_model": "Pi Model", "mean_teacher": "Mean Teacher", "mmt_psm": "MMT-PSM",
-    "focalmix": "FocalMix", "pi_model_mt": "Pi Model + MT", "mean_teacher_mt": "Mean Teacher + MT",
-    "mmt_psm_mt": "MMT-PSM + MT", "focalmix_mt": "FocalMix + MT", "gap": "RetinaNet + MT", "sfl": "SFL",
-    "daa": "DAA", "daa_gpa": "DAA + GPA", "oxnet": "OXnet (SFL+DAA+GPA)",
-    "retinanet_neg": "RetinaNet + weak negatives", "oxnet_plus": "OXnet+ (authors' SFL, zero-init head)",
+    "retinanet": "RetinaNet",
+    "pi_model": "Pi Model",
+    "mean_teacher": "Mean Teacher",
+    "mmt_psm": "MMT-PSM",
+    "focalmix": "FocalMix",
+    "pi_model_mt": "Pi Model + MT",
+    "mean_teacher_mt": "Mean Teacher + MT",
+    "mmt_psm_mt": "MMT-PSM + MT",
+    "focalmix_mt": "FocalMix + MT",
+    "gap": "RetinaNet + MT",
+    "sfl": "SFL",
+    "daa": "DAA",
+    "daa_gpa": "DAA + GPA",
+    "oxnet": "OXnet (SFL+DAA+GPA)",
+    "retinanet_neg": "RetinaNet + weak negatives",
+    "oxnet_plus": "OXnet+ (authors' SFL, zero-init head)",
     "sfl_plus": "SFL+ (authors' SFL, weak negatives)",
 }
 
@@ -67,18 +89,34 @@ def _get(record, *keys):
 
 def extra_columns(data, runs):
     """The columns beyond AP this data has: [(header, cell function over a row's finished runs)]."""
-    has_normals = (data.n_test_normal > 0 if data is not None
-                   else any(_get(r, "normals", "n_normal_images") for r in runs))
-    has_image_test = (data.n_image_test > 0 if data is not None
-                      else any("image_auroc" in r for r in runs))
+    has_normals = (
+        data.n_test_normal > 0
+        if data is not None
+        else any(_get(r, "normals", "n_normal_images") for r in runs)
+    )
+    has_image_test = data.n_image_test > 0 if data is not None else any("image_auroc" in r for r in runs)
     cols = []
     if has_normals:
-        cols.append((f"FP/normal @{float(TABLE_SENSITIVITY):.0%}", lambda done: _cell(
-            [_get(r, "normals", "fp_per_normal_image_at_sensitivity", TABLE_SENSITIVITY) for r in done], 2)))
+        cols.append(
+            (
+                f"FP/normal @{float(TABLE_SENSITIVITY):.0%}",
+                lambda done: _cell(
+                    [
+                        _get(r, "normals", "fp_per_normal_image_at_sensitivity", TABLE_SENSITIVITY)
+                        for r in done
+                    ],
+                    2,
+                ),
+            )
+        )
     if has_image_test:
         for which in ("box", "global"):
-            cols.append((f"image AUROC ({which})",
-                         lambda done, which=which: _cell([_get(r, "image_auroc", which) for r in done])))
+            cols.append(
+                (
+                    f"image AUROC ({which})",
+                    lambda done, which=which: _cell([_get(r, "image_auroc", which) for r in done]),
+                )
+            )
     return cols
 
 
@@ -87,17 +125,23 @@ def _data_text(data):
         return ""
     text = f"; training: {data.n_train} images"
     if data.n_extra:
-        text += (f" + {data.n_extra} weakly labeled ones from label tables ({data.n_extra_normal} normal), "
-                 "weak for the rows that use image labels, unlabeled for the semi-supervised rows, unused by "
-                 "RetinaNet")
-    text += (f"; test: {data.n_test} images, {data.n_test_lesion} with lesions, {data.n_test_normal} normal "
-             "(fully labeled, no box)")
+        text += (
+            f" + {data.n_extra} weakly labeled ones from label tables ({data.n_extra_normal} normal), "
+            "weak for the rows that use image labels, unlabeled for the semi-supervised rows, unused by "
+            "RetinaNet"
+        )
+    text += (
+        f"; test: {data.n_test} images, {data.n_test_lesion} with lesions, {data.n_test_normal} normal "
+        "(fully labeled, no box)"
+    )
     other = data.n_test - data.n_test_lesion - data.n_test_normal
     if other:
         text += f", {other} without a box but not known normal"
     if data.n_image_test:
-        text += (f"; image-level test set: {data.n_image_test} images, {data.n_image_test_positive} "
-                 f"positive, {data.n_image_test - data.n_image_test_positive} negative")
+        text += (
+            f"; image-level test set: {data.n_image_test} images, {data.n_image_test_positive} "
+            f"positive, {data.n_image_test - data.n_image_test_positive} negative"
+        )
     return text
 
 
@@ -108,13 +152,20 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
     if warm:
         title += f", every row started from RetinaNet after {warm} iterations"
     lines = [f"# {title}", ""]
-    lines.append(f"Data: `{spec.get('name', '?')}` ({spec['data']['kind']}" + _data_text(data)
-                 + f"). {iters} iterations per run, seeds 0..{seeds - 1}; "
-                 "metrics in percent on the test set, mean ± sample std over seeds "
-                 "(COCO AP averaged over IoU 0.40:0.05:0.75, as in the paper)."
-                 + (f" Each row starts from the weights of RetinaNet trained for {warm} iterations on the "
-                    "row's box-labeled images with the same seed, then trains its own iterations with "
-                    f"`{' '.join(map(str, spec['warm_start'].get('opts', [])))}`." if warm else ""))
+    lines.append(
+        f"Data: `{spec.get('name', '?')}` ({spec['data']['kind']}"
+        + _data_text(data)
+        + f"). {iters} iterations per run, seeds 0..{seeds - 1}; "
+        "metrics in percent on the test set, mean ± sample std over seeds "
+        "(COCO AP averaged over IoU 0.40:0.05:0.75, as in the paper)."
+        + (
+            f" Each row starts from the weights of RetinaNet trained for {warm} iterations on the "
+            "row's box-labeled images with the same seed, then trains its own iterations with "
+            f"`{' '.join(map(str, spec['warm_start'].get('opts', [])))}`."
+            if warm
+            else ""
+        )
+    )
     if spec.get("overrides"):
         lines.append("Config overrides for every run: `" + " ".join(map(str, spec["overrides"])) + "`.")
     shown = [results.get(result_key(table, row, s, iters, warm)) for row in rows for s in range(seeds)]
@@ -122,17 +173,23 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
     if extra:
         notes = []
         if any(h.startswith("FP") for h, _ in extra):
-            notes.append(f"{extra[0][0]}: false alarms per normal test image at the highest score threshold "
-                         f"at which the lesion sensitivity reaches {float(TABLE_SENSITIVITY):.0%} (FROC hit, "
-                         "IoU >= 0.4; n/a where it is never reached).")
+            notes.append(
+                f"{extra[0][0]}: false alarms per normal test image at the highest score threshold "
+                f"at which the lesion sensitivity reaches {float(TABLE_SENSITIVITY):.0%} (FROC hit, "
+                "IoU >= 0.4; n/a where it is never reached)."
+            )
         if any(h.startswith("image AUROC") for h, _ in extra):
-            notes.append("image AUROC (box, global): AUROC in percent on the image-level test set, from each "
-                         "image's top box score and from the global head (n/a without one).")
+            notes.append(
+                "image AUROC (box, global): AUROC in percent on the image-level test set, from each "
+                "image's top box score and from the global head (n/a without one)."
+            )
         lines.append(" ".join(notes))
     devices = sorted({r["device"] for r in shown if r and r.get("device")})
-    lines.append(f"Machine: {platform.node() or '?'} ({platform.machine()}, {os.cpu_count()} CPUs). "
-                 + (f"Runs trained on: {'; '.join(devices)}. " if devices else "")
-                 + f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+    lines.append(
+        f"Machine: {platform.node() or '?'} ({platform.machine()}, {os.cpu_count()} CPUs). "
+        + (f"Runs trained on: {'; '.join(devices)}. " if devices else "")
+        + f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    )
     header = list(HEADER) + [h for h, _ in extra]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
@@ -152,11 +209,17 @@ def write_table(table, spec, rows, seeds, iters, results, out_dir, data=None):
             if len(done) < seeds:
                 cells[0] += f" ({len(done)}/{seeds} seeds)"
         lines.append("| " + " | ".join(cells) + " |")
-    seconds = [r["seconds"] for r in results.values()
-               if r.get("table") == table and r.get("iters") == iters and r.get("warm", 0) == warm]
+    seconds = [
+        r["seconds"]
+        for r in results.values()
+        if r.get("table") == table and r.get("iters") == iters and r.get("warm", 0) == warm
+    ]
     if seconds:
-        lines += ["", f"Run time per (row, seed): {np.mean(seconds) / 60:.1f} min on average, "
-                      f"{np.max(seconds) / 60:.1f} min at most ({len(seconds)} runs)."]
+        lines += [
+            "",
+            f"Run time per (row, seed): {np.mean(seconds) / 60:.1f} min on average, "
+            f"{np.max(seconds) / 60:.1f} min at most ({len(seconds)} runs).",
+        ]
     path = os.path.join(out_dir, f"{table}_warm{warm}.md" if warm else f"{table}.md")
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ Files, for a cache at ``PATH``: ``PATH.npy`` (uint8 [n, S, S], ``np.load(mmap_mo
 ``PATH.index.json`` (size, file names, original (height, width)), ``PATH.done.npy`` (bool [n], the
 images written so far; an interrupted build resumes from it).
 """
+
 import json
 import os
 import time
@@ -101,8 +102,13 @@ def build_cache(dataset, out_path, size=512, workers=0, image_root=None, save_ev
         if old.get("file_names") == files and old.get("size") == size and old.get("version") == _VERSION:
             index = old
     if index is None:
-        index = {"version": _VERSION, "size": size, "file_names": files,
-                 "original_sizes": [None] * len(files), "complete": False}
+        index = {
+            "version": _VERSION,
+            "size": size,
+            "file_names": files,
+            "original_sizes": [None] * len(files),
+            "complete": False,
+        }
         array = np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size))
         done = np.zeros(len(files), bool)
         _save_done(done_path, done)
@@ -112,8 +118,13 @@ def build_cache(dataset, out_path, size=512, workers=0, image_root=None, save_ev
         done = np.load(done_path)
 
     todo = [(i, files[i], size) for i in np.flatnonzero(~done)]
-    bar = tqdm(total=len(files), initial=int(done.sum()), desc=f"caching {os.path.basename(npy)}", unit="img",
-               disable=not progress)
+    bar = tqdm(
+        total=len(files),
+        initial=int(done.sum()),
+        desc=f"caching {os.path.basename(npy)}",
+        unit="img",
+        disable=not progress,
+    )
     last = time.monotonic()
 
     def save():
@@ -148,8 +159,9 @@ class ImageCache:
         with open(self.index_path, encoding="utf-8") as f:
             index = json.load(f)
         if not index.get("complete"):
-            raise ValueError(f"{self.index_path}: the cache is incomplete; "
-                             "run build_cache again to finish it")
+            raise ValueError(
+                f"{self.index_path}: the cache is incomplete; run build_cache again to finish it"
+            )
         self.size = int(index["size"])
         self.file_names = index["file_names"]
         self._row = {f: i for i, f in enumerate(self.file_names)}

@@ -5,6 +5,7 @@ Each entry of ``images`` carries ``"supervision"`` (one of :data:`SUPERVISION_LE
 category is unknown). Only "full" images may have boxes; a full image without boxes is a true negative.
 The format is documented in ``datasets/README.md``.
 """
+
 import json
 import math
 import os

@@ -3,6 +3,7 @@
 ``read_image`` returns what the paper feeds to the network: the grey image min-max scaled per image to
 [0, 255] (uint8) and replicated to three channels. ``read_raw`` returns the grey values before scaling.
 """
+
 import os
 import warnings
 
@@ -11,13 +12,21 @@ import numpy as np
 
 from oxnet.utils.atomic import atomic_open
 
-__all__ = ["MAX_IMAGE_PIXELS", "ImageReadError", "is_dicom", "read_raw", "read_image", "scale_to_uint8",
-           "write_png", "write_dicom"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "ImageReadError",
+    "is_dicom",
+    "read_raw",
+    "read_image",
+    "scale_to_uint8",
+    "write_png",
+    "write_dicom",
+]
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 #: Largest image (rows x columns x frames x samples) a reader decodes; a header claiming more is refused
 #: before any pixel memory is allocated (a chest X-ray has about 3000 x 3000 = 9e6 pixels).
-MAX_IMAGE_PIXELS = 2 ** 26
+MAX_IMAGE_PIXELS = 2**26
 
 
 class ImageReadError(IOError):
@@ -49,8 +58,11 @@ def _check_pixels(path, width, height, what="the header"):
     if width <= 0 or height <= 0:
         raise ImageReadError(path, f"{what} gives an empty image ({width}x{height})")
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageReadError(path, f"{what} gives {width}x{height} = {width * height} pixels, beyond the "
-                                   f"limit of {MAX_IMAGE_PIXELS} pixels (oxnet.data.io.MAX_IMAGE_PIXELS)")
+        raise ImageReadError(
+            path,
+            f"{what} gives {width}x{height} = {width * height} pixels, beyond the "
+            f"limit of {MAX_IMAGE_PIXELS} pixels (oxnet.data.io.MAX_IMAGE_PIXELS)",
+        )
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -63,16 +75,19 @@ def _check_png(path, data):
     while pos < len(buf):
         if pos + 8 > len(buf):
             raise ImageReadError(path, f"truncated PNG (a chunk header is cut at byte {pos})")
-        length = int.from_bytes(buf[pos:pos + 4], "big")
-        kind = bytes(buf[pos + 4:pos + 8])
+        length = int.from_bytes(buf[pos : pos + 4], "big")
+        kind = bytes(buf[pos + 4 : pos + 8])
         if pos + 12 + length > len(buf):
-            raise ImageReadError(path, f"truncated or corrupt PNG (chunk {kind!r} at byte {pos} claims "
-                                       f"{length} bytes, {len(buf) - pos - 12} are left)")
+            raise ImageReadError(
+                path,
+                f"truncated or corrupt PNG (chunk {kind!r} at byte {pos} claims "
+                f"{length} bytes, {len(buf) - pos - 12} are left)",
+            )
         if first:
             if kind != b"IHDR" or length != 13:
                 raise ImageReadError(path, "corrupt PNG (the first chunk is not a valid IHDR)")
-            width = int.from_bytes(buf[pos + 8:pos + 12], "big")
-            height = int.from_bytes(buf[pos + 12:pos + 16], "big")
+            width = int.from_bytes(buf[pos + 8 : pos + 12], "big")
+            height = int.from_bytes(buf[pos + 12 : pos + 16], "big")
             _check_pixels(path, width, height, "the PNG header")
             first = False
         if kind == b"IEND":
@@ -170,8 +185,11 @@ def _read_dicom(path, apply_voi=True):
         raise ImageReadError(path, f"unsupported SamplesPerPixel {samples} (1 or 3 expected)")
     _check_pixels(path, columns, rows, "the DICOM header (Columns x Rows)")
     if columns * rows * samples > MAX_IMAGE_PIXELS:
-        raise ImageReadError(path, f"{columns}x{rows}x{samples} samples are beyond the limit of "
-                                   f"{MAX_IMAGE_PIXELS} pixels (oxnet.data.io.MAX_IMAGE_PIXELS)")
+        raise ImageReadError(
+            path,
+            f"{columns}x{rows}x{samples} samples are beyond the limit of "
+            f"{MAX_IMAGE_PIXELS} pixels (oxnet.data.io.MAX_IMAGE_PIXELS)",
+        )
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         arr = ds.pixel_array
@@ -188,8 +206,9 @@ def _read_dicom(path, apply_voi=True):
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim not in (2, 3) or arr.shape[:2] != (rows, columns) or arr.size == 0:
-        raise ImageReadError(path, f"decoded pixel array has shape {arr.shape}, the header says "
-                                   f"{rows}x{columns}")
+        raise ImageReadError(
+            path, f"decoded pixel array has shape {arr.shape}, the header says {rows}x{columns}"
+        )
     if samples == 3 or arr.ndim == 3:
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ImageReadError(path, f"SamplesPerPixel 3 but the pixel array has shape {arr.shape}")
@@ -277,8 +296,9 @@ def write_dicom(path, array, photometric="MONOCHROME2", bits_stored=None, attrib
 
     array = np.ascontiguousarray(array)
     if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"write_dicom({path}): expected a 2-D uint8/uint16 array, got "
-                        f"{array.dtype} {array.shape}")
+        raise TypeError(
+            f"write_dicom({path}): expected a 2-D uint8/uint16 array, got {array.dtype} {array.shape}"
+        )
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -6,6 +6,7 @@ and counted; past ``max_failed_fraction`` of a stream's images the run stops wit
 :class:`TooManyBadImagesError` naming the files (``OXNET.DATA.MAX_FAILED_FRACTION``; 0 stops at the
 first). ``python -m oxnet.data.validate FILE --decode`` finds such files before training.
 """
+
 import logging
 from typing import Dict, List
 
@@ -45,7 +46,8 @@ def _too_many(name, failed, n, fraction):
     return TooManyBadImagesError(
         f"{len(failed)} of {n} {name} training images failed to decode, more than "
         f"OXNET.DATA.MAX_FAILED_FRACTION={fraction:g} allows ({_allowed_failures(fraction, n)}): "
-        f"{shown}{more}. Check the files with `python -m oxnet.data.validate FILE.json --decode`.")
+        f"{shown}{more}. Check the files with `python -m oxnet.data.validate FILE.json --decode`."
+    )
 
 
 def split_by_supervision(dataset_dicts) -> Dict[str, List[dict]]:
@@ -80,16 +82,28 @@ class OmniBatches(torch.utils.data.Dataset):
     to the failures of all its worker processes together).
     """
 
-    def __init__(self, streams: Dict[str, List[dict]], batch_sizes: Dict[str, int], mapper, seed=0,
-                 rank=0, world_size=1, max_failed_fraction=0.0):
+    def __init__(
+        self,
+        streams: Dict[str, List[dict]],
+        batch_sizes: Dict[str, int],
+        mapper,
+        seed=0,
+        rank=0,
+        world_size=1,
+        max_failed_fraction=0.0,
+    ):
         self.streams = {k: v for k, v in streams.items() if batch_sizes.get(k, 0) > 0 and v}
         self.batch_sizes = batch_sizes
         for name in self.streams:
             if batch_sizes[name] % world_size:
-                raise ValueError(f"OXNET.BATCH.{name.upper()}={batch_sizes[name]} is not divisible by "
-                                 f"the number of processes ({world_size})")
+                raise ValueError(
+                    f"OXNET.BATCH.{name.upper()}={batch_sizes[name]} is not divisible by "
+                    f"the number of processes ({world_size})"
+                )
         if not self.streams:
-            raise ValueError("no training images: every stream used by this method is empty or has batch size 0")
+            raise ValueError(
+                "no training images: every stream used by this method is empty or has batch size 0"
+            )
         self.mapper, self.seed, self.rank, self.world_size = mapper, seed, rank, world_size
         if not 0.0 <= float(max_failed_fraction) <= 1.0:
             raise ValueError(f"OXNET.DATA.MAX_FAILED_FRACTION must be in [0, 1], got {max_failed_fraction}")
@@ -98,7 +112,7 @@ class OmniBatches(torch.utils.data.Dataset):
         self._perms = {}
 
     def __len__(self):
-        return 2 ** 62
+        return 2**62
 
     def _index(self, stream_id, name, position):
         n = len(self.streams[name])
@@ -125,14 +139,16 @@ class OmniBatches(torch.utils.data.Dataset):
                 if self.max_failed_fraction == 0:
                     raise TooManyBadImagesError(
                         f"training image {file_name} failed to decode ({error}); "
-                        "OXNET.DATA.MAX_FAILED_FRACTION=0 stops at the first such image") from e
+                        "OXNET.DATA.MAX_FAILED_FRACTION=0 stops at the first such image"
+                    ) from e
                 self.failed[name][file_name] = error
                 if len(self.failed[name]) > _allowed_failures(self.max_failed_fraction, len(stream)):
                     raise _too_many(name, self.failed[name], len(stream), self.max_failed_fraction) from e
                 rng = np.random.default_rng([self.seed, stream_id, position, attempt + 1])
                 index = int(rng.integers(len(stream)))
         raise TooManyBadImagesError(
-            f"{MAX_SUBSTITUTES + 1} {name} images in a row failed to decode (the last: {file_name}: {error})")
+            f"{MAX_SUBSTITUTES + 1} {name} images in a row failed to decode (the last: {file_name}: {error})"
+        )
 
     def __getitem__(self, t):
         batch = Batch()
@@ -173,8 +189,10 @@ class OmniTrainLoader:
                 continue
             self.failed[name][file_name] = error
             n = len(self.batches.streams[name])
-            logger.warning(f"Training image {file_name} failed to decode and was replaced by another {name} "
-                           f"image ({len(self.failed[name])} of {n} {name} images failed so far): {error}")
+            logger.warning(
+                f"Training image {file_name} failed to decode and was replaced by another {name} "
+                f"image ({len(self.failed[name])} of {n} {name} images failed so far): {error}"
+            )
             if len(self.failed[name]) > _allowed_failures(fraction, n):
                 raise _too_many(name, self.failed[name], n, fraction)
         from detectron2.utils import events
@@ -184,9 +202,14 @@ class OmniTrainLoader:
 
     def __iter__(self):
         loader = torch.utils.data.DataLoader(
-            self.batches, batch_size=None, sampler=range(self.start_iter, len(self.batches)),
-            num_workers=self.num_workers, collate_fn=_identity,
-            persistent_workers=self.num_workers > 0, prefetch_factor=2 if self.num_workers else None)
+            self.batches,
+            batch_size=None,
+            sampler=range(self.start_iter, len(self.batches)),
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            persistent_workers=self.num_workers > 0,
+            prefetch_factor=2 if self.num_workers else None,
+        )
         for batch in loader:
             self._count_failures(getattr(batch, "failures", ()))
             yield batch

@@ -1,4 +1,5 @@
 """The omni-supervised dataset mapper: reads an image, applies augmentation and tags its supervision."""
+
 import copy
 
 import numpy as np
@@ -46,11 +47,14 @@ class OmniDatasetMapper:
         aug = cfg.OXNET.AUG
         lo, hi = (float(v) for v in aug.SCALE_RANGE)
         if not 0 < lo <= hi:
-            raise ValueError("OXNET.AUG.SCALE_RANGE must be (low, high) with 0 < low <= high, "
-                             f"got {aug.SCALE_RANGE}")
+            raise ValueError(
+                f"OXNET.AUG.SCALE_RANGE must be (low, high) with 0 < low <= high, got {aug.SCALE_RANGE}"
+            )
         if is_train and (lo, hi) != (1.0, 1.0):
-            augs = [T.ResizeScale(lo, hi, self.size, self.size),
-                    T.FixedSizeCrop((self.size, self.size), pad_value=0)]
+            augs = [
+                T.ResizeScale(lo, hi, self.size, self.size),
+                T.FixedSizeCrop((self.size, self.size), pad_value=0),
+            ]
         else:
             augs = [T.Resize((self.size, self.size))]
         if is_train and aug.HFLIP_PROB > 0:
@@ -67,8 +71,10 @@ class OmniDatasetMapper:
 
             self.cache = ImageCache(cfg.OXNET.DATA.CACHE)
             if self.cache.size != self.size:
-                raise ValueError(f"{cfg.OXNET.DATA.CACHE}: cached images are {self.cache.size} px but "
-                                 f"OXNET.INPUT_SIZE is {self.size}; rebuild the cache or change the size")
+                raise ValueError(
+                    f"{cfg.OXNET.DATA.CACHE}: cached images are {self.cache.size} px but "
+                    f"OXNET.INPUT_SIZE is {self.size}; rebuild the cache or change the size"
+                )
 
     def strong_view(self, image):
         """Photometric augmentation of the student's view (float32 HxWxC in, float32 out)."""
@@ -82,7 +88,7 @@ class OmniDatasetMapper:
         side = max(1, int(round(self.cutout_size * min(h, w))))
         for _ in range(self.cutout):
             y, x = rnd.randint(0, h - side + 1), rnd.randint(0, w - side + 1)
-            image[y:y + side, x:x + side] = mean
+            image[y : y + side, x : x + side] = mean
         return np.clip(image, 0, 255).astype(np.float32)
 
     def _labels_tensor(self, labels):
@@ -101,8 +107,10 @@ class OmniDatasetMapper:
             image = self.read_image(d["file_name"])
             h, w = image.shape[:2]
         if "height" in d and (d.get("height"), d.get("width")) != (h, w):
-            raise ValueError(f"{d['file_name']}: image is {w}x{h} but its dataset entry says "
-                             f"{d.get('width')}x{d.get('height')} (image id {d.get('image_id')})")
+            raise ValueError(
+                f"{d['file_name']}: image is {w}x{h} but its dataset entry says "
+                f"{d.get('width')}x{d.get('height')} (image id {d.get('image_id')})"
+            )
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         if cached:  # boxes are in original pixels: prepend the resize the cache already applied
@@ -110,8 +118,12 @@ class OmniDatasetMapper:
         image = aug_input.image.astype(np.float32)
         level = d.get(SUPERVISION_KEY, "full")
         out = {
-            "file_name": d["file_name"], "image_id": d.get("image_id"), "height": h, "width": w,
-            SUPERVISION_KEY: level, "image_labels": self._labels_tensor(d.get("image_labels")),
+            "file_name": d["file_name"],
+            "image_id": d.get("image_id"),
+            "height": h,
+            "width": w,
+            SUPERVISION_KEY: level,
+            "image_labels": self._labels_tensor(d.get("image_labels")),
         }
         if self.is_train and level != "full":
             student = self.strong_view(image.copy())
@@ -122,8 +134,11 @@ class OmniDatasetMapper:
             student = image
         out["image"] = torch.as_tensor(np.ascontiguousarray(student.transpose(2, 0, 1)))
         if self.is_train and level == "full":
-            annos = [utils.transform_instance_annotations(a, transforms, image.shape[:2])
-                     for a in d.get("annotations", []) if a.get("iscrowd", 0) == 0]
+            annos = [
+                utils.transform_instance_annotations(a, transforms, image.shape[:2])
+                for a in d.get("annotations", [])
+                if a.get("iscrowd", 0) == 0
+            ]
             # a box the scale jitter's crop left outside the image is dropped from this view
             instances = utils.annotations_to_instances(annos, image.shape[:2])
             out["instances"] = utils.filter_empty_instances(instances)

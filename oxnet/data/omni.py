@@ -5,6 +5,7 @@ become weakly labeled (image labels derived from the boxes: a class with a box i
 0, an existing uncertain label kept) and the next ``unlabeled`` lose all labels. One permutation per
 seed: the full part of a smaller setting is contained in that of a larger one.
 """
+
 import numpy as np
 
 from .importers.common import ImportDataError
@@ -13,9 +14,15 @@ __all__ = ["make_omni", "TABLE2_SETTINGS", "TABLE2_TRAIN_IMAGES", "table2_settin
 
 #: (fully labeled, weakly labeled, unlabeled) image counts of Table 2, out of 13,963 training images.
 TABLE2_SETTINGS = (
-    (682, 0, 0), (1372, 0, 0), (2725, 0, 0),
-    (682, 13281, 0), (1372, 12591, 0), (2725, 11238, 0),
-    (2725, 8505, 2733), (2725, 2733, 8505), (2725, 0, 11238),
+    (682, 0, 0),
+    (1372, 0, 0),
+    (2725, 0, 0),
+    (682, 13281, 0),
+    (1372, 12591, 0),
+    (2725, 11238, 0),
+    (2725, 8505, 2733),
+    (2725, 2733, 8505),
+    (2725, 0, 11238),
 )
 TABLE2_TRAIN_IMAGES = 13963
 
@@ -65,8 +72,11 @@ def make_omni(coco, full, weak=None, unlabeled=0, seed=0, json_file="<dataset>")
     n = len(images)
     not_full = [img for img in images if img.get("supervision") != "full"]
     if not_full:
-        raise ImportDataError(json_file, f"image id={not_full[0]['id']}",
-                              f"make_omni needs a fully labeled set; {len(not_full)} images are not 'full'")
+        raise ImportDataError(
+            json_file,
+            f"image id={not_full[0]['id']}",
+            f"make_omni needs a fully labeled set; {len(not_full)} images are not 'full'",
+        )
     if weak is None and unlabeled is None:
         raise ValueError("give weak or unlabeled (the other takes the rest)")
     nf = _count(full, n, "full")
@@ -82,8 +92,8 @@ def make_omni(coco, full, weak=None, unlabeled=0, seed=0, json_file="<dataset>")
     perm = np.random.default_rng(seed).permutation(n)
     part = np.full(n, "", dtype=object)
     part[perm[:nf]] = "full"
-    part[perm[nf:nf + nw]] = "weak"
-    part[perm[nf + nw:nf + nw + nu]] = "unlabeled"
+    part[perm[nf : nf + nw]] = "weak"
+    part[perm[nf + nw : nf + nw + nu]] = "unlabeled"
 
     names = {c["id"]: c["name"] for c in coco["categories"]}
     box_classes = {}
@@ -105,7 +115,15 @@ def make_omni(coco, full, weak=None, unlabeled=0, seed=0, json_file="<dataset>")
         out_images.append(new)
     annotations = [a for a in coco["annotations"] if kind[a["image_id"]] == "full"]
     ann_kinds = [kind[a["image_id"]] for a in coco["annotations"]]
-    report = {"images": n, "full": nf, "weak": nw, "unlabeled": nu, "unused": n - nf - nw - nu,
-              "boxes_kept": len(annotations), "boxes_to_labels": ann_kinds.count("weak"),
-              "boxes_removed": ann_kinds.count("unlabeled") + ann_kinds.count(""), "seed": seed}
+    report = {
+        "images": n,
+        "full": nf,
+        "weak": nw,
+        "unlabeled": nu,
+        "unused": n - nf - nw - nu,
+        "boxes_kept": len(annotations),
+        "boxes_to_labels": ann_kinds.count("weak"),
+        "boxes_removed": ann_kinds.count("unlabeled") + ann_kinds.count(""),
+        "seed": seed,
+    }
     return dict(coco, images=out_images, annotations=annotations), report

@@ -1,4 +1,5 @@
 """Register OXnet-COCO files as detectron2 datasets."""
+
 import os
 
 from .format import _check_categories, _check_top_level, load_omni_coco, read_omni_coco

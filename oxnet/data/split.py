@@ -5,6 +5,7 @@ visited rarest class first (seeded random order among equals); each goes to the 
 that class relative to its fraction (ties: the split with the most room for images, then at random).
 Patients without any positive class fill the splits towards their image fractions.
 """
+
 import numpy as np
 
 from .importers.common import ImportDataError
@@ -23,12 +24,21 @@ def image_classes(coco):
 
 def _subset(coco, image_ids):
     keep = set(image_ids)
-    return dict(coco, images=[img for img in coco["images"] if img["id"] in keep],
-                annotations=[a for a in coco["annotations"] if a["image_id"] in keep])
+    return dict(
+        coco,
+        images=[img for img in coco["images"] if img["id"] in keep],
+        annotations=[a for a in coco["annotations"] if a["image_id"] in keep],
+    )
 
 
-def split_by_patient(coco, fractions=(0.7, 0.1, 0.2), names=("train", "val", "test"), seed=0,
-                     image_as_patient=False, json_file="<dataset>"):
+def split_by_patient(
+    coco,
+    fractions=(0.7, 0.1, 0.2),
+    names=("train", "val", "test"),
+    seed=0,
+    image_as_patient=False,
+    json_file="<dataset>",
+):
     """Split an OXnet-COCO dict by patient.
 
     Args:
@@ -53,8 +63,11 @@ def split_by_patient(coco, fractions=(0.7, 0.1, 0.2), names=("train", "val", "te
         pid = img.get("patient_id")
         if pid is None or pid == "":
             if not image_as_patient:
-                raise ImportDataError(json_file, f"image id={img['id']}", "no 'patient_id' (pass "
-                                      "--image-as-patient to treat each such image as a patient)")
+                raise ImportDataError(
+                    json_file,
+                    f"image id={img['id']}",
+                    "no 'patient_id' (pass --image-as-patient to treat each such image as a patient)",
+                )
             pid = ("image", img["id"])
         patients.setdefault(pid, []).append(img["id"])
     classes = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
@@ -98,6 +111,9 @@ def split_by_patient(coco, fractions=(0.7, 0.1, 0.2), names=("train", "val", "te
     for s, name in enumerate(names):
         ids = [iid for p in np.flatnonzero(assign == s) for iid in patients[keys[p]]]
         splits[name] = _subset(coco, ids)
-        report[name] = {"images": len(ids), "patients": int((assign == s).sum()),
-                        "positive_images": dict(zip(classes, got_class[s].astype(int).tolist()))}
+        report[name] = {
+            "images": len(ids),
+            "patients": int((assign == s).sum()),
+            "positive_images": dict(zip(classes, got_class[s].astype(int).tolist())),
+        }
     return splits, report

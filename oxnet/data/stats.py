@@ -8,6 +8,7 @@ The file is validated first (image files are checked only when ``--image-root`` 
 unknown size (``width``/``height`` null, as importers write them with ``--allow-missing-images``) are
 counted and reported as such: such a file is for counting, not for training.
 """
+
 import argparse
 import json
 import sys
@@ -95,8 +96,10 @@ def format_stats(stats):
     ]
     unknown = stats.get("images_with_unknown_size", 0)
     if unknown:
-        lines.append(f"images of unknown size: {unknown} (their files were missing at import; rerun the "
-                     "importer with --images to train on them)")
+        lines.append(
+            f"images of unknown size: {unknown} (their files were missing at import; rerun the "
+            "importer with --images to train on them)"
+        )
     lines += [
         "",
         f"{'supervision':<12}{'images':>10}{'boxes':>10}",
@@ -119,8 +122,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         coco = read_omni_coco(args.file)
-        validate_omni_coco(coco, args.file, args.image_root, check_files=args.image_root is not None,
-                           allow_unknown_sizes=True)
+        validate_omni_coco(
+            coco,
+            args.file,
+            args.image_root,
+            check_files=args.image_root is not None,
+            allow_unknown_sizes=True,
+        )
     except (OmniFormatError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

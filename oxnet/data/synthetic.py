@@ -13,6 +13,7 @@ with any chosen subset of its findings, and images can be generated in parallel.
 Each finding is drawn as a local change of the attenuation map; its box is the tight box of the pixels
 where that change reaches :data:`BOX_LEVEL` of its peak (for cardiomegaly: the visible heart).
 """
+
 import dataclasses
 import functools
 import os
@@ -62,7 +63,9 @@ _clip = np.clip if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else np.core.u
 def _ramp(x, width):
     """Soft step from 0 (x <= -width/2) to 1 (x >= width/2)."""
     y = x * np.float32(1.0 / width) + np.float32(0.5)
-    return _clip(y, np.float32(0), np.float32(1), out=y) if isinstance(y, np.ndarray) else min(max(y, 0.0), 1.0)
+    return (
+        _clip(y, np.float32(0), np.float32(1), out=y) if isinstance(y, np.ndarray) else min(max(y, 0.0), 1.0)
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -117,7 +120,8 @@ class _Patient:
         self.markings_seed = int(rng.integers(2**31))
         n = 12
         self.rib_knots = self.rib_start + np.cumsum(
-            np.r_[0, self.rib_spacing * (1 + self.rib_growth * np.arange(n - 1) / 2)])
+            np.r_[0, self.rib_spacing * (1 + self.rib_growth * np.arange(n - 1) / 2)]
+        )
         c, s = np.cos(self.angle), np.sin(self.angle)
         self._rot = (c, s)
 
@@ -262,7 +266,7 @@ def _blob(u, v, cu, cv, ru, rv=None, power=1.0):
     """Compactly supported elliptic bump (1 - r^2)^power: no tails outside its ellipse."""
     rv = ru if rv is None else rv
     q = _clip(1 - ((u - cu) / ru) ** 2 - ((v - cv) / rv) ** 2, 0, 1)
-    return q if power == 1.0 else q ** power
+    return q if power == 1.0 else q**power
 
 
 def _nodule(p, rng):
@@ -283,8 +287,9 @@ def _mass(p, rng):
     layer = _blob(u, v, cu, cv, R, R * rng.uniform(0.8, 1.1), 0.6)
     for _ in range(rng.integers(2, 5)):
         ang, rr = rng.uniform(0, 2 * np.pi), R * rng.uniform(0.5, 0.75)
-        layer = np.maximum(layer, _blob(u, v, cu + 0.7 * R * np.cos(ang), cv + 0.7 * R * np.sin(ang),
-                                        rr, rr, 0.6))
+        layer = np.maximum(
+            layer, _blob(u, v, cu + 0.7 * R * np.cos(ang), cv + 0.7 * R * np.sin(ang), rr, rr, 0.6)
+        )
     layer *= rng.uniform(0.26, 0.34) * p.lung(u, v, side)
     return Finding("mass", win, layer)
 
@@ -337,11 +342,15 @@ def _effusion(p, rng):
     top = p.v_dia + (-p.dia_asym if side < 0 else 0.0) - h
     lateral = p.cx + side * p.tw * 1.05
     u0, u1 = sorted([p.cx + side * p.med_w, lateral])
-    win = p.window((u0 + u1) / 2, (top + p.v_dia + 0.12) / 2 - 0.05, (u1 - u0) / 2 + 0.01,
-                   (p.v_dia + 0.12 - top) / 2 + 0.08)
+    win = p.window(
+        (u0 + u1) / 2,
+        (top + p.v_dia + 0.12) / 2 - 0.05,
+        (u1 - u0) / 2 + 0.01,
+        (p.v_dia + 0.12 - top) / 2 + 0.08,
+    )
     u, v = p.coords(win)
     d = _clip(side * (u - p.cx) / p.tw, 0, 1.2)
-    meniscus = top - rng.uniform(0.06, 0.12) * d ** 2.5  # rises along the lateral chest wall
+    meniscus = top - rng.uniform(0.06, 0.12) * d**2.5  # rises along the lateral chest wall
     fluid = _ramp(v - meniscus, 0.025) * (0.8 + 0.2 * _ramp(v - meniscus - 0.05, 0.1))
     lung = p.lung(u, v, side)
     return Finding("pleural effusion", win, 0.9 * p.lung_depth * fluid * lung, 1 - 0.95 * fluid * lung)
@@ -361,7 +370,7 @@ def _pneumothorax(p, rng):
     reach *= _ramp(side * (u - p.cx) - p.tw * 0.45, 0.1)  # apical and lateral, not medial
     band = _ramp(level - L, 0.02) * lung * reach
     w = 1.5 / p.size / 0.05  # pleural line about 1.5 px thick (level changes ~0.05 per 0.01 of width)
-    line = np.exp(-((L - level) / (0.012 + w)) ** 2) * lung * reach
+    line = np.exp(-(((L - level) / (0.012 + w)) ** 2)) * lung * reach
     layer = -0.08 * band + 0.12 * line
     return Finding("pneumothorax", win, layer, 1 - band)
 
@@ -377,7 +386,7 @@ def _aortic_calcification(p, rng):
     t1 = t0 + rng.uniform(1.4, 2.2)
     arc = _ramp(theta - t0, 0.15) * _ramp(t1 - theta, 0.15)
     thick = max(1.2 / p.size, 0.0035)
-    layer = rng.uniform(0.3, 0.42) * np.exp(-((rho - r) / thick) ** 2) * arc
+    layer = rng.uniform(0.3, 0.42) * np.exp(-(((rho - r) / thick) ** 2)) * arc
     return Finding("aortic calcification", win, layer)
 
 
@@ -397,7 +406,7 @@ def _fracture(p, rng):
     frag = 1.2 * spacing
     step = rng.choice([-1, 1]) * spacing * rng.uniform(0.3, 0.4)
     shift = step * _ramp(s, 0.004) * _clip(1 - s / frag, 0, 1)
-    line = np.exp(-(s / max(2.0 / p.size, 0.005)) ** 2)
+    line = np.exp(-((s / max(2.0 / p.size, 0.005)) ** 2))
     gap = 1 - line
     new = p.rib_profile(t - shift, k) * gap
     callus = 0.5 * _blob(u, v, fu, fv, 0.6 * spacing, 0.45 * spacing, 2.0)
@@ -425,10 +434,16 @@ def _draw(p, name, rng):
         return [_nodule(p, rng) for _ in range(1 if rng.random() < 0.75 else 2)]
     if name == "fracture":
         return [_fracture(p, rng)]
-    return [{
-        "aortic calcification": _aortic_calcification, "cardiomegaly": _cardiomegaly, "mass": _mass,
-        "pleural effusion": _effusion, "pneumonia": _pneumonia, "pneumothorax": _pneumothorax,
-    }[name](p, rng)]
+    return [
+        {
+            "aortic calcification": _aortic_calcification,
+            "cardiomegaly": _cardiomegaly,
+            "mass": _mass,
+            "pleural effusion": _effusion,
+            "pneumonia": _pneumonia,
+            "pneumothorax": _pneumothorax,
+        }[name](p, rng)
+    ]
 
 
 class SyntheticCXR:
@@ -500,8 +515,12 @@ class SyntheticCXR:
         A += 0.06 * _ramp(v - dia, 0.02) * (A > 0.1)  # abdomen
         win = p.window(p.cx, 0.55, 0.05, 0.6)  # spine
         uw, vw = u[win], v[win]
-        A[win] += (0.05 * _ramp(0.04 - np.abs(uw - p.cx), 0.01) * (0.85 + 0.15 * np.cos(vw * (2 * np.pi / 0.045)))
-                   * _ramp(vw - p.v_apex + 0.1, 0.05))
+        A[win] += (
+            0.05
+            * _ramp(0.04 - np.abs(uw - p.cx), 0.01)
+            * (0.85 + 0.15 * np.cos(vw * (2 * np.pi / 0.045)))
+            * _ramp(vw - p.v_apex + 0.1, 0.05)
+        )
         # lungs (with vascular markings radiating from the hila), each in its own window
         lungs = np.zeros((S, S), np.float32)
         air = np.zeros((S, S), np.float32)
@@ -556,7 +575,9 @@ class SyntheticCXR:
             L = np.hypot(dx, dy)
             along = ((uw - x0) * dx + (vw - y0) * dy) / L
             across = (-(uw - x0) * dy + (vw - y0) * dx) / L - 0.012 * np.sin(np.pi * along / L)
-            bone = np.sqrt(_clip(1 - (across / 0.012) ** 2, 0, 1)) * _ramp(along, 0.01) * _ramp(L - along, 0.02)
+            bone = (
+                np.sqrt(_clip(1 - (across / 0.012) ** 2, 0, 1)) * _ramp(along, 0.01) * _ramp(L - along, 0.02)
+            )
             A[win] += 0.13 * bone
 
     @staticmethod
@@ -588,7 +609,9 @@ class SyntheticCXR:
 # ----- datasets ------------------------------------------------------------------------------------
 def synthetic_categories():
     """OXnet-COCO categories: ids 1..9 in :data:`PAPER_CLASSES` order."""
-    return [{"id": i + 1, "name": c, "supercategory": "thoracic disease"} for i, c in enumerate(PAPER_CLASSES)]
+    return [
+        {"id": i + 1, "name": c, "supercategory": "thoracic disease"} for i, c in enumerate(PAPER_CLASSES)
+    ]
 
 
 def _image_path(out_dir, split_name, index, dicom):
@@ -607,9 +630,18 @@ def _make_one(args):
     img, boxes = gen.render(index)
     if dicom:
         stored = np.rint(img * 4095).astype(np.uint16)
-        write_dicom(path, stored, bits_stored=12, attributes={
-            "WindowCenter": 2048, "WindowWidth": 4096, "PatientID": f"SYN{index:06d}",
-            "ViewPosition": "PA", "BodyPartExamined": "CHEST"})
+        write_dicom(
+            path,
+            stored,
+            bits_stored=12,
+            attributes={
+                "WindowCenter": 2048,
+                "WindowWidth": 4096,
+                "PatientID": f"SYN{index:06d}",
+                "ViewPosition": "PA",
+                "BodyPartExamined": "CHEST",
+            },
+        )
     else:
         write_png(path, np.rint(img * 255).astype(np.uint8))
     return index, rel, boxes
@@ -626,14 +658,27 @@ def _check_params(folder, params):
         with open(stamp, encoding="utf-8") as f:
             old = json.load(f)
         if old != params:
-            raise ValueError(f"{folder} holds synthetic images drawn with {old}, not {params}; "
-                             f"use another output folder or delete it")
+            raise ValueError(
+                f"{folder} holds synthetic images drawn with {old}, not {params}; "
+                f"use another output folder or delete it"
+            )
     else:
         atomic_write_json(stamp, params)
 
 
-def generate_split(out_dir, split_name, n_full, n_weak=0, n_unlabeled=0, size=512, seed=0, dicom=False,
-                   start_index=0, workers=1, progress=True):
+def generate_split(
+    out_dir,
+    split_name,
+    n_full,
+    n_weak=0,
+    n_unlabeled=0,
+    size=512,
+    seed=0,
+    dicom=False,
+    start_index=0,
+    workers=1,
+    progress=True,
+):
     """Write the images of one split under ``out_dir/images/<split_name>/`` and return its OXnet-COCO dict.
 
     Images ``start_index .. start_index + n_full + n_weak + n_unlabeled - 1`` are fully labeled (boxes),
@@ -654,21 +699,39 @@ def generate_split(out_dir, split_name, n_full, n_weak=0, n_unlabeled=0, size=51
     for index, rel, boxes in sorted(results):
         k = index - start_index
         supervision = "full" if k < n_full else "weak" if k < n_full + n_weak else "unlabeled"
-        image = {"id": index + 1, "file_name": rel, "height": size, "width": size,
-                 "supervision": supervision, "patient_id": f"SYN{index:06d}", "view": "PA",
-                 "source": "synthetic"}
+        image = {
+            "id": index + 1,
+            "file_name": rel,
+            "height": size,
+            "width": size,
+            "supervision": supervision,
+            "patient_id": f"SYN{index:06d}",
+            "view": "PA",
+            "source": "synthetic",
+        }
         if supervision == "weak":
             present = {name for name, _ in boxes}
             image["image_labels"] = {c: int(c in present) for c in PAPER_CLASSES}
         if supervision == "full":
             for name, (x, y, w, h) in boxes:
-                annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
-                                    "category_id": cat_id[name], "bbox": [x, y, w, h], "area": w * h,
-                                    "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index + 1,
+                        "category_id": cat_id[name],
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
         images.append(image)
     return {
-        "info": {"description": f"OXnet synthetic chest X-rays, split {split_name}",
-                 "version": "1", "size": size, "seed": seed},
+        "info": {
+            "description": f"OXnet synthetic chest X-rays, split {split_name}",
+            "version": "1",
+            "size": size,
+            "seed": seed,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,

@@ -12,6 +12,7 @@ progress bar; the report counts the images and lists each failing file with its 
 writes it as JSON (atomically). Exit status: 0 when everything passed, 1 when some image failed to
 decode, 2 when the file itself is invalid.
 """
+
 import argparse
 import os
 import sys
@@ -44,21 +45,30 @@ def decode_all(coco, image_root, workers=0, progress=True):
     """Decode every image of a valid OXnet-COCO dict; return a list of ``{file_name, image_id, error}``."""
     from tqdm import tqdm
 
-    tasks = [(os.path.join(image_root, img["file_name"]), img.get("width"), img.get("height"))
-             for img in coco["images"]]
+    tasks = [
+        (os.path.join(image_root, img["file_name"]), img.get("width"), img.get("height"))
+        for img in coco["images"]
+    ]
     with worker_map(check_image, tasks, workers, chunksize=8) as results:
-        errors = list(tqdm(results, total=len(tasks), desc="decoding images", unit="img",
-                           disable=not progress))
-    return [{"file_name": img["file_name"], "image_id": img["id"], "error": error}
-            for img, error in zip(coco["images"], errors) if error is not None]
+        errors = list(
+            tqdm(results, total=len(tasks), desc="decoding images", unit="img", disable=not progress)
+        )
+    return [
+        {"file_name": img["file_name"], "image_id": img["id"], "error": error}
+        for img, error in zip(coco["images"], errors)
+        if error is not None
+    ]
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m oxnet.data.validate",
-                                description="Check an OXnet-COCO file and (--decode) decode every image.")
+    p = argparse.ArgumentParser(
+        prog="python -m oxnet.data.validate",
+        description="Check an OXnet-COCO file and (--decode) decode every image.",
+    )
     p.add_argument("json_file", help="OXnet-COCO JSON")
-    p.add_argument("--images", default=None, help="folder the file names are relative to (default: the "
-                                                  "JSON's folder)")
+    p.add_argument(
+        "--images", default=None, help="folder the file names are relative to (default: the JSON's folder)"
+    )
     p.add_argument("--decode", action="store_true", help="decode every image and check its size")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (0: this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,7 +87,9 @@ def main(argv=None):
         return 2
     n = len(coco["images"])
     report.update(images=n, annotations=len(coco["annotations"]), format="ok", decode=args.decode)
-    print(f"{args.json_file}: format OK ({n} images, {len(coco['annotations'])} boxes; every image file exists)")
+    print(
+        f"{args.json_file}: format OK ({n} images, {len(coco['annotations'])} boxes; every image file exists)"
+    )
     if args.decode:
         failures = decode_all(coco, root, workers=args.workers, progress=not args.no_progress)
         report.update(decoded=n - len(failures), failed=len(failures), failures=failures)

@@ -3,6 +3,7 @@
 Box labels are laid out so that they stay inside the tile and do not overlap one another
 (:func:`layout_labels`, :func:`draw_labels`); the evaluation overlays use the same helpers.
 """
+
 import json
 import os
 
@@ -57,10 +58,19 @@ def layout_labels(boxes_xyxy, sizes, bounds, reserved=(), gap=1.0):
             y = min(max(y, by0), max(by1 - h, by0))
             return (x, y, x + w, y + h)
 
-        preferred = [clamp(x, y) for x, y in (
-            (x0, y0 - h - gap), (x0, y1 + gap), (x1 - w, y0 - h - gap), (x1 - w, y1 + gap),
-            (x0 + gap, y0 + gap), (x0 + gap, y1 - h - gap), (x1 - w - gap, y0 + gap),
-            (x1 - w - gap, y1 - h - gap))]
+        preferred = [
+            clamp(x, y)
+            for x, y in (
+                (x0, y0 - h - gap),
+                (x0, y1 + gap),
+                (x1 - w, y0 - h - gap),
+                (x1 - w, y1 + gap),
+                (x0 + gap, y0 + gap),
+                (x0 + gap, y1 - h - gap),
+                (x1 - w - gap, y0 + gap),
+                (x1 - w - gap, y1 - h - gap),
+            )
+        ]
         rect = next((r for r in preferred if not any(_overlap(r, p) > 0 for p in placed)), None)
         if rect is None:
             xs = np.arange(bx0, max(bx1 - w, bx0) + 1e-9, max(w / 4, 1.0))
@@ -89,8 +99,9 @@ def _text_extent(ax, text, size_pt):
     return abs(ax1 - ax0), abs(ay1 - ay0)
 
 
-def draw_labels(vis, boxes_xyxy, texts, colors, font_size=None, bounds=None, reserved=(), gap=None,
-                min_font_size=5):
+def draw_labels(
+    vis, boxes_xyxy, texts, colors, font_size=None, bounds=None, reserved=(), gap=None, min_font_size=5
+):
     """Write ``texts[i]`` on a dark background next to box ``i`` of a detectron2 ``Visualizer``.
 
     Labels are laid out by :func:`layout_labels` inside ``bounds`` (default: the whole image). A font
@@ -134,10 +145,20 @@ def draw_labels(vis, boxes_xyxy, texts, colors, font_size=None, bounds=None, res
     pad = _LABEL_PAD_PT * ax.figure.dpi / 72 / out.scale
     artists = []
     for text, color, r in zip(texts, colors, rects):
-        artists.append(ax.text(r[0] + pad, r[1] + pad, text, size=size, family="sans-serif", color=color,
-                               va="top", ha="left", zorder=10,
-                               bbox={"facecolor": "black", "alpha": 0.75, "pad": _LABEL_PAD_PT,
-                                     "edgecolor": "none"}))
+        artists.append(
+            ax.text(
+                r[0] + pad,
+                r[1] + pad,
+                text,
+                size=size,
+                family="sans-serif",
+                color=color,
+                va="top",
+                ha="left",
+                zorder=10,
+                bbox={"facecolor": "black", "alpha": 0.75, "pad": _LABEL_PAD_PT, "edgecolor": "none"},
+            )
+        )
     out.fig.canvas.draw()
     inv = ax.transData.inverted()
     drawn = []
@@ -170,8 +191,9 @@ def _legible(color):
     return tuple(c)
 
 
-def draw_boxes(image, boxes_xyxy, class_ids, thing_classes, size=None, caption=None,
-               return_label_boxes=False):
+def draw_boxes(
+    image, boxes_xyxy, class_ids, thing_classes, size=None, caption=None, return_label_boxes=False
+):
     """Draw labelled boxes on a grey or RGB uint8 image with detectron2's Visualizer.
 
     Class labels stay inside the image and do not overlap each other or the caption.
@@ -201,16 +223,21 @@ def draw_boxes(image, boxes_xyxy, class_ids, thing_classes, size=None, caption=N
     reserved = []
     if caption:
         caption = _wrap(vis.output.ax, caption, font * scale, image.shape[1])
-        reserved = draw_labels(vis, [(0, 0, image.shape[1], 0)], [caption], ["w"], font_size=font,
-                               gap=0)
+        reserved = draw_labels(vis, [(0, 0, image.shape[1], 0)], [caption], ["w"], font_size=font, gap=0)
         # centre the caption: move the drawn text (its rectangle is kept for the layout)
         t = vis.output.ax.texts[-1]
         x0, _, x1, _ = reserved[0]
         dx = (image.shape[1] - (x1 - x0)) / 2 - x0
         t.set_x(t.get_position()[0] + dx)
         reserved = [(x0 + dx, reserved[0][1], x1 + dx, reserved[0][3])]
-    labels = draw_labels(vis, boxes, [thing_classes[c] for c in class_ids],
-                         [_legible(colors[c]) for c in class_ids], font_size=font, reserved=reserved)
+    labels = draw_labels(
+        vis,
+        boxes,
+        [thing_classes[c] for c in class_ids],
+        [_legible(colors[c]) for c in class_ids],
+        font_size=font,
+        reserved=reserved,
+    )
     out = vis.get_output().get_image()
     s = 1.0
     if size is not None and out.shape[1] != size:
@@ -229,7 +256,7 @@ def tile_grid(tiles, cols):
     sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
-        sheet[r * h:r * h + t.shape[0], c * w:c * w + t.shape[1]] = t[:h, :w]
+        sheet[r * h : r * h + t.shape[0], c * w : c * w + t.shape[1]] = t[:h, :w]
     return sheet
 
 
@@ -240,7 +267,7 @@ def _fit(image, tile):
     if s != 1:
         image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     out = np.zeros((tile, tile, 3), np.uint8)
-    out[:image.shape[0], :image.shape[1]] = image
+    out[: image.shape[0], : image.shape[1]] = image
     return out
 
 
@@ -258,8 +285,12 @@ def _records(data, image_root, thing_classes):
             anns = by_image.get(im["id"], [])
             boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
             ids = [thing_classes.index(names[a["category_id"]]) for a in anns]
-            yield (os.path.join(image_root or "", im["file_name"]), boxes, ids,
-                   _caption(im.get("supervision"), im.get("image_labels"), lambda k: k))
+            yield (
+                os.path.join(image_root or "", im["file_name"]),
+                boxes,
+                ids,
+                _caption(im.get("supervision"), im.get("image_labels"), lambda k: k),
+            )
     else:  # detectron2 dataset dicts
         from detectron2.structures import BoxMode
 
@@ -268,8 +299,12 @@ def _records(data, image_root, thing_classes):
             boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
             ids = [a["category_id"] for a in anns]
             path = d["file_name"] if image_root is None else os.path.join(image_root, d["file_name"])
-            yield path, boxes, ids, _caption(d.get("supervision"), d.get("image_labels"),
-                                             lambda k: thing_classes[int(k)])
+            yield (
+                path,
+                boxes,
+                ids,
+                _caption(d.get("supervision"), d.get("image_labels"), lambda k: thing_classes[int(k)]),
+            )
 
 
 def _caption(supervision, image_labels, name_of):

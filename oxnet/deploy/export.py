@@ -15,6 +15,7 @@ anchors (strides, grid sizes, cell anchors) and the config's SHA-1. Decoding, to
 rescaling to the original image run in NumPy (:func:`oxnet.deploy.runtime.postprocess`), identical
 for both formats.
 """
+
 import logging
 import math
 import os
@@ -91,16 +92,27 @@ def graph_info(cfg, model, fmt):
         model._bottom_up_features = None
         ref = torch.cat([b.tensor for b in model.anchor_generator(feats)]).numpy()
     gen = model.anchor_generator
-    anchors = {"strides": [int(s) for s in gen.strides], "offset": float(gen.offset),
-               "grid_sizes": [list(f.shape[-2:]) for f in feats],
-               "cell_anchors": [c.tolist() for c in gen.cell_anchors]}
+    anchors = {
+        "strides": [int(s) for s in gen.strides],
+        "offset": float(gen.offset),
+        "grid_sizes": [list(f.shape[-2:]) for f in feats],
+        "cell_anchors": [c.tolist() for c in gen.cell_anchors],
+    }
     mine = np.concatenate(grid_anchors(anchors))
     if mine.shape != ref.shape or not np.array_equal(mine, ref):
         raise RuntimeError("the anchors recorded for the runtime differ from the model's anchor generator")
     outputs = ["scores", "deltas"] + (["image_scores"] if info["has_global_head"] else [])
-    info.update(padded_size=padded, anchors=anchors, num_anchors=int(len(ref)),
-                graph={"input": "images", "input_layout": "NCHW float32, (pixels - pixel_mean) / pixel_std, "
-                       "resized to input_size, zero-padded to padded_size", "outputs": outputs})
+    info.update(
+        padded_size=padded,
+        anchors=anchors,
+        num_anchors=int(len(ref)),
+        graph={
+            "input": "images",
+            "input_layout": "NCHW float32, (pixels - pixel_mean) / pixel_std, "
+            "resized to input_size, zero-padded to padded_size",
+            "outputs": outputs,
+        },
+    )
     return info
 
 
@@ -117,8 +129,17 @@ def _export_onnx(wrapper, example, path, outputs, opset):
     dynamic = {name: {0: "batch"} for name in ["images"] + outputs}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values: shapes are fixed per model
-        torch.onnx.export(wrapper, (example,), path, input_names=["images"], output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            path,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     import onnx
 
     onnx.checker.check_model(path)
@@ -194,8 +215,10 @@ def _check_graph(wrapper, path, fmt, channels, padded, tol=1e-4):
         for name, a, b in zip(["scores", "deltas", "image_scores"], ref, got):
             err = float(np.abs(a - b).max()) if a.size else 0.0
             if a.shape != b.shape or err > tol:
-                raise RuntimeError(f"exported {fmt} graph differs from the model on {name} at batch {batch}: "
-                                   f"shapes {a.shape} vs {b.shape}, max |difference| {err:.3g}")
+                raise RuntimeError(
+                    f"exported {fmt} graph differs from the model on {name} at batch {batch}: "
+                    f"shapes {a.shape} vs {b.shape}, max |difference| {err:.3g}"
+                )
 
 
 def match_results(a, b, box_tol=1e-3, score_tol=1e-4):
@@ -211,6 +234,7 @@ def match_results(a, b, box_tol=1e-3, score_tol=1e-4):
     if len(da) != len(db):
         problems.append(f"{len(da)} vs {len(db)} detections")
     free = list(range(len(db)))
+
     def corners(bbox):
         x, y, w, h = bbox
         return np.array([x, y, x + w, y + h])
@@ -220,13 +244,18 @@ def match_results(a, b, box_tol=1e-3, score_tol=1e-4):
         found = None
         for j in free:
             e = db[j]
-            if (e["category_id"] == d["category_id"] and abs(e["score"] - d["score"]) <= score_tol
-                    and np.abs(corners(e["bbox"]) - ba).max() <= box_tol):
+            if (
+                e["category_id"] == d["category_id"]
+                and abs(e["score"] - d["score"]) <= score_tol
+                and np.abs(corners(e["bbox"]) - ba).max() <= box_tol
+            ):
                 found = j
                 break
         if found is None:
-            problems.append(f"detection {i} ({d['category_name']} {d['score']:.6f} at "
-                            f"{[round(v, 3) for v in d['bbox']]}) has no match")
+            problems.append(
+                f"detection {i} ({d['category_name']} {d['score']:.6f} at "
+                f"{[round(v, 3) for v in d['bbox']]}) has no match"
+            )
             if len(problems) > 5:
                 break
         else:

@@ -22,6 +22,7 @@ TorchScript and the ONNX Runtime backends.
 ``python -m oxnet.deploy.runtime MODEL_DIR --input FILES_OR_FOLDERS --output OUT`` writes
 ``predictions.json`` (COCO results, as ``demo/predict.py``) and ``image_scores.json``.
 """
+
 import hashlib
 import json
 import math
@@ -29,9 +30,22 @@ import os
 
 import numpy as np
 
-__all__ = ["MODEL_INFO", "THRESHOLDS", "BACKENDS", "DeployedModel", "load_model", "apply_thresholds",
-           "to_records", "read_thresholds", "config_sha1", "model_info_from_config", "prepare_images",
-           "postprocess", "grid_anchors", "nms_per_class"]
+__all__ = [
+    "MODEL_INFO",
+    "THRESHOLDS",
+    "BACKENDS",
+    "DeployedModel",
+    "load_model",
+    "apply_thresholds",
+    "to_records",
+    "read_thresholds",
+    "config_sha1",
+    "model_info_from_config",
+    "prepare_images",
+    "postprocess",
+    "grid_anchors",
+    "nms_per_class",
+]
 
 #: The description of an exported model, beside its graph.
 MODEL_INFO = "model.json"
@@ -68,8 +82,12 @@ def training_data_counts(cfg):
             for img in coco.get("images", []):
                 level = img.get("supervision", "full")
                 levels[level] = levels.get(level, 0) + 1
-            out[name] = {"json_file": path, "images": len(coco.get("images", [])),
-                         "boxes": len(coco.get("annotations", [])), "supervision": levels}
+            out[name] = {
+                "json_file": path,
+                "images": len(coco.get("images", [])),
+                "boxes": len(coco.get("annotations", [])),
+                "supervision": levels,
+            }
         except (OSError, ValueError, AttributeError):
             continue  # counts are informative only
     return out
@@ -137,8 +155,9 @@ def apply_thresholds(result, thresholds):
     (classes absent from ``thresholds``, or ``thresholds`` None, keep all their detections)."""
     thresholds = thresholds or {}
     out = dict(result)
-    out["detections"] = [dict(d) for d in result["detections"]
-                         if d["score"] >= thresholds.get(d["category_name"], -math.inf)]
+    out["detections"] = [
+        dict(d) for d in result["detections"] if d["score"] >= thresholds.get(d["category_name"], -math.inf)
+    ]
     if result.get("image_scores") is not None:
         out["image_scores"] = dict(result["image_scores"])
     return out
@@ -148,9 +167,17 @@ def to_records(result, file_name, image_id):
     """COCO results of one image (the format of ``predictions.json``, as
     :func:`oxnet.engine.predictor.to_records`): ``image_id``, ``file_name``, ``category_id``,
     ``category_name``, ``bbox`` [x, y, w, h], ``score``."""
-    return [{"image_id": image_id, "file_name": file_name, "category_id": d["category_id"],
-             "category_name": d["category_name"], "bbox": list(d["bbox"]), "score": d["score"]}
-            for d in result["detections"]]
+    return [
+        {
+            "image_id": image_id,
+            "file_name": file_name,
+            "category_id": d["category_id"],
+            "category_name": d["category_name"],
+            "bbox": list(d["bbox"]),
+            "score": d["score"],
+        }
+        for d in result["detections"]
+    ]
 
 
 # ------------------------------------------------------------------------------------ preprocessing
@@ -168,8 +195,9 @@ def as_uint8_image(image):
         return image if image.dtype == np.uint8 else scale_to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
         return image
-    raise ValueError(f"expected a grey HxW array (any dtype) or a uint8 HxWx3 array, got {image.dtype} "
-                     f"{image.shape}")
+    raise ValueError(
+        f"expected a grey HxW array (any dtype) or a uint8 HxWx3 array, got {image.dtype} {image.shape}"
+    )
 
 
 def _resize(image, size):
@@ -196,7 +224,11 @@ def prepare_images(images, info):
         image = as_uint8_image(image)
         sizes.append(image.shape[:2])
         x = _resize(image, size).astype(np.float32)
-        x = np.broadcast_to(x[None], (channels, size, size)) if x.ndim == 2 else x.transpose(2, 0, 1)[:channels]
+        x = (
+            np.broadcast_to(x[None], (channels, size, size))
+            if x.ndim == 2
+            else x.transpose(2, 0, 1)[:channels]
+        )
         batch[i, :, :size, :size] = (x - mean) / std
     return batch, sizes
 
@@ -207,8 +239,9 @@ def grid_anchors(anchor_info):
     (level, then row, column, cell anchor) from ``model.json``'s ``anchors`` entry."""
     out = []
     offset = float(anchor_info["offset"])
-    for stride, (gh, gw), cell in zip(anchor_info["strides"], anchor_info["grid_sizes"],
-                                      anchor_info["cell_anchors"]):
+    for stride, (gh, gw), cell in zip(
+        anchor_info["strides"], anchor_info["grid_sizes"], anchor_info["cell_anchors"]
+    ):
         xs = np.arange(offset * stride, gw * stride, step=stride, dtype=np.float32)[:gw]
         ys = np.arange(offset * stride, gh * stride, step=stride, dtype=np.float32)[:gh]
         sy, sx = np.meshgrid(ys, xs, indexing="ij")
@@ -247,7 +280,7 @@ def _nms(boxes, scores, thresh):
         if suppressed[i]:
             continue
         keep.append(i)
-        rest = order[n + 1:]
+        rest = order[n + 1 :]
         rest = rest[~suppressed[rest]]
         if not len(rest):
             break
@@ -261,8 +294,11 @@ def _nms(boxes, scores, thresh):
 
 def nms_per_class(boxes, scores, classes, thresh):
     """torchvision's ``batched_nms``: NMS within each class; indices kept, by decreasing score."""
-    keep = [idx[_nms(boxes[idx], scores[idx], thresh)] for c in np.unique(classes)
-            for idx in [np.nonzero(classes == c)[0]]]
+    keep = [
+        idx[_nms(boxes[idx], scores[idx], thresh)]
+        for c in np.unique(classes)
+        for idx in [np.nonzero(classes == c)[0]]
+    ]
     if not keep:
         return np.zeros(0, np.int64)
     keep = np.concatenate(keep)
@@ -288,21 +324,22 @@ def postprocess(scores, deltas, anchors, info, height, width):
     start = 0
     for level in anchors:
         n = len(level)
-        s = scores[start:start + n]
+        s = scores[start : start + n]
         flat = s.reshape(-1)
         idx = np.nonzero(flat > np.float32(thresh))[0]
         order = np.argsort(-flat[idx], kind="stable")[:topk]
         idx = idx[order]
         anchor_idx, class_idx = np.divmod(idx, s.shape[1])
-        all_boxes.append(_apply_deltas(deltas[start:start + n][anchor_idx], level[anchor_idx],
-                                       info["bbox_reg_weights"]))
+        all_boxes.append(
+            _apply_deltas(deltas[start : start + n][anchor_idx], level[anchor_idx], info["bbox_reg_weights"])
+        )
         all_scores.append(flat[idx])
         all_classes.append(class_idx)
         start += n
     boxes = np.concatenate(all_boxes).astype(np.float32)
     det_scores = np.concatenate(all_scores).astype(np.float32)
     classes = np.concatenate(all_classes)
-    keep = nms_per_class(boxes, det_scores, classes, float(info["nms_thresh"]))[:int(info["max_detections"])]
+    keep = nms_per_class(boxes, det_scores, classes, float(info["nms_thresh"]))[: int(info["max_detections"])]
     boxes, det_scores, classes = boxes[keep], det_scores[keep], classes[keep]
     # detector_postprocess: scale to the original grid, clip, drop empty boxes
     size = float(info["input_size"])
@@ -319,8 +356,10 @@ def _result(boxes, scores, classes, height, width, info, image_scores=None):
     xywh = np.asarray(boxes, np.float32).astype(np.float64).reshape(-1, 4)
     xywh[:, 2:] -= xywh[:, :2]
     scores = np.asarray(scores, np.float32).astype(np.float64)
-    dets = [{"category_id": int(ids[c]), "category_name": names[c], "bbox": b, "score": s}
-            for c, b, s in zip(np.asarray(classes).tolist(), xywh.tolist(), scores.tolist())]
+    dets = [
+        {"category_id": int(ids[c]), "category_name": names[c], "bbox": b, "score": s}
+        for c, b, s in zip(np.asarray(classes).tolist(), xywh.tolist(), scores.tolist())
+    ]
     dets.sort(key=lambda d: -d["score"])
     probs = None
     if image_scores is not None:
@@ -337,7 +376,9 @@ class _GraphRunner:
         self.anchors = grid_anchors(info["anchors"])
         total = sum(len(a) for a in self.anchors)
         if total != int(info["num_anchors"]):
-            raise ValueError(f"model.json: anchors give {total} boxes but the graph has {info['num_anchors']}")
+            raise ValueError(
+                f"model.json: anchors give {total} boxes but the graph has {info['num_anchors']}"
+            )
 
     def __call__(self, images):
         batch, sizes = prepare_images(images, self.info)
@@ -347,8 +388,9 @@ class _GraphRunner:
         results = []
         for i, (h, w) in enumerate(sizes):
             boxes, s, c = postprocess(scores[i], deltas[i], self.anchors, self.info, h, w)
-            results.append(_result(boxes, s, c, h, w, self.info,
-                                   image_scores[i] if image_scores is not None else None))
+            results.append(
+                _result(boxes, s, c, h, w, self.info, image_scores[i] if image_scores is not None else None)
+            )
         return results
 
 
@@ -418,9 +460,17 @@ class _EagerRunner:
         for a, out in zip(arrays, outputs):
             inst = out["instances"]
             g = out.get("global_scores")
-            results.append(_result(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(),
-                                   inst.pred_classes.numpy(), a.shape[0], a.shape[1], self.info,
-                                   g.numpy() if g is not None else None))
+            results.append(
+                _result(
+                    inst.pred_boxes.tensor.numpy(),
+                    inst.scores.numpy(),
+                    inst.pred_classes.numpy(),
+                    a.shape[0],
+                    a.shape[1],
+                    self.info,
+                    g.numpy() if g is not None else None,
+                )
+            )
         return results
 
 
@@ -472,11 +522,19 @@ def load_model(folder, backend=None, threads=None):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"model folder {folder} does not exist")
     if backend is None:
-        backend = next((b for b in ("onnx", "torchscript", "eager")
-                        if os.path.exists(os.path.join(folder, BACKENDS[b]))), None)
+        backend = next(
+            (
+                b
+                for b in ("onnx", "torchscript", "eager")
+                if os.path.exists(os.path.join(folder, BACKENDS[b]))
+            ),
+            None,
+        )
         if backend is None:
-            raise FileNotFoundError(f"{folder} holds no model (model.onnx, model.ts or model_final.pth); "
-                                    f"it has: {', '.join(sorted(os.listdir(folder))) or 'nothing'}")
+            raise FileNotFoundError(
+                f"{folder} holds no model (model.onnx, model.ts or model_final.pth); "
+                f"it has: {', '.join(sorted(os.listdir(folder))) or 'nothing'}"
+            )
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     path = os.path.join(folder, BACKENDS[backend])
@@ -491,14 +549,31 @@ def load_model(folder, backend=None, threads=None):
     else:
         info_path = os.path.join(folder, MODEL_INFO)
         if not os.path.exists(info_path):
-            raise FileNotFoundError(f"{folder} has {BACKENDS[backend]} but no {MODEL_INFO} (its "
-                                    "preprocessing); export it again with tools/export_model.py")
+            raise FileNotFoundError(
+                f"{folder} has {BACKENDS[backend]} but no {MODEL_INFO} (its "
+                "preprocessing); export it again with tools/export_model.py"
+            )
         with open(info_path, encoding="utf-8") as f:
             info = json.load(f)
-        missing = [k for k in ("input_size", "pixel_mean", "pixel_std", "input_channels", "class_names",
-                               "category_ids", "score_thresh", "nms_thresh", "topk_candidates",
-                               "max_detections", "bbox_reg_weights", "anchors", "num_anchors")
-                   if k not in info]
+        missing = [
+            k
+            for k in (
+                "input_size",
+                "pixel_mean",
+                "pixel_std",
+                "input_channels",
+                "class_names",
+                "category_ids",
+                "score_thresh",
+                "nms_thresh",
+                "topk_candidates",
+                "max_detections",
+                "bbox_reg_weights",
+                "anchors",
+                "num_anchors",
+            )
+            if k not in info
+        ]
         if missing:
             raise ValueError(f"{info_path}: missing {', '.join(missing)}; export the model again")
         runner = (_OnnxRunner if backend == "onnx" else _TorchScriptRunner)(path, info, threads)
@@ -527,7 +602,7 @@ def main(argv=None):
     detections, image_scores, errors = [], [], []
     for start in range(0, len(paths), args.batch_size):
         chunk, images = [], []
-        for path in paths[start:start + args.batch_size]:
+        for path in paths[start : start + args.batch_size]:
             try:
                 images.append(read_raw(path))
                 chunk.append(path)
@@ -537,15 +612,19 @@ def main(argv=None):
             image_id = start + k
             detections += to_records(res, path, image_id)
             if res["image_scores"] is not None:
-                image_scores.append({"image_id": image_id, "file_name": path, "global_scores": res["image_scores"]})
+                image_scores.append(
+                    {"image_id": image_id, "file_name": path, "global_scores": res["image_scores"]}
+                )
     if errors:
         raise SystemExit("error: unreadable images:\n  " + "\n  ".join(errors))
     os.makedirs(args.output, exist_ok=True)
     atomic_write_json(os.path.join(args.output, "predictions.json"), detections)
     if image_scores:
         atomic_write_json(os.path.join(args.output, "image_scores.json"), image_scores, indent=1)
-    print(f"{len(paths)} images, {len(detections)} boxes ({model.backend}): "
-          f"{os.path.join(args.output, 'predictions.json')}")
+    print(
+        f"{len(paths)} images, {len(detections)} boxes ({model.backend}): "
+        f"{os.path.join(args.output, 'predictions.json')}"
+    )
 
 
 if __name__ == "__main__":

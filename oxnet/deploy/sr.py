@@ -21,6 +21,7 @@ Of the source image only its identifiers are copied: patient name, ID, birth dat
 instance UID, study ID, date and time, accession number, referring physician name (missing ones are
 left empty), and the SOP Class/Instance UIDs it is referenced by.
 """
+
 import io
 import json
 import math
@@ -28,8 +29,19 @@ import re
 
 import numpy as np
 
-__all__ = ["FINDING_CODES", "FINDING_SITES", "LOCAL_SCHEME", "SRBuildError", "finding_code",
-           "model_key", "report_series_uid", "build_sr", "sr_bytes", "referenced_instances", "read_findings"]
+__all__ = [
+    "FINDING_CODES",
+    "FINDING_SITES",
+    "LOCAL_SCHEME",
+    "SRBuildError",
+    "finding_code",
+    "model_key",
+    "report_series_uid",
+    "build_sr",
+    "sr_bytes",
+    "referenced_instances",
+    "read_findings",
+]
 
 #: Class name -> (code value, coding scheme designator, code meaning). SNOMED CT concepts; the nine
 #: classes of the paper's data (oxnet.data.classes.PAPER_CLASSES) and the common chest X-ray classes
@@ -68,10 +80,29 @@ _PROCEDURE = ("399208008", "SCT", "Plain chest X-ray")
 
 # Source-image attributes the report may carry (identifiers only) and those highdicom needs to
 # reference the image; nothing else of the input reaches the report.
-_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
-           "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName")
-_REFERENCE = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns",
-              "SamplesPerPixel", "PixelRepresentation", "NumberOfFrames", "Modality")
+_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+_REFERENCE = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "Modality",
+)
 
 
 class SRBuildError(ValueError):
@@ -105,8 +136,11 @@ def _reference_copy(source):
     """A new dataset with only the identifiers the report copies and the reference attributes."""
     from pydicom.dataset import Dataset
 
-    missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-               if not source.get(k)]
+    missing = [
+        k
+        for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        if not source.get(k)
+    ]
     if missing:
         raise SRBuildError(f"source image {source.get('SOPInstanceUID', '?')}: missing {', '.join(missing)}")
     ref = Dataset()
@@ -149,8 +183,11 @@ def _check_detection(i, det, width, height):
 def _model_identity(model_info):
     name = str(model_info.get("algorithm_name") or "OXnet")
     version = str(model_info.get("oxnet_version") or _oxnet_version())
-    params = [f"{k}={model_info[k]}" for k in ("config_sha1", "format", "score_thresh")
-              if model_info.get(k) not in (None, "")]
+    params = [
+        f"{k}={model_info[k]}"
+        for k in ("config_sha1", "format", "score_thresh")
+        if model_info.get(k) not in (None, "")
+    ]
     return name, version, params
 
 
@@ -186,8 +223,16 @@ def _uid(*parts):
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
-def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_uid=None,
-             series_number=900, instance_number=1, frame=1):
+def build_sr(
+    source,
+    result,
+    model_info,
+    series_instance_uid=None,
+    sop_instance_uid=None,
+    series_number=900,
+    instance_number=1,
+    frame=1,
+):
     """A Comprehensive 3D SR (TID 1500 Measurement Report) of one image's detections.
 
     Args:
@@ -205,10 +250,22 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
             boxes or scores (the message names the detection).
     """
     from highdicom.sr import (
-        AlgorithmIdentification, Comprehensive3DSR, DeviceObserverIdentifyingAttributes, FindingSite,
-        GraphicTypeValues, ImageRegion, Measurement, MeasurementReport, MeasurementsAndQualitativeEvaluations,
-        ObservationContext, ObserverContext, PlanarROIMeasurementsAndQualitativeEvaluations,
-        SourceImageForMeasurementGroup, SourceImageForRegion, TrackingIdentifier)
+        AlgorithmIdentification,
+        Comprehensive3DSR,
+        DeviceObserverIdentifyingAttributes,
+        FindingSite,
+        GraphicTypeValues,
+        ImageRegion,
+        Measurement,
+        MeasurementReport,
+        MeasurementsAndQualitativeEvaluations,
+        ObservationContext,
+        ObserverContext,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
+        SourceImageForMeasurementGroup,
+        SourceImageForRegion,
+        TrackingIdentifier,
+    )
     from pydicom.sr.codedict import codes
 
     ref = _reference_copy(source)
@@ -217,8 +274,10 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
     width, height = result.get("width"), result.get("height")
     if rows is not None and cols is not None and width is not None and height is not None:
         if (int(width), int(height)) != (int(cols), int(rows)):
-            raise SRBuildError(f"image {sop_uid}: the result is for a {width}x{height} image, the source is "
-                               f"{cols}x{rows} (boxes must be in the source's pixel grid)")
+            raise SRBuildError(
+                f"image {sop_uid}: the result is for a {width}x{height} image, the source is "
+                f"{cols}x{rows} (boxes must be in the source's pixel grid)"
+            )
     width = float(cols if cols is not None else width)
     height = float(rows if rows is not None else height)
     frame_numbers = [int(frame)] if _is_multiframe(ref) else None
@@ -229,8 +288,12 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
     observer = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=_uid("oxnet-device", key), name=name, manufacturer_name="OXnet",
-            model_name=f"{name} {version}"[:64]))
+            uid=_uid("oxnet-device", key),
+            name=name,
+            manufacturer_name="OXnet",
+            model_name=f"{name} {version}"[:64],
+        ),
+    )
     context = ObservationContext(observer_device_context=observer)
 
     detections = list(result.get("detections") or [])
@@ -240,40 +303,59 @@ def build_sr(source, result, model_info, series_instance_uid=None, sop_instance_
         cls = normalize_name(det["category_name"])
         polyline = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
         region = ImageRegion(
-            graphic_type=GraphicTypeValues.POLYLINE, graphic_data=polyline,
-            source_image=SourceImageForRegion.from_source_image(ref, referenced_frame_numbers=frame_numbers))
+            graphic_type=GraphicTypeValues.POLYLINE,
+            graphic_data=polyline,
+            source_image=SourceImageForRegion.from_source_image(ref, referenced_frame_numbers=frame_numbers),
+        )
         sites = None
         if cls in FINDING_SITES:
             sites = [FindingSite(anatomic_location=_concept(FINDING_SITES[cls]))]
-        groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(
-                uid=_uid("oxnet-finding", sop_uid, key, i),
-                identifier=f"finding {i + 1}: {det['category_name']}"[:64]),
-            referenced_region=region,
-            finding_type=_concept(finding_code(det["category_name"])),
-            algorithm_id=algorithm,
-            finding_sites=sites,
-            measurements=[Measurement(name=_concept(_CERTAINTY), value=score, unit=_concept(_UNIT))]))
+        groups.append(
+            PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=TrackingIdentifier(
+                    uid=_uid("oxnet-finding", sop_uid, key, i),
+                    identifier=f"finding {i + 1}: {det['category_name']}"[:64],
+                ),
+                referenced_region=region,
+                finding_type=_concept(finding_code(det["category_name"])),
+                algorithm_id=algorithm,
+                finding_sites=sites,
+                measurements=[Measurement(name=_concept(_CERTAINTY), value=score, unit=_concept(_UNIT))],
+            )
+        )
     if not groups:
-        groups.append(MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=_uid("oxnet-none", sop_uid, key),
-                                                   identifier="no findings"),
-            finding_type=codes.DCM.NoAbnormality,
-            algorithm_id=algorithm,
-            source_images=[SourceImageForMeasurementGroup.from_source_image(
-                ref, referenced_frame_numbers=frame_numbers)]))
+        groups.append(
+            MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=TrackingIdentifier(
+                    uid=_uid("oxnet-none", sop_uid, key), identifier="no findings"
+                ),
+                finding_type=codes.DCM.NoAbnormality,
+                algorithm_id=algorithm,
+                source_images=[
+                    SourceImageForMeasurementGroup.from_source_image(
+                        ref, referenced_frame_numbers=frame_numbers
+                    )
+                ],
+            )
+        )
 
-    report = MeasurementReport(observation_context=context, procedure_reported=_concept(_PROCEDURE),
-                               imaging_measurements=groups)
-    content = json.dumps([[d.get("category_name"), [float(v) for v in d["bbox"]], float(d["score"])]
-                          for d in detections])
+    report = MeasurementReport(
+        observation_context=context, procedure_reported=_concept(_PROCEDURE), imaging_measurements=groups
+    )
+    content = json.dumps(
+        [[d.get("category_name"), [float(v) for v in d["bbox"]], float(d["score"])] for d in detections]
+    )
     sr = Comprehensive3DSR(
-        evidence=[ref], content=report[0],
+        evidence=[ref],
+        content=report[0],
         series_instance_uid=series_instance_uid or report_series_uid(ref.StudyInstanceUID, model_info),
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or _uid("oxnet-sr", sop_uid, key, content),
-        instance_number=instance_number, manufacturer="OXnet", is_complete=True,
-        series_description=f"{name} detections"[:64])
+        instance_number=instance_number,
+        manufacturer="OXnet",
+        is_complete=True,
+        series_description=f"{name} detections"[:64],
+    )
     if any(finding_code(d["category_name"])[1] == LOCAL_SCHEME for d in detections):
         from pydicom.dataset import Dataset
 
@@ -331,12 +413,14 @@ def read_findings(ds):
         ref_item = src.ReferencedSOPSequence[0]
         certainty = [m for m in group.get_measurements() if m.name == _concept(_CERTAINTY)]
         ft = group.finding_type
-        out.append({
-            "code": (ft.value, ft.scheme_designator, ft.meaning),
-            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-            "polyline": pts.tolist(),
-            "score": float(certainty[0].value) if certainty else None,
-            "referenced_sop_instance_uid": str(ref_item.ReferencedSOPInstanceUID),
-            "referenced_frames": _frames(ref_item),
-        })
+        out.append(
+            {
+                "code": (ft.value, ft.scheme_designator, ft.meaning),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "polyline": pts.tolist(),
+                "score": float(certainty[0].value) if certainty else None,
+                "referenced_sop_instance_uid": str(ref_item.ReferencedSOPInstanceUID),
+                "referenced_frames": _frames(ref_item),
+            }
+        )
     return out

@@ -15,6 +15,7 @@ detections hit the target fraction of that class's lesions
 * ``thresholds_info.json``: how they were chosen (validation file, sensitivity, per class the lesions,
   hits, sensitivity reached and false positives per image at the threshold, or why there is none).
 """
+
 import argparse
 import os
 import sys
@@ -38,7 +39,7 @@ def predict_validation(model, gt, image_root, batch_size=8, progress=True):
     out = {}
     with tqdm(total=len(indices), unit="image", desc="validation", disable=not progress) as bar:
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = indices[start : start + batch_size]
             images = [read_raw(os.path.join(image_root, gt.images[i]["file_name"])) for i in chunk]
             for i, result in zip(chunk, model.predict_batch(images)):
                 out[i] = result
@@ -62,8 +63,13 @@ def to_predictions(gt, results, source="<model>"):
             cls.append(k)
             boxes.append([float(v) for v in d["bbox"]])
             scores.append(float(d["score"]))
-    return Predictions(source, np.asarray(image, np.int64), np.asarray(cls, np.int64),
-                       np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64))
+    return Predictions(
+        source,
+        np.asarray(image, np.int64),
+        np.asarray(cls, np.int64),
+        np.asarray(boxes, np.float64).reshape(-1, 4),
+        np.asarray(scores, np.float64),
+    )
 
 
 def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100):
@@ -88,8 +94,11 @@ def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100
     for name in class_names:
         k = index.get(name)
         if k is None:
-            details[name] = {"lesions": 0, "threshold": None,
-                             "reason": "the class is not among the validation set's categories"}
+            details[name] = {
+                "lesions": 0,
+                "threshold": None,
+                "reason": "the class is not among the validation set's categories",
+            }
             continue
         n_lesions = int((lesion & (gt.ann_class == k)).sum())
         mine = evaluated & (preds.cls == k)
@@ -99,13 +108,18 @@ def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100
             entry["reason"] = "no lesion of this class in the validation set"
         elif t is None:
             reached = int((mine & hit).sum())
-            entry["reason"] = (f"the detections hit {reached} of {n_lesions} lesions "
-                               f"({reached / n_lesions:.1%}) even at the model's test score threshold")
+            entry["reason"] = (
+                f"the detections hit {reached} of {n_lesions} lesions "
+                f"({reached / n_lesions:.1%}) even at the model's test score threshold"
+            )
         else:
             above = mine & (preds.scores >= t)
             hits = int((above & hit).sum())
-            entry.update(hits=hits, sensitivity=hits / n_lesions,
-                         fp_per_image=float((above & ~hit).sum()) / max(n_images, 1))
+            entry.update(
+                hits=hits,
+                sensitivity=hits / n_lesions,
+                fp_per_image=float((above & ~hit).sum()) / max(n_images, 1),
+            )
             thresholds[name] = float(t)
         details[name] = entry
     return thresholds, details
@@ -124,10 +138,12 @@ def write_thresholds(model_dir, thresholds, info):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m oxnet.deploy.thresholds",
-                                description=__doc__.strip().splitlines()[0])
-    p.add_argument("--model", required=True,
-                   help="model folder (eager or exported); thresholds.json is written here")
+    p = argparse.ArgumentParser(
+        prog="python -m oxnet.deploy.thresholds", description=__doc__.strip().splitlines()[0]
+    )
+    p.add_argument(
+        "--model", required=True, help="model folder (eager or exported); thresholds.json is written here"
+    )
     p.add_argument("--val", required=True, help="validation set (OXnet-COCO / COCO JSON with boxes)")
     p.add_argument("--images", required=True, help="folder the validation file names are relative to")
     p.add_argument("--sensitivity", type=float, default=0.8, help="target lesion sensitivity (default 0.8)")
@@ -145,25 +161,35 @@ def main(argv=None):
             raise ValueError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
         gt = load_ground_truth(args.val)
         if not gt.box_eval.any():
-            raise ValueError(f"{args.val} has no fully annotated image (supervision 'full'): "
-                             "no lesion to hit")
+            raise ValueError(
+                f"{args.val} has no fully annotated image (supervision 'full'): no lesion to hit"
+            )
         model = load_model(args.model, backend=args.backend)
         results = predict_validation(model, gt, args.images, args.batch_size)
     except (ImageReadError, EvaluationInputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    thresholds, details = choose_thresholds(gt, to_predictions(gt, results), model.class_names,
-                                            args.sensitivity, args.iou)
-    info = {"sensitivity": args.sensitivity, "iou": args.iou, "val": os.path.abspath(args.val),
-            "images": int(gt.box_eval.sum()), "backend": model.backend,
-            "config_sha1": model.info.get("config_sha1"), "score_thresh": model.info.get("score_thresh"),
-            "classes": details}
+    thresholds, details = choose_thresholds(
+        gt, to_predictions(gt, results), model.class_names, args.sensitivity, args.iou
+    )
+    info = {
+        "sensitivity": args.sensitivity,
+        "iou": args.iou,
+        "val": os.path.abspath(args.val),
+        "images": int(gt.box_eval.sum()),
+        "backend": model.backend,
+        "config_sha1": model.info.get("config_sha1"),
+        "score_thresh": model.info.get("score_thresh"),
+        "classes": details,
+    }
     path = write_thresholds(args.model, thresholds, info)
     print(f"lesion sensitivity {args.sensitivity:g} on {int(gt.box_eval.sum())} images of {args.val}:")
     for name, d in details.items():
         if d["threshold"] is not None and name in thresholds:
-            print(f"  {name}: threshold {d['threshold']:.4f} ({d['hits']}/{d['lesions']} lesions, "
-                  f"{d['fp_per_image']:.2f} false positives per image)")
+            print(
+                f"  {name}: threshold {d['threshold']:.4f} ({d['hits']}/{d['lesions']} lesions, "
+                f"{d['fp_per_image']:.2f} false positives per image)"
+            )
         else:
             print(f"  {name}: no threshold, all detections kept ({d['reason']})")
     print(f"wrote {path}")

@@ -1,4 +1,5 @@
 """Training: the omni-supervised trainer, the mean-teacher hook and a CPU-capable launcher."""
+
 from .hooks import MeanTeacherHook, PlateauLRHook
 from .launch import launch
 from .trainer import OXnetTrainer, used_streams

@@ -1,4 +1,5 @@
 """Checkpoints that a killed job or a full disk cannot leave half-written."""
+
 import errno
 import os
 
@@ -51,10 +52,16 @@ class AtomicCheckpointer(SafeLoadingMixin, DetectionCheckpointer):
         problem = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else str(error)
         tag = os.path.join(self.save_dir, "last_checkpoint")
         previous = open(tag).read().strip() if os.path.isfile(tag) else None
-        kept = (f"the previous checkpoint {previous} and the last_checkpoint tag are intact (resume "
-                "from them with --resume)" if previous else "no earlier checkpoint exists")
-        return CheckpointWriteError(error.errno, f"could not write the checkpoint {path}: {problem} "
-                                    f"({error}); nothing partial was left, {kept}")
+        kept = (
+            f"the previous checkpoint {previous} and the last_checkpoint tag are intact (resume "
+            "from them with --resume)"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        return CheckpointWriteError(
+            error.errno,
+            f"could not write the checkpoint {path}: {problem} ({error}); nothing partial was left, {kept}",
+        )
 
     def tag_last_checkpoint(self, last_filename_basename):
         if not self._local():

@@ -8,6 +8,7 @@ one ``torch._foreach_*`` call per step and device: every tensor's norm, its own 
 ``min(1, CLIP_VALUE / (norm + 1e-6))`` and the scaling, with the same operations as detectron2 (equal
 bit for bit in ``tests/engine/test_clipping.py``, on the CPU).
 """
+
 from collections import defaultdict
 
 import torch

@@ -1,4 +1,5 @@
 """Training hooks: the mean teacher (Sec. 2.3) and the LR drop on a validation plateau (Sec. 2.4)."""
+
 import copy
 import logging
 
@@ -95,9 +96,15 @@ class MeanTeacherHook(HookBase):
             gen = torch.Generator().manual_seed(int(iteration))
             all_probs = [probs]
             for _ in range(self.views - 1):
-                noisy = [{"image": (x["image_weak"] + self.noise_std
-                                    * torch.randn(x["image_weak"].shape, generator=gen)).clamp(0, 255)}
-                         for x in soft]
+                noisy = [
+                    {
+                        "image": (
+                            x["image_weak"]
+                            + self.noise_std * torch.randn(x["image_weak"].shape, generator=gen)
+                        ).clamp(0, 255)
+                    }
+                    for x in soft
+                ]
                 all_probs.append(self.teacher.dense_probs(noisy))
             stacked = torch.stack(all_probs)
             probs, spread = stacked.mean(0), stacked.std(0)
@@ -141,8 +148,10 @@ class PlateauLRHook(HookBase):
         if self.bad_evals >= self.patience:
             self.scheduler.base_lrs = [lr * self.factor for lr in self.scheduler.base_lrs]
             self.bad_evals = 0
-            logger.info(f"{self.metric} has not improved on {self.best:.4f} for {self.patience} "
-                        f"evaluations: learning rate x {self.factor}")
+            logger.info(
+                f"{self.metric} has not improved on {self.best:.4f} for {self.patience} "
+                f"evaluations: learning rate x {self.factor}"
+            )
 
     def state_dict(self):
         # Plain Python numbers (not numpy scalars), so that torch.load(weights_only=True) reads them.

@@ -2,6 +2,7 @@
 
 detectron2's own ``launch`` asserts CUDA and uses NCCL; on CUDA machines this delegates to it.
 """
+
 import contextlib
 import datetime
 import logging
@@ -17,8 +18,9 @@ from detectron2.utils import comm
 logger = logging.getLogger(__name__)
 
 
-def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(),
-           timeout=None):
+def launch(
+    main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(), timeout=None
+):
     """Run ``main_func(*args)`` in ``num_gpus_per_machine * num_machines`` processes.
 
     With CUDA available this is detectron2's ``launch``. Without it, ``num_gpus_per_machine`` is the
@@ -30,7 +32,9 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     """
     if torch.cuda.is_available():
         kwargs = {"timeout": timeout} if timeout is not None else {}
-        return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, **kwargs)
+        return d2_launch(
+            main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, **kwargs
+        )
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return main_func(*args)
@@ -43,9 +47,14 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     timeout = timeout if timeout is not None else datetime.timedelta(minutes=30)
     if num_gpus_per_machine == 1:  # one process per machine: this one
         return _cpu_worker(0, main_func, world_size, 1, machine_rank, dist_url, args, timeout)
-    context = mp.start_processes(_cpu_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
-                                 args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url,
-                                       args, timeout), join=False)
+    context = mp.start_processes(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        start_method="spawn",
+        daemon=False,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        join=False,
+    )
     with _forward_signals([p.pid for p in context.processes]):
         while not context.join():
             pass
@@ -54,6 +63,7 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
 @contextlib.contextmanager
 def _forward_signals(pids):
     """Pass SIGTERM and SIGINT received by this process on to ``pids`` while active."""
+
     def forward(signum, frame):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -75,8 +85,9 @@ def _forward_signals(pids):
 def _cpu_worker(local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout=None):
     timeout = timeout if timeout is not None else datetime.timedelta(minutes=30)
     global_rank = machine_rank * per_machine + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
-                            timeout=timeout)
+    dist.init_process_group(
+        backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
+    )
     if hasattr(comm, "create_local_process_group"):
         comm.create_local_process_group(per_machine)
     else:  # detectron2 v0.6

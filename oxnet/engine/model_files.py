@@ -7,6 +7,7 @@ beside the weights by default, and load weights strictly: a parameter whose shap
 model the config builds, or that is missing, is an error (detectron2 would skip it with a warning and
 run a partly random model).
 """
+
 import logging
 import os
 
@@ -16,8 +17,16 @@ from oxnet.utils.atomic import atomic_open
 
 from .safe_load import SafeLoadingMixin
 
-__all__ = ["CONFIG_NAME", "WeightsMismatchError", "StrictCheckpointer", "model_config_path",
-           "with_dataset_info", "save_run_config", "load_model_config", "split_weights"]
+__all__ = [
+    "CONFIG_NAME",
+    "WeightsMismatchError",
+    "StrictCheckpointer",
+    "model_config_path",
+    "with_dataset_info",
+    "save_run_config",
+    "load_model_config",
+    "split_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +48,27 @@ class StrictCheckpointer(SafeLoadingMixin, DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         problems = []
         if incompatible.incorrect_shapes:
-            shown = ", ".join(f"{k} (file {tuple(a)}, model {tuple(b)})"
-                              for k, a, b in incompatible.incorrect_shapes[:5])
+            shown = ", ".join(
+                f"{k} (file {tuple(a)}, model {tuple(b)})" for k, a, b in incompatible.incorrect_shapes[:5]
+            )
             problems.append(f"{len(incompatible.incorrect_shapes)} with another shape: {shown}")
         if incompatible.missing_keys:
-            problems.append(f"{len(incompatible.missing_keys)} missing from the file: "
-                            f"{', '.join(incompatible.missing_keys[:5])}")
+            problems.append(
+                f"{len(incompatible.missing_keys)} missing from the file: "
+                f"{', '.join(incompatible.missing_keys[:5])}"
+            )
         if incompatible.unexpected_keys:
-            problems.append(f"{len(incompatible.unexpected_keys)} not in the model: "
-                            f"{', '.join(incompatible.unexpected_keys[:5])}")
+            problems.append(
+                f"{len(incompatible.unexpected_keys)} not in the model: "
+                f"{', '.join(incompatible.unexpected_keys[:5])}"
+            )
         if problems:
             raise WeightsMismatchError(
                 f"the weights {self._source} do not fit the model built from the config: "
-                + "; ".join(problems) + ". Use the config the model was trained with (its config.yaml, "
-                "written beside the weights) or the matching --config-file")
+                + "; ".join(problems)
+                + ". Use the config the model was trained with (its config.yaml, "
+                "written beside the weights) or the matching --config-file"
+            )
         return incompatible
 
     def load(self, path, checkpointables=None):
@@ -90,13 +106,16 @@ def with_dataset_info(cfg):
         inverse = {v: k for k, v in id_map.items()}
         found = (tuple(meta.thing_classes), tuple(int(inverse[k]) for k in range(len(inverse))))
         if classes is not None and found != classes:
-            raise ValueError(f"training datasets {list(cfg.DATASETS.TRAIN)} have different classes: "
-                             f"{classes} and {found}")
+            raise ValueError(
+                f"training datasets {list(cfg.DATASETS.TRAIN)} have different classes: {classes} and {found}"
+            )
         classes = found
     if classes is not None:
         if len(classes[0]) != cfg.MODEL.RETINANET.NUM_CLASSES:
-            raise ValueError(f"the training set has {len(classes[0])} classes {list(classes[0])} but "
-                             f"MODEL.RETINANET.NUM_CLASSES is {cfg.MODEL.RETINANET.NUM_CLASSES}")
+            raise ValueError(
+                f"the training set has {len(classes[0])} classes {list(classes[0])} but "
+                f"MODEL.RETINANET.NUM_CLASSES is {cfg.MODEL.RETINANET.NUM_CLASSES}"
+            )
         if not cfg.OXNET.CLASS_NAMES:
             cfg.OXNET.CLASS_NAMES = classes[0]
         if not cfg.OXNET.CATEGORY_IDS:
@@ -133,7 +152,7 @@ def split_weights(opts):
     if "MODEL.WEIGHTS" not in keys:
         return None, opts
     i = keys.index("MODEL.WEIGHTS") * 2
-    return opts[i + 1], opts[:i] + opts[i + 2:]
+    return opts[i + 1], opts[:i] + opts[i + 2 :]
 
 
 def load_model_config(weights=None, config_file=None, opts=()):
@@ -154,7 +173,8 @@ def load_model_config(weights=None, config_file=None, opts=()):
         if not os.path.exists(config_file):
             raise FileNotFoundError(
                 f"no {CONFIG_NAME} beside the weights {weights} (training runs write it to OUTPUT_DIR); "
-                "pass the config the model was trained with as --config-file")
+                "pass the config the model was trained with as --config-file"
+            )
     elif not os.path.exists(config_file):
         raise FileNotFoundError(f"config file {config_file} does not exist")
     cfg = get_cfg()

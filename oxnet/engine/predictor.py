@@ -4,6 +4,7 @@
 over files (with progress, prefetching and a complete list of unreadable files) and
 :func:`write_predictions` writes the results (``demo/predict.py`` is the command line).
 """
+
 import concurrent.futures
 import os
 
@@ -20,8 +21,17 @@ from oxnet.utils.atomic import atomic_open, atomic_write_json
 
 from .model_files import StrictCheckpointer, load_model_config
 
-__all__ = ["OXnetPredictor", "UnreadableImagesError", "find_images", "predict_files", "to_records",
-           "draw_predictions", "write_overlay", "write_predictions", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "OXnetPredictor",
+    "UnreadableImagesError",
+    "find_images",
+    "predict_files",
+    "to_records",
+    "draw_predictions",
+    "write_overlay",
+    "write_predictions",
+    "IMAGE_EXTENSIONS",
+]
 
 #: File name endings taken from folders (files with the DICOM magic are taken too).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
@@ -33,8 +43,10 @@ class UnreadableImagesError(RuntimeError):
     def __init__(self, errors):
         self.errors = list(errors)
         lines = "\n".join(f"  {msg}" for _, msg in self.errors)
-        super().__init__(f"{len(self.errors)} image(s) could not be read (use --skip-unreadable to "
-                         f"predict the others and list these in skipped.txt):\n{lines}")
+        super().__init__(
+            f"{len(self.errors)} image(s) could not be read (use --skip-unreadable to "
+            f"predict the others and list these in skipped.txt):\n{lines}"
+        )
 
 
 def find_images(inputs, exclude=None):
@@ -65,8 +77,9 @@ def find_images(inputs, exclude=None):
             add(item)
         elif os.path.isdir(item):
             for root, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs
-                                 if not d.startswith(".") and not under(os.path.join(root, d)))
+                dirs[:] = sorted(
+                    d for d in dirs if not d.startswith(".") and not under(os.path.join(root, d))
+                )
                 for name in sorted(files):
                     path = os.path.join(root, name)
                     if name.startswith(".") or under(path):
@@ -149,8 +162,16 @@ def _read_any(image):
     return read_image(image)
 
 
-def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay_dir=None,
-                  num_threads=2, progress=True, display_threshold=0.0):
+def predict_files(
+    predictor,
+    paths,
+    batch_size=8,
+    skip_unreadable=False,
+    overlay_dir=None,
+    num_threads=2,
+    progress=True,
+    display_threshold=0.0,
+):
     """Run ``predictor`` over image files, ``batch_size`` images per forward pass, reading the next
     batch in ``num_threads`` threads while the model runs.
 
@@ -174,7 +195,7 @@ def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay
             return path, None, None, str(e)
         return path, predictor.prepare(image), image if overlay_dir else None, None
 
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     results, skipped = [], []
     bar = tqdm(total=len(paths), unit="image", desc="predict", disable=not progress)
     with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
@@ -188,8 +209,15 @@ def predict_files(predictor, paths, batch_size=8, skip_unreadable=False, overlay
                 outputs = predictor.run([x for _, x, _ in good])
                 for (path, _, image), out in zip(good, outputs):
                     if overlay_dir:
-                        write_overlay(overlay_dir, len(results), path, image, out, predictor.class_names,
-                                      display_threshold)
+                        write_overlay(
+                            overlay_dir,
+                            len(results),
+                            path,
+                            image,
+                            out,
+                            predictor.class_names,
+                            display_threshold,
+                        )
                     results.append((path, out))
             bar.update(len(loaded))
             bar.set_postfix(unreadable=len(skipped))
@@ -212,8 +240,9 @@ def to_records(output, file_name, image_id, names, category_ids=None):
     """COCO results of one image (:func:`oxnet.evaluation.records.detection_records`): ``image_id``,
     ``file_name``, ``category_id`` (the dataset's, ``category_ids[class index]``; default index + 1),
     ``category_name``, ``bbox`` [x, y, w, h] in original pixels, ``score``."""
-    return detection_records(output["instances"], image_id, file_name, names,
-                             category_ids_or_default(category_ids, len(names)))
+    return detection_records(
+        output["instances"], image_id, file_name, names, category_ids_or_default(category_ids, len(names))
+    )
 
 
 def draw_predictions(image, output, names, max_side=1024, min_score=0.0):
@@ -231,15 +260,22 @@ def draw_predictions(image, output, names, max_side=1024, min_score=0.0):
     colors = class_colors(len(names))
     classes = inst.pred_classes.tolist()
     if classes:
-        vis.overlay_instances(boxes=inst.pred_boxes.tensor.numpy(),
-                              labels=[f"{names[c]} {s:.2f}" for c, s in zip(classes, inst.scores.tolist())],
-                              assigned_colors=[colors[c] for c in classes], alpha=0.5)
+        vis.overlay_instances(
+            boxes=inst.pred_boxes.tensor.numpy(),
+            labels=[f"{names[c]} {s:.2f}" for c, s in zip(classes, inst.scores.tolist())],
+            assigned_colors=[colors[c] for c in classes],
+            alpha=0.5,
+        )
     if "global_scores" in output:
         probs = output["global_scores"].tolist()
         top = sorted(range(len(probs)), key=lambda k: -probs[k])[:3]
-        vis.draw_text("image: " + ", ".join(f"{names[k]} {probs[k]:.2f}" for k in top),
-                      (2, 2), font_size=max(vis._default_font_size, 8), color="w",
-                      horizontal_alignment="left")
+        vis.draw_text(
+            "image: " + ", ".join(f"{names[k]} {probs[k]:.2f}" for k in top),
+            (2, 2),
+            font_size=max(vis._default_font_size, 8),
+            color="w",
+            horizontal_alignment="left",
+        )
     return vis.get_output().get_image()
 
 
@@ -256,8 +292,12 @@ def write_predictions(out_dir, results, skipped, names, category_ids=None):
         detections += to_records(output, path, image_id, names, category_ids)
         if "global_scores" in output:
             image_scores.append(image_score_record(output["global_scores"], image_id, path, names))
-    written = {"predictions": os.path.join(out_dir, "predictions.json"), "images": len(results),
-               "detections": len(detections), "skipped": len(skipped)}
+    written = {
+        "predictions": os.path.join(out_dir, "predictions.json"),
+        "images": len(results),
+        "detections": len(detections),
+        "skipped": len(skipped),
+    }
     atomic_write_json(written["predictions"], detections)
     if image_scores:
         written["image_scores"] = os.path.join(out_dir, "image_scores.json")

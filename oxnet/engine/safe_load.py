@@ -8,6 +8,7 @@ only, and detectron2 ``.pkl`` files (pickles of numpy arrays) only where the cal
 never does), with a warning, through an unpickler that accepts numpy arrays and plain containers
 only.
 """
+
 import logging
 import os
 import pickle
@@ -26,9 +27,13 @@ class UnsafeWeightsError(ValueError):
 
 #: The globals a detectron2 / Detectron model-zoo ``.pkl`` needs: numpy arrays and ordered dicts.
 _PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
 }
 
 
@@ -50,8 +55,10 @@ def load_detectron2_pickle(path):
         try:
             return _ArrayUnpickler(f, encoding="latin1").load()
         except pickle.UnpicklingError as e:
-            raise UnsafeWeightsError(f"{path}: refused to load this pickle: {e}. Only numpy arrays and "
-                                     "plain containers are read from .pkl weights files") from e
+            raise UnsafeWeightsError(
+                f"{path}: refused to load this pickle: {e}. Only numpy arrays and "
+                "plain containers are read from .pkl weights files"
+            ) from e
 
 
 def load_weights_file(path, allow_pickle=False):
@@ -69,9 +76,12 @@ def load_weights_file(path, allow_pickle=False):
         if not allow_pickle:
             raise UnsafeWeightsError(
                 f"{path}: pickle (.pkl) weights files are not loaded here: a pickle can run code when it "
-                "is loaded. Convert it to a .pth state dict, or name it as MODEL.WEIGHTS for training")
-        logger.warning(f"Loading the pickle {path} (detectron2 .pkl weights): only numpy arrays and plain "
-                       "containers are accepted, but load pickles only from sources you trust")
+                "is loaded. Convert it to a .pth state dict, or name it as MODEL.WEIGHTS for training"
+            )
+        logger.warning(
+            f"Loading the pickle {path} (detectron2 .pkl weights): only numpy arrays and plain "
+            "containers are accepted, but load pickles only from sources you trust"
+        )
         return load_detectron2_pickle(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -80,7 +90,8 @@ def load_weights_file(path, allow_pickle=False):
         raise UnsafeWeightsError(
             f"{path}: refused to load: the file holds Python objects besides tensors, numbers, strings "
             f"and plain containers, and loading them could run code from the file ({first}). "
-            "Only state dicts are loaded") from e
+            "Only state dicts are loaded"
+        ) from e
 
 
 class SafeLoadingMixin:
@@ -104,8 +115,9 @@ class SafeLoadingMixin:
             return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in data:
-                raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain "
-                                 "'model_state'.")
+                raise ValueError(
+                    f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'."
+                )
             state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         if not isinstance(data, dict):

@@ -1,5 +1,6 @@
 """The omni-supervised trainer: detectron2's ``DefaultTrainer`` with three data streams, the mean
 teacher, Adam, and OXnet's evaluation."""
+
 import hashlib
 import logging
 import os
@@ -62,8 +63,10 @@ def training_counts(cfg):
         return None
     counts = [_level_counts(n) for n in names]
     sizes = used_streams(cfg)
-    return {level: sum(c.get(level, 0) for c in counts) if sizes[level] > 0 else 0
-            for level in ("full", "weak", "unlabeled")}
+    return {
+        level: sum(c.get(level, 0) for c in counts) if sizes[level] > 0 else 0
+        for level in ("full", "weak", "unlabeled")
+    }
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,18 +147,24 @@ class OmniStepTrainer(SimpleTrainer):
         self.optimizer.zero_grad()
         self.nonfinite_streak += 1
         local = {k: loss_dict[k].detach().float().cpu() for k in bad}
-        values = ", ".join(f"{k} = {v.item():g}" if v.numel() == 1 and not torch.isfinite(v).all()
-                           else f"{k} on {'this' if not torch.isfinite(v).all() else 'another'} process"
-                           for k, v in local.items())
+        values = ", ".join(
+            f"{k} = {v.item():g}"
+            if v.numel() == 1 and not torch.isfinite(v).all()
+            else f"{k} on {'this' if not torch.isfinite(v).all() else 'another'} process"
+            for k, v in local.items()
+        )
         limit = self.max_nonfinite_skips
-        logger.warning(f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, "
-                       f"optimizer, teacher and GPA prototypes unchanged ({self.nonfinite_streak} such "
-                       f"step(s) in a row; training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)")
+        logger.warning(
+            f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, "
+            f"optimizer, teacher and GPA prototypes unchanged ({self.nonfinite_streak} such "
+            f"step(s) in a row; training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)"
+        )
         try:
             from detectron2.utils.events import get_event_storage
 
-            get_event_storage().put_scalar("nonfinite_skipped_steps", self.nonfinite_streak,
-                                           smoothing_hint=False)
+            get_event_storage().put_scalar(
+                "nonfinite_skipped_steps", self.nonfinite_streak, smoothing_hint=False
+            )
         except AssertionError:  # no EventStorage (a step run outside train())
             pass
         if self.nonfinite_streak >= max(limit, 1):
@@ -163,7 +172,9 @@ class OmniStepTrainer(SimpleTrainer):
                 f"loss term(s) {', '.join(bad)} not finite at iteration {self.iter} ({values}), "
                 f"{self.nonfinite_streak} step(s) in a row skipped "
                 f"(OXNET.SOLVER.MAX_NONFINITE_SKIPS = {limit})",
-                bad, self.iter)
+                bad,
+                self.iter,
+            )
 
 
 class _StopSignals:
@@ -179,8 +190,9 @@ class _StopSignals:
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self.received is None:
-            logger.warning(f"{name} received: training will save a checkpoint at the end of this step "
-                           "and stop")
+            logger.warning(
+                f"{name} received: training will save a checkpoint at the end of this step and stop"
+            )
         self.received = self.received or name
 
     def __enter__(self):
@@ -220,17 +232,24 @@ class OXnetTrainer(DefaultTrainer):
         if uses_teacher(cfg.OXNET.METHOD):
             mmt = method_components(cfg.OXNET.METHOD)["unsup"] == "mmt_psm"
             views = cfg.OXNET.MMT_PSM.VIEWS if mmt else 1
-            self.teacher_hook = MeanTeacherHook(model, cfg.OXNET.TEACHER.EMA_DECAY, views=views,
-                                                noise_std=cfg.OXNET.MMT_PSM.NOISE_STD)
+            self.teacher_hook = MeanTeacherHook(
+                model, cfg.OXNET.TEACHER.EMA_DECAY, views=views, noise_std=cfg.OXNET.MMT_PSM.NOISE_STD
+            )
         ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
-        self._trainer = OmniStepTrainer(model, self._train_loader, optimizer, self.teacher_hook,
-                                        max_nonfinite_skips=cfg.OXNET.SOLVER.MAX_NONFINITE_SKIPS)
+        self._trainer = OmniStepTrainer(
+            model,
+            self._train_loader,
+            optimizer,
+            self.teacher_hook,
+            max_nonfinite_skips=cfg.OXNET.SOLVER.MAX_NONFINITE_SKIPS,
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"teacher": self.teacher_hook.teacher_checkpointable()} if self.teacher_hook else {}
         # MODEL.WEIGHTS is named by the user: detectron2 .pkl weights are read (numpy arrays only).
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                               allow_pickle=True, **extra)
+        self.checkpointer = AtomicCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), allow_pickle=True, **extra
+        )
         self.preempted = None  # the signal's name after a stop signal ended training early
         self._stop_signals = _StopSignals()
         self.start_iter = 0
@@ -278,9 +297,11 @@ class OXnetTrainer(DefaultTrainer):
         if self.iter + 1 < self.max_iter and self._stop_requested():
             path = self._save_checkpoint(f"model_{self.iter:07d}")
             where = f"saved to {path}" if path else "saved by the main process"
-            raise TrainingPreempted(f"{self._stop_signals.received or 'a stop signal on another process'}: "
-                                    f"training stopped after iteration {self.iter}; checkpoint {where}. "
-                                    "Continue the run with --resume (resume_or_load(resume=True))")
+            raise TrainingPreempted(
+                f"{self._stop_signals.received or 'a stop signal on another process'}: "
+                f"training stopped after iteration {self.iter}; checkpoint {where}. "
+                "Continue the run with --resume (resume_or_load(resume=True))"
+            )
 
     def run_step(self):
         self._trainer.iter = self.iter
@@ -309,8 +330,10 @@ class OXnetTrainer(DefaultTrainer):
 
     def _log_fingerprints(self):
         prints = state_fingerprints(self.model, self.teacher_hook.teacher if self.teacher_hook else None)
-        logger.info(f"Final state on rank {comm.get_rank()}: "
-                    + ", ".join(f"{k} sha256 {v}" for k, v in prints.items()))
+        logger.info(
+            f"Final state on rank {comm.get_rank()}: "
+            + ", ".join(f"{k} sha256 {v}" for k, v in prints.items())
+        )
         if comm.get_world_size() > 1:
             everyone = comm.all_gather(prints)
             differ = [k for k in prints if len({p[k] for p in everyone}) > 1]
@@ -335,46 +358,69 @@ class OXnetTrainer(DefaultTrainer):
         if patience > 0:
             s = self.cfg.OXNET.SOLVER
             eval_pos = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
-            ret.insert(eval_pos + 1, PlateauLRHook(self.scheduler, s.PLATEAU_METRIC, patience, s.PLATEAU_FACTOR))
+            ret.insert(
+                eval_pos + 1, PlateauLRHook(self.scheduler, s.PLATEAU_METRIC, patience, s.PLATEAU_FACTOR)
+            )
         return ret
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        params = get_default_optimizer_params(model, base_lr=cfg.SOLVER.BASE_LR,
-                                              weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM)
+        params = get_default_optimizer_params(
+            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM
+        )
         name = cfg.OXNET.SOLVER.OPTIMIZER.upper()
         if name == "ADAM":
             optim = add_gradient_clipping(cfg, torch.optim.Adam)
             return optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         if name == "SGD":
             optim = add_gradient_clipping(cfg, torch.optim.SGD)
-            return optim(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                         nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+            return optim(
+                params,
+                lr=cfg.SOLVER.BASE_LR,
+                momentum=cfg.SOLVER.MOMENTUM,
+                nesterov=cfg.SOLVER.NESTEROV,
+                weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            )
         raise ValueError(f"OXNET.SOLVER.OPTIMIZER must be ADAM or SGD, got {cfg.OXNET.SOLVER.OPTIMIZER!r}")
 
     @classmethod
     def build_train_loader(cls, cfg):
         names = cfg.DATASETS.TRAIN
         if not names:
-            raise ValueError("DATASETS.TRAIN is empty: register OXnet-COCO datasets (OXNET.DATASETS) and name them")
+            raise ValueError(
+                "DATASETS.TRAIN is empty: register OXnet-COCO datasets (OXNET.DATASETS) and name them"
+            )
         dicts = [d for name in names for d in DatasetCatalog.get(name)]
         streams = split_by_supervision(dicts)
         sizes = used_streams(cfg)
         for name, n in sizes.items():
             if n > 0 and not streams[name]:
-                logger.warning(f"OXNET.BATCH.{name.upper()}={n} but {names} has no {name} images: stream skipped")
-        logger.info("Training streams: " + ", ".join(f"{k}: {len(v)} images, batch {sizes[k]}" for k, v in streams.items()))
+                logger.warning(
+                    f"OXNET.BATCH.{name.upper()}={n} but {names} has no {name} images: stream skipped"
+                )
+        logger.info(
+            "Training streams: "
+            + ", ".join(f"{k}: {len(v)} images, batch {sizes[k]}" for k, v in streams.items())
+        )
         seed = cfg.SEED if cfg.SEED >= 0 else 0
-        batches = OmniBatches(streams, sizes, OmniDatasetMapper(cfg, is_train=True), seed=seed,
-                              rank=comm.get_rank(), world_size=comm.get_world_size(),
-                              max_failed_fraction=cfg.OXNET.DATA.MAX_FAILED_FRACTION)
+        batches = OmniBatches(
+            streams,
+            sizes,
+            OmniDatasetMapper(cfg, is_train=True),
+            seed=seed,
+            rank=comm.get_rank(),
+            world_size=comm.get_world_size(),
+            max_failed_fraction=cfg.OXNET.DATA.MAX_FAILED_FRACTION,
+        )
         return OmniTrainLoader(batches, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(DatasetCatalog.get(dataset_name),
-                                           mapper=OmniDatasetMapper(cfg, is_train=False),
-                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
+        return build_detection_test_loader(
+            DatasetCatalog.get(dataset_name),
+            mapper=OmniDatasetMapper(cfg, is_train=False),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -382,8 +428,9 @@ class OXnetTrainer(DefaultTrainer):
 
         # Not OUTPUT_DIR itself: its metrics.json is detectron2's training log (JSONWriter).
         out = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return OXnetEvaluator(dataset_name, output_dir=out, method=cfg.OXNET.METHOD,
-                              training_counts=training_counts(cfg))
+        return OXnetEvaluator(
+            dataset_name, output_dir=out, method=cfg.OXNET.METHOD, training_counts=training_counts(cfg)
+        )
 
 
 def _digest(named_tensors):

@@ -5,6 +5,7 @@ range: a signed map (the CAM's logits, the DAA map) uses a diverging colormap ce
 negative map never looks "hot"; a non-negative map (the local attention) a sequential one from 0.
 Ground-truth boxes are drawn on every panel.
 """
+
 import copy
 import os
 
@@ -14,8 +15,11 @@ from oxnet.utils.atomic import atomic_open
 
 __all__ = ["attention_figure", "draw_attention_maps", "map_scales", "write_attention_report"]
 
-_MAP_TITLES = (("cam", "Global CAM X\n(class logit)"), ("local", "Local attention R\n(weights, sum 1)"),
-               ("daa", "DAA map X·R\n(Eq. 3, sums to the logit)"))
+_MAP_TITLES = (
+    ("cam", "Global CAM X\n(class logit)"),
+    ("local", "Local attention R\n(weights, sum 1)"),
+    ("daa", "DAA map X·R\n(Eq. 3, sums to the logit)"),
+)
 _SIGNED_CMAP, _SEQUENTIAL_CMAP = "RdBu_r", "viridis"
 _GT_STYLE = {"edgecolor": "#F0E442", "linestyle": (0, (3, 2)), "linewidth": 1.6}  # as in the overlays
 
@@ -55,8 +59,10 @@ def attention_figure(image, maps, class_names, classes=None, max_classes=3, gt_b
     arrays = {k: np.asarray(maps[k], dtype=np.float32) for k, _ in _MAP_TITLES}
     n = arrays["cam"].shape[0]
     if any(a.ndim != 3 or a.shape[0] != n for a in arrays.values()) or len(class_names) != n:
-        raise ValueError(f"maps must be [N, h, w] with N = {len(class_names)} classes; got "
-                         f"{ {k: a.shape for k, a in arrays.items()} }")
+        raise ValueError(
+            f"maps must be [N, h, w] with N = {len(class_names)} classes; got "
+            f"{ {k: a.shape for k, a in arrays.items()} }"
+        )
     if classes is None:
         peak = arrays["daa"].reshape(n, -1).max(1)
         classes = np.argsort(-peak, kind="stable")[:max_classes].tolist()
@@ -87,9 +93,17 @@ def attention_figure(image, maps, class_names, classes=None, max_classes=3, gt_b
         ax.imshow(image, **grey)
         ax.set_ylabel(class_names[k], fontsize=13, fontweight="bold")
         ax.set_title("image" if row == 0 else "", fontsize=12)
-        ax.text(0.02, 0.98, f"{len(boxes)} ground-truth box{'es' if len(boxes) != 1 else ''}",
-                transform=ax.transAxes, va="top", ha="left", fontsize=10, color="white",
-                bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "edgecolor": "none"})
+        ax.text(
+            0.02,
+            0.98,
+            f"{len(boxes)} ground-truth box{'es' if len(boxes) != 1 else ''}",
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=10,
+            color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "edgecolor": "none"},
+        )
         for col, (key, col_title) in enumerate(_MAP_TITLES, start=1):
             sc = scales[key]
             m = cv2.resize(arrays[key][k], (w, h), interpolation=cv2.INTER_LINEAR)
@@ -98,13 +112,22 @@ def attention_figure(image, maps, class_names, classes=None, max_classes=3, gt_b
             # Opacity grows with the value's distance from the scale's neutral point (0), so the
             # radiograph stays visible where the map says nothing.
             strength = np.clip(np.abs(m) / max(abs(sc["vmin"]), abs(sc["vmax"])), 0, 1)
-            images[row, key] = ax.imshow(m, cmap=sc["cmap"], vmin=sc["vmin"], vmax=sc["vmax"],
-                                         alpha=0.85 * strength ** 0.75)
+            images[row, key] = ax.imshow(
+                m, cmap=sc["cmap"], vmin=sc["vmin"], vmax=sc["vmax"], alpha=0.85 * strength**0.75
+            )
             if row == 0:
                 ax.set_title(col_title, fontsize=12)
-            ax.text(0.98, 0.02, f"{float(arrays[key][k].min()):.3g} … {float(arrays[key][k].max()):.3g}",
-                    transform=ax.transAxes, va="bottom", ha="right", fontsize=9, color="white",
-                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "edgecolor": "none"})
+            ax.text(
+                0.98,
+                0.02,
+                f"{float(arrays[key][k].min()):.3g} … {float(arrays[key][k].max()):.3g}",
+                transform=ax.transAxes,
+                va="bottom",
+                ha="right",
+                fontsize=9,
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "edgecolor": "none"},
+            )
         for ax in axes[row]:
             for x0, y0, x1, y1 in boxes:
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=5, **_GT_STYLE))
@@ -117,18 +140,27 @@ def attention_figure(image, maps, class_names, classes=None, max_classes=3, gt_b
         cb = fig.colorbar(images[0, key], cax=fig.add_subplot(grid[rows + 1, col]), orientation="horizontal")
         cb.solids.set_alpha(1)
         kind = "signed, centred at 0" if sc["signed"] else "from 0"
-        cb.set_label(f"{col_title.splitlines()[0]} ({kind})\nvalues {sc['lo']:.3g} to {sc['hi']:.3g}",
-                     fontsize=10)
+        cb.set_label(
+            f"{col_title.splitlines()[0]} ({kind})\nvalues {sc['lo']:.3g} to {sc['hi']:.3g}", fontsize=10
+        )
         cb.ax.tick_params(labelsize=9)
     note = fig.add_subplot(grid[rows + 1, 0])
     note.axis("off")
-    note.text(0, 0.5, "dashed yellow: ground-truth boxes\nof the row's class; opacity grows\nwith |value|",
-              transform=note.transAxes, va="center", ha="left", fontsize=10)
+    note.text(
+        0,
+        0.5,
+        "dashed yellow: ground-truth boxes\nof the row's class; opacity grows\nwith |value|",
+        transform=note.transAxes,
+        va="center",
+        ha="left",
+        fontsize=10,
+    )
     return fig, classes
 
 
-def draw_attention_maps(image, maps, class_names, out_png, classes=None, max_classes=3, gt_boxes=(),
-                        title=None):
+def draw_attention_maps(
+    image, maps, class_names, out_png, classes=None, max_classes=3, gt_boxes=(), title=None
+):
     """Draw, for a few classes, the image and its three maps overlaid, one colour scale per kind of map.
 
     Args:
@@ -154,8 +186,13 @@ def draw_attention_maps(image, maps, class_names, out_png, classes=None, max_cla
 def _gt_boxes(d):
     from detectron2.structures import BoxMode
 
-    return [(BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS),
-             a["category_id"]) for a in d.get("annotations", [])]
+    return [
+        (
+            BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS),
+            a["category_id"],
+        )
+        for a in d.get("annotations", [])
+    ]
 
 
 def write_attention_report(model, dataset_dicts, mapper, out_dir, n_images=4, class_names=None):
@@ -195,8 +232,15 @@ def write_attention_report(model, dataset_dicts, mapper, out_dir, n_images=4, cl
                 shown = positives or sorted({c for _, c in boxes})
                 path = os.path.join(out_dir, f"attention_{d['image_id']}.png")
                 title = f"{os.path.basename(str(d['file_name']))} (image id {d['image_id']})"
-                draw_attention_maps(read_image(d["file_name"]), maps, names, path, classes=shown[:3] or None,
-                                    gt_boxes=boxes, title=title)
+                draw_attention_maps(
+                    read_image(d["file_name"]),
+                    maps,
+                    names,
+                    path,
+                    classes=shown[:3] or None,
+                    gt_boxes=boxes,
+                    title=title,
+                )
                 paths.append(path)
     finally:
         model.train(was_training)

@@ -1,4 +1,5 @@
 """Image-level AUROC per class (Mann-Whitney rank statistic, ties counted as one half)."""
+
 import numpy as np
 from scipy.stats import rankdata
 

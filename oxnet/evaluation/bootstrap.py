@@ -5,6 +5,7 @@ boxes and detections by ``c``. AP is recomputed with COCO's rules (greedy matchi
 101-point interpolated precision, area "all", the same ``max_dets``), so with unit weights it equals the
 faster-coco-eval numbers; crowd boxes are ignored (not matched, not counted).
 """
+
 import numpy as np
 
 from .froc import match_detections, sensitivity_at
@@ -102,9 +103,13 @@ def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
     def summary(ap, froc):
         valid = np.isfinite(ap[:, 0])
         mean = lambda x: float(np.mean(x[valid])) if valid.any() else np.nan  # noqa: E731
-        return {"mAP": mean(ap.mean(1)), "AP40": mean(ap[:, t40].mean(1)) if len(t40) else np.nan,
-                "AP75": mean(ap[:, t75].mean(1)) if len(t75) else np.nan, "froc_mean": froc,
-                "per_class": ap.mean(1)}
+        return {
+            "mAP": mean(ap.mean(1)),
+            "AP40": mean(ap[:, t40].mean(1)) if len(t40) else np.nan,
+            "AP75": mean(ap[:, t75].mean(1)) if len(t75) else np.nan,
+            "froc_mean": froc,
+            "per_class": ap.mean(1),
+        }
 
     point = summary(*replicate(np.ones(len(box_images))))
     rng = np.random.default_rng(seed)
@@ -118,12 +123,19 @@ def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
         n = len(box_images)
         w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         samples.append(summary(*replicate(w)))
-    out = {"n": int(n_boot), "seed": int(seed), "level": level, "method": "percentile, resampling images",
-           "point": {k: (None if not np.isfinite(point[k]) else point[k]) for k in ("mAP", "AP40", "AP75",
-                                                                                   "froc_mean")}}
+    out = {
+        "n": int(n_boot),
+        "seed": int(seed),
+        "level": level,
+        "method": "percentile, resampling images",
+        "point": {
+            k: (None if not np.isfinite(point[k]) else point[k]) for k in ("mAP", "AP40", "AP75", "froc_mean")
+        },
+    }
     for key in ("mAP", "AP40", "AP75", "froc_mean"):
         out[key] = _percentile_interval([x[key] for x in samples], level)
     per_class = np.array([x["per_class"] for x in samples]).reshape(len(samples), gt.num_classes)
-    out["per_class_mAP"] = {name: _percentile_interval(per_class[:, k], level)
-                            for k, name in enumerate(gt.class_names)}
+    out["per_class_mAP"] = {
+        name: _percentile_interval(per_class[:, k], level) for k, name in enumerate(gt.class_names)
+    }
     return out

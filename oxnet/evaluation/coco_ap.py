@@ -5,6 +5,7 @@ The precision array is computed once by ``faster_coco_eval.COCOeval_faster`` wit
 then read from it exactly as ``COCOeval.summarize`` does, but per class as well. The same numbers can be
 computed with pycocotools (``backend="pycocotools"``, slower) to check an evaluation.
 """
+
 import logging
 
 import numpy as np
@@ -16,8 +17,12 @@ logger = logging.getLogger(__name__)
 #: IoU thresholds of the paper's mAP: 0.40, 0.45, ..., 0.75 (Sec. 3.1).
 PAPER_IOU_THRESHOLDS = tuple(np.round(np.linspace(0.4, 0.75, 8), 2).tolist())
 #: COCO area ranges in square pixels of the evaluated image (the image file's pixel space).
-AREA_RANGES = {"all": (0.0, 1e5 ** 2), "small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
-               "large": (96.0 ** 2, 1e5 ** 2)}
+AREA_RANGES = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, 1e5**2),
+}
 _AREA_KEYS = {"all": "mAP", "small": "APs", "medium": "APm", "large": "APl"}
 
 
@@ -33,22 +38,35 @@ def _mean_valid(x):
 
 def _coco_inputs(gt, preds):
     """COCO dicts (images, categories, ground truth, detections) of the fully annotated images."""
-    images = [{"id": gt.images[i]["id"], "height": gt.images[i]["height"], "width": gt.images[i]["width"]}
-              for i in np.flatnonzero(gt.box_eval)]
+    images = [
+        {"id": gt.images[i]["id"], "height": gt.images[i]["height"], "width": gt.images[i]["width"]}
+        for i in np.flatnonzero(gt.box_eval)
+    ]
     cats = [{"id": int(c), "name": n} for c, n in zip(gt.cat_ids, gt.class_names)]
     g_ids = gt.image_ids[gt.ann_image].tolist()
     g_cat = gt.cat_ids[gt.ann_class].tolist()
-    gt_anns = [{"id": int(a), "image_id": i, "category_id": c, "bbox": b, "area": ar, "iscrowd": int(cr)}
-               for a, i, c, b, ar, cr in zip(gt.ann_ids.tolist(), g_ids, g_cat, gt.ann_boxes.tolist(),
-                                             gt.ann_area.tolist(), gt.ann_crowd.tolist())]
+    gt_anns = [
+        {"id": int(a), "image_id": i, "category_id": c, "bbox": b, "area": ar, "iscrowd": int(cr)}
+        for a, i, c, b, ar, cr in zip(
+            gt.ann_ids.tolist(),
+            g_ids,
+            g_cat,
+            gt.ann_boxes.tolist(),
+            gt.ann_area.tolist(),
+            gt.ann_crowd.tolist(),
+        )
+    ]
     keep = gt.box_eval[preds.image]
     d_ids = gt.image_ids[preds.image[keep]].tolist()
     d_cat = gt.cat_ids[preds.cls[keep]].tolist()
     d_box = preds.boxes[keep]
     d_area = (d_box[:, 2] * d_box[:, 3]).tolist()
-    dt_anns = [{"id": j + 1, "image_id": i, "category_id": c, "bbox": b, "score": s, "area": ar, "iscrowd": 0}
-               for j, (i, c, b, s, ar) in enumerate(zip(d_ids, d_cat, d_box.tolist(),
-                                                        preds.scores[keep].tolist(), d_area))]
+    dt_anns = [
+        {"id": j + 1, "image_id": i, "category_id": c, "bbox": b, "score": s, "area": ar, "iscrowd": 0}
+        for j, (i, c, b, s, ar) in enumerate(
+            zip(d_ids, d_cat, d_box.tolist(), preds.scores[keep].tolist(), d_area)
+        )
+    ]
     return images, cats, gt_anns, dt_anns
 
 
@@ -59,8 +77,13 @@ def _precision_faster_coco_eval(images, cats, gt_anns, dt_anns, thr, max_dets):
     coco_dt = COCO(print_function=_silent)
     coco_dt.dataset = {"images": images, "categories": cats, "annotations": dt_anns}
     coco_dt.createIndex()
-    ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=_silent,
-                         ranges={k: list(v) for k, v in AREA_RANGES.items() if k != "all"})
+    ev = COCOeval_faster(
+        coco_gt,
+        coco_dt,
+        "bbox",
+        print_function=_silent,
+        ranges={k: list(v) for k, v in AREA_RANGES.items() if k != "all"},
+    )
     return _run(ev, images, cats, thr, max_dets)
 
 
@@ -90,11 +113,16 @@ def _run(ev, images, cats, thr, max_dets):
     ev.params.catIds = [c["id"] for c in cats]
     ev.evaluate()
     ev.accumulate()
-    return np.asarray(ev.eval["precision"])[..., -1], list(ev.params.areaRngLbl), np.asarray(ev.params.recThrs)
+    return (
+        np.asarray(ev.eval["precision"])[..., -1],
+        list(ev.params.areaRngLbl),
+        np.asarray(ev.params.recThrs),
+    )
 
 
-def coco_average_precision(gt, preds, iou_thresholds=PAPER_IOU_THRESHOLDS, max_dets=100,
-                           backend="faster-coco-eval"):
+def coco_average_precision(
+    gt, preds, iou_thresholds=PAPER_IOU_THRESHOLDS, max_dets=100, backend="faster-coco-eval"
+):
     """AP metrics from :class:`GroundTruth` and :class:`Predictions` on the fully annotated images.
 
     Args:
@@ -130,8 +158,13 @@ def coco_average_precision(gt, preds, iou_thresholds=PAPER_IOU_THRESHOLDS, max_d
         overall[key] = float(np.mean(vals)) if vals else None
     pr = precision[0, :, :, a].T.astype(np.float64)  # [K, R]
     pr[pr < 0] = np.nan
-    return {"overall": overall, "per_class": per_class, "pr_recall": rec_thrs, "pr_precision": pr,
-            "iou_thresholds": thr}
+    return {
+        "overall": overall,
+        "per_class": per_class,
+        "pr_recall": rec_thrs,
+        "pr_precision": pr,
+        "iou_thresholds": thr,
+    }
 
 
 def _threshold_index(thr, value):

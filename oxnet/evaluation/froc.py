@@ -7,6 +7,7 @@ detections per image and class are considered and crowd boxes are not lesions (n
 counted). The matching is vectorized: round ``r`` matches the ``r``-th detection of every
 (image, class) group at once.
 """
+
 import numpy as np
 
 __all__ = ["FROC_FPS", "match_detections", "froc_curve", "sensitivity_at"]
@@ -69,7 +70,7 @@ def match_detections(gt, preds, iou=0.4, max_dets=100):
     by_rank = np.argsort(det_rank, kind="stable")
     bounds = np.searchsorted(det_rank[by_rank], np.arange(det_rank.max() + 2))
     for r in range(det_rank.max() + 1):
-        rows = by_rank[bounds[r]:bounds[r + 1]]
+        rows = by_rank[bounds[r] : bounds[r + 1]]
         if len(rows) == 0:
             continue
         cur = np.where(taken[cand[rows]], -1.0, ious[rows])

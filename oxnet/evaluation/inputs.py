@@ -3,6 +3,7 @@
 Everything is turned into flat numpy arrays once, so the metrics can be computed without per-box
 Python loops. Bad input raises :class:`EvaluationInputError` naming the file, the entry and the problem.
 """
+
 import json
 import logging
 import os
@@ -10,8 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["EvaluationInputError", "GroundTruth", "Predictions", "load_ground_truth", "load_predictions",
-           "load_image_scores"]
+__all__ = [
+    "EvaluationInputError",
+    "GroundTruth",
+    "Predictions",
+    "load_ground_truth",
+    "load_predictions",
+    "load_image_scores",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +107,8 @@ class GroundTruth:
             if i is _AMBIGUOUS:
                 raise EvaluationInputError(
                     f"{self.source}: file name {file_name!r} matches several ground-truth images "
-                    f"({'/'.join(parts[start:])!r}); give the image_id or a longer path")
+                    f"({'/'.join(parts[start:])!r}); give the image_id or a longer path"
+                )
             if i is not None:
                 return i
         return None
@@ -157,12 +165,14 @@ def load_ground_truth(gt):
         try:
             heights[i], widths[i] = float(img["height"]), float(img["width"])
         except (KeyError, TypeError, ValueError) as e:
-            raise EvaluationInputError(f"{src}: image id {iid} ({img.get('file_name')!r}) lacks a numeric "
-                                       "height/width") from e
+            raise EvaluationInputError(
+                f"{src}: image id {iid} ({img.get('file_name')!r}) lacks a numeric height/width"
+            ) from e
         if not (np.isfinite(heights[i]) and np.isfinite(widths[i]) and heights[i] > 0 and widths[i] > 0):
             raise EvaluationInputError(
                 f"{src}: image id {iid} ({img.get('file_name')!r}) has width {img['width']!r} and height "
-                f"{img['height']!r}; both must be positive")
+                f"{img['height']!r}; both must be positive"
+            )
         sup = img.get("supervision", "full")
         if sup not in ("full", "weak", "unlabeled"):
             raise EvaluationInputError(f"{src}: image id {iid} has unknown supervision {sup!r}")
@@ -172,10 +182,12 @@ def load_ground_truth(gt):
         for name, value in (img.get("image_labels") or {}).items():
             if name not in name_index:
                 raise EvaluationInputError(
-                    f"{src}: image id {iid} has image_labels for unknown category {name!r}")
+                    f"{src}: image id {iid} has image_labels for unknown category {name!r}"
+                )
             if value not in (1, 0, -1):
                 raise EvaluationInputError(
-                    f"{src}: image id {iid}: image label {name!r}={value!r} is not 1, 0 or -1")
+                    f"{src}: image id {iid}: image label {name!r}={value!r} is not 1, 0 or -1"
+                )
             labels[i, name_index[name]] = value
 
     anns = data.get("annotations", [])
@@ -191,18 +203,21 @@ def load_ground_truth(gt):
         i = image_index.get(a.get("image_id"))
         if i is None:
             raise EvaluationInputError(
-                f"{src}: annotation id {aid} refers to unknown image id {a.get('image_id')}")
+                f"{src}: annotation id {aid} refers to unknown image id {a.get('image_id')}"
+            )
         k = class_index.get(a.get("category_id"))
         if k is None:
             raise EvaluationInputError(
-                f"{src}: annotation id {aid} has unknown category id {a.get('category_id')}")
+                f"{src}: annotation id {aid} has unknown category id {a.get('category_id')}"
+            )
         box = a.get("bbox")
         if box is None or len(box) != 4:
             raise EvaluationInputError(f"{src}: annotation id {aid} has no 4-number 'bbox'")
         if not box_eval[i]:
             raise EvaluationInputError(
                 f"{src}: annotation id {aid} is on image id {a['image_id']} whose supervision is "
-                f"{images[i].get('supervision')!r}; only full images may have boxes")
+                f"{images[i].get('supervision')!r}; only full images may have boxes"
+            )
         ann_image[j], ann_class[j], ann_ids[j] = i, k, aid
         ann_boxes[j] = box
         ann_area[j] = a["area"] if "area" in a else box[2] * box[3]
@@ -212,15 +227,30 @@ def load_ground_truth(gt):
         raise EvaluationInputError(
             f"{src}: annotation id {ann_ids[bad[0]]} has a non-finite or non-positive width/height "
             f"(bbox {ann_boxes[bad[0]].tolist()}; COCO boxes are [x, y, width, height]); "
-            f"{len(bad)} such box(es)")
+            f"{len(bad)} such box(es)"
+        )
     # Labels of full images completed from the boxes: a class with a box is positive.
     labels[ann_image, ann_class] = 1
     return GroundTruth(
-        source=src, images=images, categories=cats, cat_ids=cat_ids, class_names=names,
-        image_ids=np.array([img["id"] for img in images]), heights=heights, widths=widths,
-        box_eval=box_eval, labels=labels, ann_image=ann_image, ann_class=ann_class, ann_boxes=ann_boxes,
-        ann_area=ann_area, ann_crowd=ann_crowd, ann_ids=ann_ids, image_index=image_index,
-        class_index=class_index, file_index=_file_index(images),
+        source=src,
+        images=images,
+        categories=cats,
+        cat_ids=cat_ids,
+        class_names=names,
+        image_ids=np.array([img["id"] for img in images]),
+        heights=heights,
+        widths=widths,
+        box_eval=box_eval,
+        labels=labels,
+        ann_image=ann_image,
+        ann_class=ann_class,
+        ann_boxes=ann_boxes,
+        ann_area=ann_area,
+        ann_crowd=ann_crowd,
+        ann_ids=ann_ids,
+        image_index=image_index,
+        class_index=class_index,
+        file_index=_file_index(images),
     )
 
 
@@ -249,16 +279,18 @@ def load_predictions(preds, gt, bbox_format="xywh", require_match=True):
     if isinstance(data, dict) and "annotations" in data:
         data = data["annotations"]
     if not isinstance(data, list):
-        raise EvaluationInputError(f"{src}: expected a COCO results list of "
-                                   "{{image_id, category_id, bbox, score}} objects")
+        raise EvaluationInputError(
+            f"{src}: expected a COCO results list of {{{{image_id, category_id, bbox, score}}}} objects"
+        )
     warnings = []
     n = len(data)
     if n == 0:
         msg = f"{src}: the prediction list is empty; every AP and sensitivity is 0"
         logger.warning(msg)
         warnings.append(msg)
-        return Predictions(src, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
-                           np.zeros(0), warnings)
+        return Predictions(
+            src, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), warnings
+        )
     try:
         image = match_image_entries(data, gt, src, warnings)
         if (image == LEFT_OUT).any():  # predictions on files outside the ground truth (warned)
@@ -272,26 +304,33 @@ def load_predictions(preds, gt, bbox_format="xywh", require_match=True):
         if isinstance(e, EvaluationInputError):
             raise
         bad = next((j for j, d in enumerate(data) if not _is_detection(d)), 0)
-        raise EvaluationInputError(f"{src}: entry {bad} ({data[bad]!r:.200}) is not a detection with "
-                                   "image_id or file_name, category_id or category_name, a 4-number bbox "
-                                   "and score") from e
+        raise EvaluationInputError(
+            f"{src}: entry {bad} ({data[bad]!r:.200}) is not a detection with "
+            "image_id or file_name, category_id or category_name, a 4-number bbox "
+            "and score"
+        ) from e
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise EvaluationInputError(f"{src}: every bbox must have 4 numbers")
     img_ids = gt.image_ids[image]
     bad = np.flatnonzero(~np.isfinite(boxes).all(1) | ~np.isfinite(scores))
     if len(bad):
-        raise EvaluationInputError(f"{src}: entry {bad[0]} (image id {img_ids[bad[0]]}) has a non-finite "
-                                   "bbox or score")
+        raise EvaluationInputError(
+            f"{src}: entry {bad[0]} (image id {img_ids[bad[0]]}) has a non-finite bbox or score"
+        )
     if bbox_format == "xyxy":
         boxes = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     bad = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
     if len(bad):
-        hint = ("they look like [x1, y1, x2, y2] boxes; COCO results need [x, y, width, height] "
-                "(pass bbox_format='xyxy' / --bbox-format xyxy to convert)" if bbox_format == "xywh"
-                else "x2 < x1 or y2 < y1")
+        hint = (
+            "they look like [x1, y1, x2, y2] boxes; COCO results need [x, y, width, height] "
+            "(pass bbox_format='xyxy' / --bbox-format xyxy to convert)"
+            if bbox_format == "xywh"
+            else "x2 < x1 or y2 < y1"
+        )
         raise EvaluationInputError(
             f"{src}: {len(bad)} of {n} boxes have a negative width or height (first: entry {bad[0]}, "
-            f"image id {img_ids[bad[0]]}, bbox {boxes[bad[0]].tolist()}); {hint}")
+            f"image id {img_ids[bad[0]]}, bbox {boxes[bad[0]].tolist()}); {hint}"
+        )
     if require_match:
         _check_scorable(image, cls, gt, src)
     # Boxes reaching well past the image border: the usual sign of xyxy given as xywh.
@@ -299,18 +338,25 @@ def load_predictions(preds, gt, bbox_format="xywh", require_match=True):
     outside = (boxes[:, 0] + boxes[:, 2] > 1.05 * w + 1) | (boxes[:, 1] + boxes[:, 3] > 1.05 * h + 1)
     frac = outside.mean()
     if frac > XYXY_SUSPECT_FRACTION:
-        msg = (f"{src}: {outside.sum()} of {n} boxes ({100 * frac:.1f}%) reach past the image border by more "
-               "than 5%; if they are [x1, y1, x2, y2], convert them to COCO's [x, y, width, height] "
-               "(bbox_format='xyxy' / --bbox-format xyxy)")
+        msg = (
+            f"{src}: {outside.sum()} of {n} boxes ({100 * frac:.1f}%) reach past the image border by more "
+            "than 5%; if they are [x1, y1, x2, y2], convert them to COCO's [x, y, width, height] "
+            "(bbox_format='xyxy' / --bbox-format xyxy)"
+        )
         logger.warning(msg)
         warnings.append(msg)
     return Predictions(src, image, cls, boxes, scores, warnings)
 
 
 def _is_detection(d):
-    return (isinstance(d, dict) and {"bbox", "score"} <= set(d) and ("image_id" in d or "file_name" in d)
-            and ("category_id" in d or "category_name" in d) and isinstance(d["bbox"], (list, tuple))
-            and len(d["bbox"]) == 4)
+    return (
+        isinstance(d, dict)
+        and {"bbox", "score"} <= set(d)
+        and ("image_id" in d or "file_name" in d)
+        and ("category_id" in d or "category_name" in d)
+        and isinstance(d["bbox"], (list, tuple))
+        and len(d["bbox"]) == 4
+    )
 
 
 def _warn(warnings, msg):
@@ -326,10 +372,13 @@ def _warn_ids_differ(warnings, src, data, entries, out, id_key, id_index, name_k
         j = differ[0]
         right = gt_ids[out[j]]
         right = right.item() if hasattr(right, "item") else right
-        _warn(warnings, f"{src}: {len(differ)} {what}(s) have a {id_key} that is not the ground truth's id "
-                        f"of their {name_key} (first: entry {j}, {id_key} {data[j][id_key]!r}, "
-                        f"{data[j][name_key]!r} is {id_key.replace('_', ' ')} {right!r}); "
-                        f"matched by {name_key}")
+        _warn(
+            warnings,
+            f"{src}: {len(differ)} {what}(s) have a {id_key} that is not the ground truth's id "
+            f"of their {name_key} (first: entry {j}, {id_key} {data[j][id_key]!r}, "
+            f"{data[j][name_key]!r} is {id_key.replace('_', ' ')} {right!r}); "
+            f"matched by {name_key}",
+        )
 
 
 #: :func:`match_image_entries`' index of an entry whose file is not in the ground truth.
@@ -362,17 +411,32 @@ def match_image_entries(data, gt, src, warnings, what="prediction"):
                 f"{src}: no file_name matches an image of the ground truth {gt.source} "
                 f"(first: {unknown[0]!r}; "
                 f"compared by trailing path components with its file_name entries, e.g. "
-                f"{gt.images[0].get('file_name')!r}); are these predictions for another image set?")
+                f"{gt.images[0].get('file_name')!r}); are these predictions for another image set?"
+            )
         if unknown:
             n_left = int((out == LEFT_OUT).sum())
-            _warn(warnings, f"{src}: {n_left} {what}(s) on {len(unknown)} file(s) that are not in the ground "
-                            f"truth were left out (first: {unknown[0]!r})")
-        _warn_ids_differ(warnings, src, data, [j for j in by_name if out[j] >= 0], out, "image_id",
-                         gt.image_index, "file_name", gt.image_ids, what)
+            _warn(
+                warnings,
+                f"{src}: {n_left} {what}(s) on {len(unknown)} file(s) that are not in the ground "
+                f"truth were left out (first: {unknown[0]!r})",
+            )
+        _warn_ids_differ(
+            warnings,
+            src,
+            data,
+            [j for j in by_name if out[j] >= 0],
+            out,
+            "image_id",
+            gt.image_index,
+            "file_name",
+            gt.image_ids,
+            what,
+        )
     rest = [j for j in range(len(data)) if out[j] == -1]
     if rest:
-        out[rest] = _lookup([data[j]["image_id"] for j in rest], gt.image_index, src, "image id", gt.source,
-                            entries=rest)
+        out[rest] = _lookup(
+            [data[j]["image_id"] for j in rest], gt.image_index, src, "image id", gt.source, entries=rest
+        )
     return out
 
 
@@ -382,16 +446,38 @@ def _match_classes(data, gt, src, warnings):
     by_name = [j for j, d in enumerate(data) if d.get("category_name") is not None]
     out = np.full(len(data), -1, np.int64)
     if by_name:
-        out[by_name] = _lookup([data[j]["category_name"] for j in by_name], name_index, src,
-                               "category name", gt.source, entries=by_name,
-                               known=", ".join(map(repr, gt.class_names)))
-        _warn_ids_differ(warnings, src, data, by_name, out, "category_id", gt.class_index, "category_name",
-                         gt.cat_ids, "detection")
+        out[by_name] = _lookup(
+            [data[j]["category_name"] for j in by_name],
+            name_index,
+            src,
+            "category name",
+            gt.source,
+            entries=by_name,
+            known=", ".join(map(repr, gt.class_names)),
+        )
+        _warn_ids_differ(
+            warnings,
+            src,
+            data,
+            by_name,
+            out,
+            "category_id",
+            gt.class_index,
+            "category_name",
+            gt.cat_ids,
+            "detection",
+        )
     rest = [j for j in range(len(data)) if out[j] == -1]
     if rest:
-        out[rest] = _lookup([data[j]["category_id"] for j in rest], gt.class_index, src, "category id",
-                            gt.source, entries=rest,
-                            known=", ".join(f"{int(c)} ({n})" for c, n in zip(gt.cat_ids, gt.class_names)))
+        out[rest] = _lookup(
+            [data[j]["category_id"] for j in rest],
+            gt.class_index,
+            src,
+            "category id",
+            gt.source,
+            entries=rest,
+            known=", ".join(f"{int(c)} ({n})" for c, n in zip(gt.cat_ids, gt.class_names)),
+        )
     return out
 
 
@@ -402,7 +488,8 @@ def _check_scorable(image, cls, gt, src):
     if not on_box_images.any():
         raise EvaluationInputError(
             f"{src}: none of the {len(image)} detections is on an image of {gt.source} that takes part in "
-            "box evaluation (supervision 'full'); are these predictions for another image set?")
+            "box evaluation (supervision 'full'); are these predictions for another image set?"
+        )
     annotated = np.zeros(gt.num_classes, bool)
     annotated[gt.ann_class] = True
     if annotated.any() and not annotated[cls[on_box_images]].any():
@@ -410,7 +497,8 @@ def _check_scorable(image, cls, gt, src):
         raise EvaluationInputError(
             f"{src}: none of the detections has a class with ground-truth boxes in {gt.source} ({present}); "
             "are the category ids of another numbering (e.g. 0-based class indices)? Give category_name "
-            "or the ground truth's category ids")
+            "or the ground truth's category ids"
+        )
 
 
 def _lookup(values, index, src, what, gt_source, entries=None, known=None):
@@ -432,7 +520,8 @@ def _lookup(values, index, src, what, gt_source, entries=None, known=None):
             hint = f"; the ground truth has {known}" if known else ""
             raise EvaluationInputError(
                 f"{src}: entry {entry} has {what} {v!r}, which is not in the ground truth {gt_source} "
-                f"({n_missing} unknown {what}(s) in all){hint}")
+                f"({n_missing} unknown {what}(s) in all){hint}"
+            )
         mapped[j] = k
     return mapped
 
@@ -453,10 +542,14 @@ def load_image_scores(scores, gt):
         bad = [j for j, d in enumerate(data) if not isinstance(d, dict) or "global_scores" not in d]
         if bad:
             raise EvaluationInputError(
-                f"{src}: entry {bad[0]} ({data[bad[0]]!r:.200}) has no 'global_scores'")
+                f"{src}: entry {bad[0]} ({data[bad[0]]!r:.200}) has no 'global_scores'"
+            )
         rows = match_image_entries(data, gt, src, [], what="image score")
-        items = [(i, d["global_scores"], d.get("file_name", d.get("image_id")))
-                 for i, d in zip(rows, data) if i != LEFT_OUT]
+        items = [
+            (i, d["global_scores"], d.get("file_name", d.get("image_id")))
+            for i, d in zip(rows, data)
+            if i != LEFT_OUT
+        ]
     elif isinstance(data, dict):
         str_index = {str(k): v for k, v in gt.image_index.items()}
         items = []
@@ -466,19 +559,24 @@ def load_image_scores(scores, gt):
                 raise EvaluationInputError(f"{src}: image id {key!r} is not in the ground truth {gt.source}")
             items.append((i, value, key))
     else:
-        raise EvaluationInputError(f"{src}: expected a list of {{file_name, image_id, global_scores}} or a "
-                                   "mapping {image_id: scores}")
+        raise EvaluationInputError(
+            f"{src}: expected a list of {{file_name, image_id, global_scores}} or a "
+            "mapping {image_id: scores}"
+        )
     name_index = {n: k for k, n in enumerate(gt.class_names)}
     for i, value, key in items:
         if isinstance(value, dict):
             for name, s in value.items():
                 if name not in name_index:
-                    raise EvaluationInputError(f"{src}: image {key!r}: unknown category {name!r}; the ground "
-                                               f"truth has {', '.join(map(repr, gt.class_names))}")
+                    raise EvaluationInputError(
+                        f"{src}: image {key!r}: unknown category {name!r}; the ground "
+                        f"truth has {', '.join(map(repr, gt.class_names))}"
+                    )
                 out[i, name_index[name]] = float(s)
         else:
             if len(value) != gt.num_classes:
                 raise EvaluationInputError(
-                    f"{src}: image {key!r} has {len(value)} scores, expected {gt.num_classes}")
+                    f"{src}: image {key!r} has {len(value)} scores, expected {gt.num_classes}"
+                )
             out[i] = np.asarray(value, dtype=np.float64)
     return out

@@ -1,4 +1,5 @@
 """The whole OXnet metric set from ground truth and detections: COCO AP, FROC and image-level AUROC."""
+
 import logging
 from dataclasses import dataclass, field
 
@@ -15,8 +16,10 @@ __all__ = ["EvaluationResult", "evaluate_detections", "format_table", "AP_KEYS"]
 logger = logging.getLogger(__name__)
 
 AP_KEYS = ("mAP", "AP40", "AP75", "APs", "APm", "APl")
-AREA_SPACE = ("box areas in square pixels of the image as given in the ground truth (the image file's "
-              "pixel space, i.e. detections in original image coordinates, not the resized network input)")
+AREA_SPACE = (
+    "box areas in square pixels of the image as given in the ground truth (the image file's "
+    "pixel space, i.e. detections in original image coordinates, not the resized network input)"
+)
 
 
 @dataclass
@@ -33,9 +36,19 @@ class EvaluationResult:
     froc_points: dict = field(repr=False)  # name -> (fps_per_image, sensitivity)
 
 
-def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER_IOU_THRESHOLDS,
-                        max_dets=100, froc_iou=0.4, froc_fps=FROC_FPS, bbox_format="xywh", bootstrap=0,
-                        seed=0, require_match=True):
+def evaluate_detections(
+    gt,
+    predictions,
+    image_scores=None,
+    iou_thresholds=PAPER_IOU_THRESHOLDS,
+    max_dets=100,
+    froc_iou=0.4,
+    froc_fps=FROC_FPS,
+    bbox_format="xywh",
+    bootstrap=0,
+    seed=0,
+    require_match=True,
+):
     """Evaluate detections against ground truth.
 
     Args:
@@ -97,8 +110,10 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
             raise ValueError(f"image scores have shape {scores.shape}, expected {(len(gt.images), K)}")
         missing = int(((gt.labels >= 0) & ~np.isfinite(scores)).any(1).sum())
         if missing:
-            msg = (f"{missing} image(s) with known labels have no image-level score; "
-                   "AUROC (global) leaves them out")
+            msg = (
+                f"{missing} image(s) with known labels have no image-level score; "
+                "AUROC (global) leaves them out"
+            )
             logger.warning(msg)
             warnings.append(msg)
         glob = image_auroc(scores, gt.labels)
@@ -109,9 +124,12 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
 
     per_class = {}
     for k, name in enumerate(names):
-        row = {"category_id": int(gt.cat_ids[k]), "num_gt": int(n_lesions[k]),
-               "num_positive_images": int((gt.labels[:, k] == 1).sum()),
-               "num_negative_images": int((gt.labels[:, k] == 0).sum())}
+        row = {
+            "category_id": int(gt.cat_ids[k]),
+            "num_gt": int(n_lesions[k]),
+            "num_positive_images": int((gt.labels[:, k] == 1).sum()),
+            "num_negative_images": int((gt.labels[:, k] == 0).sum()),
+        }
         row.update(ap["per_class"][k])
         row["froc"] = None if per_class_froc[k] is None else [float(v) for v in per_class_froc[k]]
         row["froc_mean"] = None if per_class_froc[k] is None else float(np.mean(per_class_froc[k]))
@@ -125,8 +143,10 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
         "fps_per_image": [float(f) for f in froc_fps],
         "sensitivity": None if pooled is None else [float(v) for v in pooled],
         "mean": None if pooled is None else float(np.mean(pooled)),
-        "class_mean": {"sensitivity": None if class_mean is None else [float(v) for v in class_mean],
-                       "mean": None if class_mean is None else float(np.mean(class_mean))},
+        "class_mean": {
+            "sensitivity": None if class_mean is None else [float(v) for v in class_mean],
+            "mean": None if class_mean is None else float(np.mean(class_mean)),
+        },
     }
     metrics["auroc"] = {"global": None if glob is None else _mean(glob), "local": _mean(local)}
     # false alarms on normal (box-free, fully annotated) images at 50/70/80 % lesion sensitivity
@@ -138,10 +158,14 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
         "area_space": AREA_SPACE,
         "class_average": "mean over the classes with at least one ground-truth box (in the area range)",
         "froc_iou": float(froc_iou),
-        "froc_hit": (f"same class, IoU >= {froc_iou} with a not yet matched box, greedy by score; "
-                     f"top {max_dets} detections per image and class"),
-        "froc_pooling": ("'sensitivity': all lesions of all classes pooled; 'class_mean': mean of the "
-                         "per-class FROC sensitivities"),
+        "froc_hit": (
+            f"same class, IoU >= {froc_iou} with a not yet matched box, greedy by score; "
+            f"top {max_dets} detections per image and class"
+        ),
+        "froc_pooling": (
+            "'sensitivity': all lesions of all classes pooled; 'class_mean': mean of the "
+            "per-class FROC sensitivities"
+        ),
         "froc_operating_point": "highest sensitivity with at most the given false positives per image",
         "auroc_local_score": "highest detection score of the class in the image (0 when none)",
         "auroc_global_score": "image-level class score (global head)" if glob is not None else None,
@@ -154,8 +178,9 @@ def evaluate_detections(gt, predictions, image_scores=None, iou_thresholds=PAPER
         "predictions": preds.source,
     }
     metrics["warnings"] = warnings
-    result = EvaluationResult(metrics, gt, preds, hit, evaluated, ap["pr_recall"], ap["pr_precision"],
-                              froc_points)
+    result = EvaluationResult(
+        metrics, gt, preds, hit, evaluated, ap["pr_recall"], ap["pr_precision"], froc_points
+    )
     if bootstrap:
         from .bootstrap import bootstrap_intervals
 
@@ -173,12 +198,23 @@ def per_class_rows(metrics):
     mean, global and local AUROC."""
     rows = []
     for name, r in metrics["per_class"].items():
-        rows.append([name, str(r["num_gt"])] + [percent_text(r[k]) for k in AP_KEYS]
-                    + [percent_text(r[k]) for k in ("froc_mean", "auroc_global", "auroc_local")])
-    rows.append(["mean", str(metrics["settings"]["num_gt_boxes"])]
-                + [percent_text(metrics[k]) for k in AP_KEYS]
-                + [percent_text(v) for v in (metrics["froc"]["class_mean"]["mean"],
-                                             metrics["auroc"]["global"], metrics["auroc"]["local"])])
+        rows.append(
+            [name, str(r["num_gt"])]
+            + [percent_text(r[k]) for k in AP_KEYS]
+            + [percent_text(r[k]) for k in ("froc_mean", "auroc_global", "auroc_local")]
+        )
+    rows.append(
+        ["mean", str(metrics["settings"]["num_gt_boxes"])]
+        + [percent_text(metrics[k]) for k in AP_KEYS]
+        + [
+            percent_text(v)
+            for v in (
+                metrics["froc"]["class_mean"]["mean"],
+                metrics["auroc"]["global"],
+                metrics["auroc"]["local"],
+            )
+        ]
+    )
     return rows
 
 
@@ -187,6 +223,7 @@ def format_table(metrics):
     head = ["class", "#GT"] + list(AP_KEYS) + ["FROC", "AUC-g", "AUC-l"]
     rows = per_class_rows(metrics)
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+
     def fmt(r):
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
 
@@ -195,18 +232,25 @@ def format_table(metrics):
     froc = metrics["froc"]
     if froc["sensitivity"] is not None:
         pts = ", ".join(f"{f:g}: {100 * s:.1f}" for f, s in zip(froc["fps_per_image"], froc["sensitivity"]))
-        lines.append(f"FROC (all lesions, IoU >= {metrics['settings']['froc_iou']:g}) sensitivity at "
-                     f"FP/image {pts}; mean {percent_text(froc['mean'])}")
+        lines.append(
+            f"FROC (all lesions, IoU >= {metrics['settings']['froc_iou']:g}) sensitivity at "
+            f"FP/image {pts}; mean {percent_text(froc['mean'])}"
+        )
     normals = metrics.get("normals")
     if normals and normals["n_normal_images"]:
         fp = normals["fp_per_normal_image_at_sensitivity"]
-        pts = ", ".join(f"{100 * float(s):.0f}%: " + ("n/a" if v is None else f"{v:.2f}")
-                        for s, v in fp.items())
-        lines.append(f"False alarms per normal image ({normals['n_normal_images']} normal, "
-                     f"{normals['n_lesion_images']} lesion images) at lesion sensitivity {pts}")
+        pts = ", ".join(
+            f"{100 * float(s):.0f}%: " + ("n/a" if v is None else f"{v:.2f}") for s, v in fp.items()
+        )
+        lines.append(
+            f"False alarms per normal image ({normals['n_normal_images']} normal, "
+            f"{normals['n_lesion_images']} lesion images) at lesion sensitivity {pts}"
+        )
     b = metrics.get("bootstrap")
     if b:
         iv = lambda x: "n/a" if x is None else f"[{100 * x[0]:.1f}, {100 * x[1]:.1f}]"  # noqa: E731
-        lines.append(f"Bootstrap {100 * b['level']:.0f}% intervals over images ({b['n']} replicates): "
-                     + ", ".join(f"{k} {iv(b[k])}" for k in ("mAP", "AP40", "AP75", "froc_mean")))
+        lines.append(
+            f"Bootstrap {100 * b['level']:.0f}% intervals over images ({b['n']} replicates): "
+            + ", ".join(f"{k} {iv(b[k])}" for k in ("mAP", "AP40", "AP75", "froc_mean"))
+        )
     return "\n".join(lines)

@@ -15,6 +15,7 @@ positives; a screening reader wants them apart, at the operating points a detect
 Both are None when the sensitivity is never reached (too few hits among the detections, which stop
 at the model's test score threshold) or when there are no normal images (false alarms only).
 """
+
 import math
 
 import numpy as np
@@ -24,11 +25,13 @@ __all__ = ["SENSITIVITIES", "image_kinds", "thresholds_at_sensitivity", "normal_
 #: Lesion sensitivities at which false alarms on normal images are reported.
 SENSITIVITIES = (0.5, 0.7, 0.8)
 
-DEFINITION = ("normal image: supervision 'full', no box, no positive or uncertain image label; at the "
-              "highest score threshold whose detections hit the given fraction of all lesions (FROC hit "
-              "definition), the mean number of detections per normal image and the fraction of normal "
-              "images with at least one; None where the sensitivity is never reached or there is no "
-              "normal image")
+DEFINITION = (
+    "normal image: supervision 'full', no box, no positive or uncertain image label; at the "
+    "highest score threshold whose detections hit the given fraction of all lesions (FROC hit "
+    "definition), the mean number of detections per normal image and the fraction of normal "
+    "images with at least one; None where the sensitivity is never reached or there is no "
+    "normal image"
+)
 
 
 def _key(s):

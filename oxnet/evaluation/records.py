@@ -7,6 +7,7 @@ Each detection carries the dataset's ``category_id`` and its ``category_name``, 
 numbering produced them (:func:`oxnet.evaluation.inputs.load_predictions` matches by name first).
 Numbers are written unrounded: re-scoring the file gives exactly the in-process metrics.
 """
+
 import numpy as np
 
 __all__ = ["category_ids_or_default", "detection_records", "image_score_record"]
@@ -29,15 +30,24 @@ def detection_records(instances, image_id, file_name, class_names, category_ids)
     boxes[:, 2:] -= boxes[:, :2]
     classes = instances.pred_classes.tolist()
     scores = instances.scores.detach().cpu().numpy().astype(np.float64).tolist()
-    return [{"image_id": image_id, "file_name": file_name, "category_id": int(category_ids[c]),
-             "category_name": class_names[c], "bbox": b, "score": s}
-            for c, b, s in zip(classes, boxes.tolist(), scores)]
+    return [
+        {
+            "image_id": image_id,
+            "file_name": file_name,
+            "category_id": int(category_ids[c]),
+            "category_name": class_names[c],
+            "bbox": b,
+            "score": s,
+        }
+        for c, b, s in zip(classes, boxes.tolist(), scores)
+    ]
 
 
 def image_score_record(global_scores, image_id, file_name, class_names):
     """One entry of ``image_scores.json``: ``{"image_id", "file_name", "global_scores": {name: p}}``."""
-    probs = np.asarray(global_scores.detach().cpu() if hasattr(global_scores, "detach") else global_scores,
-                       dtype=np.float64).tolist()
+    probs = np.asarray(
+        global_scores.detach().cpu() if hasattr(global_scores, "detach") else global_scores, dtype=np.float64
+    ).tolist()
     if len(probs) != len(class_names):
         raise ValueError(f"{len(probs)} image-level scores for {len(class_names)} classes")
     return {"image_id": image_id, "file_name": file_name, "global_scores": dict(zip(class_names, probs))}

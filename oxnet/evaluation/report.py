@@ -5,6 +5,7 @@ positive when it is a FROC hit, i.e. IoU >= ``froc_iou`` with a box of its class
 palette with distinct line styles (:data:`OVERLAY_STYLES`) and a legend. Attention figures found in the
 report's folder or its ``attention/`` subfolder are shown too (:func:`link_attention_figures`).
 """
+
 import html
 import logging
 import os
@@ -14,16 +15,26 @@ import numpy as np
 
 from oxnet.utils.atomic import atomic_open, atomic_write_json
 
-from .metrics import AP_KEYS, percent_text, per_class_rows
+from .metrics import AP_KEYS, per_class_rows, percent_text
 
-__all__ = ["write_report", "plot_pr_curves", "plot_froc_curves", "draw_overlays", "table1_row",
-           "box_image_counts", "link_attention_figures", "OVERLAY_STYLES"]
+__all__ = [
+    "write_report",
+    "plot_pr_curves",
+    "plot_froc_curves",
+    "draw_overlays",
+    "table1_row",
+    "box_image_counts",
+    "link_attention_figures",
+    "OVERLAY_STYLES",
+]
 
 logger = logging.getLogger(__name__)
 
-TABLE1_HEADER = ("| Method | # full | # weak | # unlabeled | mAP | AP40 | AP75 | APS | APM | APL "
-                 "| # test with boxes | # test without boxes |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|")
+TABLE1_HEADER = (
+    "| Method | # full | # weak | # unlabeled | mAP | AP40 | AP75 | APS | APM | APL "
+    "| # test with boxes | # test without boxes |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _save_figure(fig, path):
@@ -50,8 +61,13 @@ def plot_pr_curves(result, path):
             ap = result.metrics["per_class"][name]["AP40"] if abs(iou - 0.4) < 1e-9 else None
             label = name if ap is None else f"{name} (AP {100 * ap:.1f})"
             ax.plot(result.pr_recall, prec, label=label)
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"Precision-recall, IoU {iou:.2f} (COCO 101-point interpolation)")
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title=f"Precision-recall, IoU {iou:.2f} (COCO 101-point interpolation)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     _save_figure(fig, path)
@@ -66,15 +82,25 @@ def plot_froc_curves(result, path):
     for name, (fpi, sens) in result.froc_points.items():
         keep = fpi <= 2 * max(fps)
         pooled = name == "all lesions"
-        ax.step(np.maximum(fpi[keep], min(fps) / 2), sens[keep], where="post", label=name,
-                lw=2.5 if pooled else 1, color="k" if pooled else None)
+        ax.step(
+            np.maximum(fpi[keep], min(fps) / 2),
+            sens[keep],
+            where="post",
+            label=name,
+            lw=2.5 if pooled else 1,
+            color="k" if pooled else None,
+        )
     pooled = result.metrics["froc"]["sensitivity"]
     if pooled is not None:
         ax.plot(fps, pooled, "ko")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="false positives per image", ylabel="sensitivity", ylim=(0, 1.02),
-           xlim=(min(fps) / 2, 2 * max(fps)),
-           title=f"FROC, hit at IoU >= {result.metrics['settings']['froc_iou']:g}")
+    ax.set(
+        xlabel="false positives per image",
+        ylabel="sensitivity",
+        ylim=(0, 1.02),
+        xlim=(min(fps) / 2, 2 * max(fps)),
+        title=f"FROC, hit at IoU >= {result.metrics['settings']['froc_iou']:g}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     _save_figure(fig, path)
@@ -85,12 +111,27 @@ def plot_froc_curves(result, path):
 # and every label starts with GT / TP / FP, so they stay apart in greyscale. Ground truth is drawn last,
 # dashed: a true positive on the same place shows through its gaps and does not hide it.
 OVERLAY_STYLES = {
-    "fp": {"tag": "FP", "name": "false positive", "color": "#D55E00", "linestyle": (0, (1, 1.2)),
-           "linewidth": 2.0},  # vermillion, dotted
-    "tp": {"tag": "TP", "name": "true positive", "color": "#009E73", "linestyle": "-",
-           "linewidth": 2.0},  # bluish green, solid
-    "gt": {"tag": "GT", "name": "ground truth", "color": "#F0E442", "linestyle": (0, (3, 2)),
-           "linewidth": 2.6},  # yellow, dashed, on top
+    "fp": {
+        "tag": "FP",
+        "name": "false positive",
+        "color": "#D55E00",
+        "linestyle": (0, (1, 1.2)),
+        "linewidth": 2.0,
+    },  # vermillion, dotted
+    "tp": {
+        "tag": "TP",
+        "name": "true positive",
+        "color": "#009E73",
+        "linestyle": "-",
+        "linewidth": 2.0,
+    },  # bluish green, solid
+    "gt": {
+        "tag": "GT",
+        "name": "ground truth",
+        "color": "#F0E442",
+        "linestyle": (0, (3, 2)),
+        "linewidth": 2.6,
+    },  # yellow, dashed, on top
 }
 OVERLAY_DRAW_ORDER = ("fp", "tp", "gt")
 
@@ -110,11 +151,11 @@ def _fit_text(ax, text, size, width):
     lo, hi = 0, len(text)
     while lo < hi:  # the fewest characters to cut
         mid = (lo + hi) // 2
-        if _text_extent(ax, "…" + text[mid + 1:], size)[0] <= width:
+        if _text_extent(ax, "…" + text[mid + 1 :], size)[0] <= width:
             hi = mid
         else:
             lo = mid + 1
-    return "…" + text[lo + 1:]
+    return "…" + text[lo + 1 :]
 
 
 def overlay_tile(img, gt_boxes, dets, caption, tile=400, font_size=None):
@@ -131,11 +172,10 @@ def overlay_tile(img, gt_boxes, dets, caption, tile=400, font_size=None):
         x0, y0, x1, y1 in the tile's pixels), kind "caption", "gt", "tp" or "fp", in drawing order.
     """
     import cv2
+    from detectron2.utils.visualizer import Visualizer
     from matplotlib.patches import Rectangle
 
     import oxnet  # noqa: F401  (before detectron2)
-    from detectron2.utils.visualizer import Visualizer
-
     from oxnet.data.visualize import _legible, draw_labels
 
     h, w = img.shape[:2]
@@ -146,7 +186,7 @@ def overlay_tile(img, gt_boxes, dets, caption, tile=400, font_size=None):
     band = int(round(font * 100 / 72 * 1.7))
     canvas = np.zeros((band + tile, tile, 3), np.uint8)
     ox, oy = (tile - iw) // 2, band + (tile - ih) // 2
-    canvas[oy:oy + ih, ox:ox + iw] = img
+    canvas[oy : oy + ih, ox : ox + iw] = img
     vis = Visualizer(canvas, metadata=None)
     ax = vis.output.ax
 
@@ -159,18 +199,34 @@ def overlay_tile(img, gt_boxes, dets, caption, tile=400, font_size=None):
     for kind in OVERLAY_DRAW_ORDER:  # ground truth last, on top; higher scores above lower ones
         st = OVERLAY_STYLES[kind]
         for _, (x0, y0, x1, y1), _, _ in sorted((it for it in items if it[0] == kind), key=lambda it: it[3]):
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=st["color"],
-                                   linestyle=st["linestyle"], linewidth=st["linewidth"], zorder=5))
+            ax.add_patch(
+                Rectangle(
+                    (x0, y0),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    edgecolor=st["color"],
+                    linestyle=st["linestyle"],
+                    linewidth=st["linewidth"],
+                    zorder=5,
+                )
+            )
     cap = _fit_text(ax, caption, font, tile - 8)
-    cap_rect = draw_labels(vis, [(2, 0, tile, 0)], [cap], ["w"], font_size=font, bounds=(0, 0, tile, band),
-                           gap=0)
+    cap_rect = draw_labels(
+        vis, [(2, 0, tile, 0)], [cap], ["w"], font_size=font, bounds=(0, 0, tile, band), gap=0
+    )
     # Labels: ground truth first, then detections by score (the most important get the best places).
     order = sorted(items, key=lambda it: -it[3])
     texts = [f"{OVERLAY_STYLES[it[0]]['tag']} {it[2]}" for it in order]
-    rects = draw_labels(vis, [it[1] for it in order], texts,
-                        [_legible(OVERLAY_STYLES[it[0]]["color"]) for it in order],
-                        font_size=font * 0.95, bounds=(0, band, tile, band + tile))
-    out = vis.get_output().get_image()[:band + tile, :tile]
+    rects = draw_labels(
+        vis,
+        [it[1] for it in order],
+        texts,
+        [_legible(OVERLAY_STYLES[it[0]]["color"]) for it in order],
+        font_size=font * 0.95,
+        bounds=(0, band, tile, band + tile),
+    )
+    out = vis.get_output().get_image()[: band + tile, :tile]
     labels = [("caption", cap, cap_rect[0])] + [(it[0], t, r) for it, t, r in zip(order, texts, rects)]
     return out, labels
 
@@ -186,23 +242,39 @@ def overlay_legend(width, score_threshold, froc_iou, max_dets, font_size=11):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=st["color"], linestyle=st["linestyle"], linewidth=st["linewidth"])
-               for st in (OVERLAY_STYLES[k] for k in ("gt", "tp", "fp"))]
-    labels = ["GT  ground truth (dashed, drawn on top)",
-              f"TP  true positive (IoU ≥ {froc_iou:g} with a box of its class)",
-              "FP  false positive (dotted)"]
-    footer = (f"labels: kind, class and score; detections with score ≥ {score_threshold:g}, at most "
-              f"{max_dets} per image")
+    handles = [
+        Line2D([], [], color=st["color"], linestyle=st["linestyle"], linewidth=st["linewidth"])
+        for st in (OVERLAY_STYLES[k] for k in ("gt", "tp", "fp"))
+    ]
+    labels = [
+        "GT  ground truth (dashed, drawn on top)",
+        f"TP  true positive (IoU ≥ {froc_iou:g} with a box of its class)",
+        "FP  false positive (dotted)",
+    ]
+    footer = (
+        f"labels: kind, class and score; detections with score ≥ {score_threshold:g}, at most "
+        f"{max_dets} per image"
+    )
     line = font_size * 100 / 72 * 1.45
     for ncol in (3, 1):
         rows = 3 // ncol
         height = int(round(line * (rows + 1) + font_size))
         fig = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="#1e1e1e")
         canvas = FigureCanvasAgg(fig)
-        leg = fig.legend(handles, labels, loc="upper center", ncol=ncol, frameon=False, labelcolor="white",
-                         fontsize=font_size, handlelength=4, bbox_to_anchor=(0.5, 1.0))
-        foot = fig.text(0.5, 0.06, footer, color="#dddddd", ha="center", va="bottom",
-                        fontsize=font_size * 0.9)
+        leg = fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            ncol=ncol,
+            frameon=False,
+            labelcolor="white",
+            fontsize=font_size,
+            handlelength=4,
+            bbox_to_anchor=(0.5, 1.0),
+        )
+        foot = fig.text(
+            0.5, 0.06, footer, color="#dddddd", ha="center", va="bottom", fontsize=font_size * 0.9
+        )
         canvas.draw()
         needed = max(leg.get_window_extent().width, foot.get_window_extent().width) + 10
         if needed <= width:
@@ -213,8 +285,17 @@ def overlay_legend(width, score_threshold, froc_iou, max_dets, font_size=11):
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
 
 
-def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, tile=400, read_fn=None,
-                  max_dets_per_image=10, cols=4):
+def draw_overlays(
+    result,
+    path,
+    image_paths,
+    n_images=8,
+    score_threshold=0.3,
+    tile=400,
+    read_fn=None,
+    max_dets_per_image=10,
+    cols=4,
+):
     """Grid of images with ground truth, true positives and false positives, and a legend.
 
     Styles: :data:`OVERLAY_STYLES` (Okabe-Ito colours, distinct line styles; ground truth dashed and
@@ -236,8 +317,11 @@ def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, ti
     gt, preds = result.gt, result.preds
     with_boxes = np.zeros(len(gt.images), bool)
     with_boxes[gt.ann_image] = True
-    candidates = [i for i in np.r_[np.flatnonzero(with_boxes), np.flatnonzero(~with_boxes & gt.box_eval)]
-                  if gt.image_ids[i].item() in image_paths][:n_images]
+    candidates = [
+        i
+        for i in np.r_[np.flatnonzero(with_boxes), np.flatnonzero(~with_boxes & gt.box_eval)]
+        if gt.image_ids[i].item() in image_paths
+    ][:n_images]
     names = gt.class_names
     tiles = []
     for i in candidates:
@@ -257,9 +341,14 @@ def draw_overlays(result, path, image_paths, n_images=8, score_threshold=0.3, ti
     cols = min(cols, len(tiles))
     rows = -(-len(tiles) // cols)
     tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
-    grid = np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)])
-    legend = overlay_legend(grid.shape[1], score_threshold, result.metrics["settings"]["froc_iou"],
-                            max_dets_per_image, font_size=max(tile / 34, 8))
+    grid = np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)])
+    legend = overlay_legend(
+        grid.shape[1],
+        score_threshold,
+        result.metrics["settings"]["froc_iou"],
+        max_dets_per_image,
+        font_size=max(tile / 34, 8),
+    )
     w = max(grid.shape[1], legend.shape[1])
     pad = lambda a: np.pad(a, ((0, 0), (0, w - a.shape[1]), (0, 0)))  # noqa: E731
     grid = np.concatenate([pad(grid), pad(legend)], axis=0)
@@ -289,17 +378,32 @@ def table1_row(metrics, method="OXnet", counts=None, test_counts=None):
     return "| " + " | ".join(cells) + " |"
 
 
-PER_CLASS_HEADER = ["class", "# GT boxes", "mAP", "AP40", "AP75", "APS", "APM", "APL", "FROC mean",
-                    "AUROC global", "AUROC top local"]
+PER_CLASS_HEADER = [
+    "class",
+    "# GT boxes",
+    "mAP",
+    "AP40",
+    "AP75",
+    "APS",
+    "APM",
+    "APL",
+    "FROC mean",
+    "AUROC global",
+    "AUROC top local",
+]
 
 
 def _froc_rows(metrics):
     froc = metrics["froc"]
     na = [None] * len(froc["fps_per_image"])
-    rows = [["all lesions (pooled)"] + [percent_text(v) for v in (froc["sensitivity"] or na)]
-            + [percent_text(froc["mean"])],
-            ["mean over classes"] + [percent_text(v) for v in (froc["class_mean"]["sensitivity"] or na)]
-            + [percent_text(froc["class_mean"]["mean"])]]
+    rows = [
+        ["all lesions (pooled)"]
+        + [percent_text(v) for v in (froc["sensitivity"] or na)]
+        + [percent_text(froc["mean"])],
+        ["mean over classes"]
+        + [percent_text(v) for v in (froc["class_mean"]["sensitivity"] or na)]
+        + [percent_text(froc["class_mean"]["mean"])],
+    ]
     for name, r in metrics["per_class"].items():
         rows.append([name] + [percent_text(v) for v in (r["froc"] or na)] + [percent_text(r["froc_mean"])])
     return ["FROC", *[f"{f:g} FP/img" for f in froc["fps_per_image"]], "mean"], rows
@@ -313,8 +417,10 @@ def _bootstrap_rows(metrics):
     iv = lambda x: "n/a" if x is None else f"{100 * x[0]:.1f} – {100 * x[1]:.1f}"  # noqa: E731
     label = {"mAP": "mAP", "AP40": "AP40", "AP75": "AP75", "froc_mean": "FROC mean (all lesions)"}
     rows = [[label[k], percent_text(b["point"][k]), iv(b[k])] for k in label]
-    rows += [[f"mAP {name}", percent_text(metrics["per_class"][name]["mAP"]), iv(v)]
-             for name, v in b["per_class_mAP"].items()]
+    rows += [
+        [f"mAP {name}", percent_text(metrics["per_class"][name]["mAP"]), iv(v)]
+        for name, v in b["per_class_mAP"].items()
+    ]
     return header, rows
 
 
@@ -348,8 +454,10 @@ def _attention_figures(out_dir):
     def key(image_id):
         return (0, int(image_id), "") if image_id.isdigit() else (1, 0, image_id)
 
-    return [(f"Attention maps: global CAM, local attention, DAA (image {i})", found[i])
-            for i in sorted(found, key=key)]
+    return [
+        (f"Attention maps: global CAM, local attention, DAA (image {i})", found[i])
+        for i in sorted(found, key=key)
+    ]
 
 
 def _figures_md(figures):
@@ -357,8 +465,11 @@ def _figures_md(figures):
 
 
 def _figures_html(figures):
-    return "".join(f'<h2>{html.escape(title)}</h2><a href="{html.escape(fn)}"><img src="{html.escape(fn)}" '
-                   f'alt="{html.escape(title)}"></a>\n' for title, fn in figures)
+    return "".join(
+        f'<h2>{html.escape(title)}</h2><a href="{html.escape(fn)}"><img src="{html.escape(fn)}" '
+        f'alt="{html.escape(title)}"></a>\n'
+        for title, fn in figures
+    )
 
 
 def _attention_section(out_dir, markdown):
@@ -394,9 +505,20 @@ def link_attention_figures(out_dir):
     return len(_attention_figures(out_dir))
 
 
-def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None, image_root=None,
-                 n_overlays=8, score_threshold=0.3, read_fn=None, extra_images=(), gt_file=None,
-                 pred_file=None):
+def write_report(
+    result,
+    out_dir,
+    method="OXnet",
+    counts=None,
+    image_paths=None,
+    image_root=None,
+    n_overlays=8,
+    score_threshold=0.3,
+    read_fn=None,
+    extra_images=(),
+    gt_file=None,
+    pred_file=None,
+):
     """Write metrics.json, report.md, report.html and the PNG figures into ``out_dir``.
 
     Args:
@@ -418,8 +540,10 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
     os.makedirs(out_dir, exist_ok=True)
     m = result.metrics
     s = m["settings"]
-    sources = {"ground_truth": os.fspath(gt_file) if gt_file else s["ground_truth"],
-               "predictions": os.fspath(pred_file) if pred_file else s["predictions"]}
+    sources = {
+        "ground_truth": os.fspath(gt_file) if gt_file else s["ground_truth"],
+        "predictions": os.fspath(pred_file) if pred_file else s["predictions"],
+    }
     if any(sources[k] != s[k] for k in sources):
         m = dict(m, settings=dict(s, **sources))
         s = m["settings"]
@@ -432,8 +556,9 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
 
     notes = list(m["warnings"])
     if image_paths is None:
-        root = image_root or (os.path.dirname(os.path.abspath(s["ground_truth"]))
-                              if os.path.exists(s["ground_truth"]) else None)
+        root = image_root or (
+            os.path.dirname(os.path.abspath(s["ground_truth"])) if os.path.exists(s["ground_truth"]) else None
+        )
         image_paths = {}
         if root is not None:
             for img in result.gt.images:
@@ -470,20 +595,42 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
     fh, fr = _froc_rows(m)
     figures = [("Precision-recall curves", "pr_curves.png"), ("FROC curves", "froc_curves.png")]
     if "overlays" in paths:
-        figures.append(("Detections: ground truth (yellow, dashed), true positives (green), false positives "
-                        "(vermillion, dotted)", "overlays.png"))
+        figures.append(
+            (
+                "Detections: ground truth (yellow, dashed), true positives (green), false positives "
+                "(vermillion, dotted)",
+                "overlays.png",
+            )
+        )
     attention = {fn for _, fn in _attention_figures(out_dir)}  # shown in their own section
     figures += [(title, fn) for title, fn in extra_images if fn not in attention]
 
     t1 = table1_row(m, method, counts, (with_boxes, without_boxes))
-    md = [f"# Evaluation report: {method}", "", "## Table 1 row (percent)", "", TABLE1_HEADER,
-          t1, "", "## Per class (percent; n/a: no ground truth)", "",
-          _md_table(PER_CLASS_HEADER, per_class_rows(m)), "", "## FROC sensitivity (percent)", "",
-          _md_table(fh, fr), ""]
+    md = [
+        f"# Evaluation report: {method}",
+        "",
+        "## Table 1 row (percent)",
+        "",
+        TABLE1_HEADER,
+        t1,
+        "",
+        "## Per class (percent; n/a: no ground truth)",
+        "",
+        _md_table(PER_CLASS_HEADER, per_class_rows(m)),
+        "",
+        "## FROC sensitivity (percent)",
+        "",
+        _md_table(fh, fr),
+        "",
+    ]
     bh, br = _bootstrap_rows(m)
     if bh:
-        md += [f"## Bootstrap intervals over images (percent; {m['bootstrap']['n']} replicates)", "",
-               _md_table(bh, br), ""]
+        md += [
+            f"## Bootstrap intervals over images (percent; {m['bootstrap']['n']} replicates)",
+            "",
+            _md_table(bh, br),
+            "",
+        ]
     md += ["## Settings", ""] + [f"- {x}" for x in settings_lines]
     if notes:
         md += ["", "## Warnings", ""] + [f"- {x}" for x in notes]
@@ -496,24 +643,36 @@ def write_report(result, out_dir, method="OXnet", counts=None, image_paths=None,
 
     t1_header = [h.strip() for h in TABLE1_HEADER.splitlines()[0].strip("|").split("|")]
     t1_row = [c.strip() for c in t1.strip("|").split("|")]
-    body = [f"<h1>Evaluation report: {html.escape(method)}</h1>", "<h2>Table 1 row (percent)</h2>",
-            _html_table(t1_header, [t1_row]), "<h2>Per class (percent; n/a: no ground truth)</h2>",
-            _html_table(PER_CLASS_HEADER, per_class_rows(m)), "<h2>FROC sensitivity (percent)</h2>",
-            _html_table(fh, fr)]
+    body = [
+        f"<h1>Evaluation report: {html.escape(method)}</h1>",
+        "<h2>Table 1 row (percent)</h2>",
+        _html_table(t1_header, [t1_row]),
+        "<h2>Per class (percent; n/a: no ground truth)</h2>",
+        _html_table(PER_CLASS_HEADER, per_class_rows(m)),
+        "<h2>FROC sensitivity (percent)</h2>",
+        _html_table(fh, fr),
+    ]
     if bh:
-        body += [f"<h2>Bootstrap intervals over images (percent; {m['bootstrap']['n']} replicates)</h2>",
-                 _html_table(bh, br)]
-    body += ["<h2>Settings</h2><ul>"
-            + "".join(f"<li>{html.escape(x)}</li>" for x in settings_lines) + "</ul>"]
+        body += [
+            f"<h2>Bootstrap intervals over images (percent; {m['bootstrap']['n']} replicates)</h2>",
+            _html_table(bh, br),
+        ]
+    body += [
+        "<h2>Settings</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in settings_lines) + "</ul>"
+    ]
     if notes:
         body.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in notes) + "</ul>")
     body += [_figures_html(figures) + _attention_section(out_dir, markdown=False)]
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
-             "img{max-width:100%}")
-    doc = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-           f"<title>{html.escape(method)} evaluation</title>"
-           f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    doc = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(method)} evaluation</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     paths["html"] = os.path.join(out_dir, "report.html")
     with atomic_open(paths["html"], "w", encoding="utf-8") as f:
         f.write(doc)

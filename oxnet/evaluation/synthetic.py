@@ -1,4 +1,5 @@
 """Random COCO ground truth and detections, for tests and benchmarks of the evaluation code."""
+
 import numpy as np
 
 __all__ = ["synthetic_coco"]
@@ -30,8 +31,10 @@ def synthetic_coco(
     rng = np.random.default_rng(seed)
     height, width = image_size
     categories = [{"id": c + 1, "name": f"class {c + 1}"} for c in range(num_classes)]
-    images = [{"id": i + 1, "file_name": f"{i + 1:06d}.png", "height": height, "width": width}
-              for i in range(num_images)]
+    images = [
+        {"id": i + 1, "file_name": f"{i + 1:06d}.png", "height": height, "width": width}
+        for i in range(num_images)
+    ]
     present = np.array([c + 1 for c in range(num_classes) if c + 1 not in set(missing_classes)])
 
     def random_boxes(n):
@@ -44,15 +47,22 @@ def synthetic_coco(
 
     # Ground truth: Poisson counts on non-empty images.
     nonempty = rng.random(num_images) >= empty_image_fraction
-    counts = np.where(nonempty, rng.poisson(gt_per_image / max(1 - empty_image_fraction, 1e-6),
-                                            num_images), 0)
+    counts = np.where(
+        nonempty, rng.poisson(gt_per_image / max(1 - empty_image_fraction, 1e-6), num_images), 0
+    )
     gt_img = np.repeat(np.arange(1, num_images + 1), counts)
     n_gt = len(gt_img)
     gt_cat = rng.choice(present, size=n_gt) if len(present) else np.zeros(0, int)
     gt_box = np.round(random_boxes(n_gt), 2)
     annotations = [
-        {"id": k + 1, "image_id": int(gt_img[k]), "category_id": int(gt_cat[k]),
-         "bbox": [float(v) for v in gt_box[k]], "area": float(gt_box[k, 2] * gt_box[k, 3]), "iscrowd": 0}
+        {
+            "id": k + 1,
+            "image_id": int(gt_img[k]),
+            "category_id": int(gt_cat[k]),
+            "bbox": [float(v) for v in gt_box[k]],
+            "area": float(gt_box[k, 2] * gt_box[k, 3]),
+            "iscrowd": 0,
+        }
         for k in range(n_gt)
     ]
     gt = {"images": images, "annotations": annotations, "categories": categories}
@@ -77,8 +87,12 @@ def synthetic_coco(
     score = np.round(np.concatenate([tp_score, fp_score]), 5)
     order = rng.permutation(len(box))
     predictions = [
-        {"image_id": int(img[k]), "category_id": int(cat[k]), "bbox": [float(v) for v in box[k]],
-         "score": float(score[k])}
+        {
+            "image_id": int(img[k]),
+            "category_id": int(cat[k]),
+            "bbox": [float(v) for v in box[k]],
+            "score": float(score[k]),
+        }
         for k in order
     ]
     return gt, predictions

@@ -1,13 +1,15 @@
 """Dual attention alignment (DAA, Sec. 2.1): local attention from RetinaNet's class maps (Eq. 2)
 and attention-weighted pooling of the global class activation map (Eq. 3)."""
+
 from typing import List
 
 import torch
 from torch.nn import functional as F
 
 
-def local_attention(cls_logits: List[torch.Tensor], num_classes: int, out_size,
-                    align_corners: bool = False) -> torch.Tensor:
+def local_attention(
+    cls_logits: List[torch.Tensor], num_classes: int, out_size, align_corners: bool = False
+) -> torch.Tensor:
     """Local attention ``A`` of Eq. 2 on the global head's grid.
 
     For each FPN level the sigmoid class maps are maxed over the anchors; for each image and class,
@@ -31,7 +33,9 @@ def local_attention(cls_logits: List[torch.Tensor], num_classes: int, out_size,
         probs = logits.view(b, ak // num_classes, num_classes, h, w).sigmoid()
         attn = probs.max(dim=1).values  # max over anchors: (B, K, H_l, W_l)
         peaks.append(attn.flatten(2).max(dim=2).values)  # (B, K)
-        resized.append(F.interpolate(attn, size=tuple(out_size), mode="bilinear", align_corners=align_corners))
+        resized.append(
+            F.interpolate(attn, size=tuple(out_size), mode="bilinear", align_corners=align_corners)
+        )
     level = torch.stack(peaks, dim=2).argmax(dim=2)  # (B, K): the level with the highest peak
     stacked = torch.stack(resized, dim=2)  # (B, K, L, h, w)
     index = level[:, :, None, None, None].expand(-1, -1, 1, *stacked.shape[-2:])

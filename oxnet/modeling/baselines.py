@@ -21,11 +21,19 @@ Adaptations to a dense detector (the OXnet paper does not detail how it adapted 
   anchor targets with the same weight keeps targets aligned. The targets come from the mean teacher
   on the weak view instead of the student's own average over augmentations.
 """
+
 import torch
 from torch.nn import functional as F
 
-__all__ = ["pi_consistency", "mean_teacher_consistency", "sharpen", "psm_select", "mmt_psm_consistency",
-           "soft_target_focal_loss", "mixup"]
+__all__ = [
+    "pi_consistency",
+    "mean_teacher_consistency",
+    "sharpen",
+    "psm_select",
+    "mmt_psm_consistency",
+    "soft_target_focal_loss",
+    "mixup",
+]
 
 
 def pi_consistency(logits_a, logits_b):

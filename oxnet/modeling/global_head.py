@@ -1,4 +1,5 @@
 """The global multi-label classification head (Sec. 2.1)."""
+
 from torch import nn
 
 

@@ -1,8 +1,9 @@
 """Global prototype alignment (GPA, Sec. 2.2): class features (Eq. 4), confidence-weighted EMA
 prototypes (Eq. 5) and the intra-class / inter-class losses (Eq. 6)."""
+
 import torch
-from torch import nn
 from torch import distributed as dist
+from torch import nn
 
 
 def class_features(features: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -59,8 +60,13 @@ class PrototypeMemory(nn.Module):
         self.initialized |= present
 
 
-def gpa_losses(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor,
-               valid_classes: torch.Tensor, margin: float = 1.0):
+def gpa_losses(
+    feats: torch.Tensor,
+    prototypes: torch.Tensor,
+    mask: torch.Tensor,
+    valid_classes: torch.Tensor,
+    margin: float = 1.0,
+):
     """Intra-class compactness and inter-class separability losses of Eq. 6.
 
     Args:
@@ -99,8 +105,13 @@ def gpa_losses(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor
 GPA_FORMS = ("paper", "authors")
 
 
-def gpa_losses_authors(feats: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor,
-                       valid_classes: torch.Tensor, margin: float = 1.0):
+def gpa_losses_authors(
+    feats: torch.Tensor,
+    prototypes: torch.Tensor,
+    mask: torch.Tensor,
+    valid_classes: torch.Tensor,
+    margin: float = 1.0,
+):
     """Eq. 6 as the authors' ``GlobalContrastiveLoss`` computes it (LLYXC/OXnet, ``retinanet/losses.py``).
 
     The class feature of class j is the mean of F_j over the batch's images selected for j (one

@@ -1,7 +1,7 @@
 """Losses of the weak (Eq. 1) and unsupervised (Eq. 7-8) branches."""
+
 import torch
 from torch.nn import functional as F
-
 
 #: Reductions of the image-level BCE (``OXNET.GLOBAL_HEAD.BCE_REDUCTION``).
 BCE_REDUCTIONS = ("mean", "sum_classes")
@@ -28,8 +28,9 @@ def masked_bce_with_logits(logits, labels, reduction="mean"):
     if reduction not in BCE_REDUCTIONS:
         raise ValueError(f"BCE reduction must be one of {BCE_REDUCTIONS}, got {reduction!r}")
     valid = labels >= 0
-    per_entry = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0).to(logits.dtype),
-                                                   reduction="none")
+    per_entry = F.binary_cross_entropy_with_logits(
+        logits, labels.clamp(min=0).to(logits.dtype), reduction="none"
+    )
     if reduction == "mean":
         denominator = valid.sum().clamp(min=1)
     else:

@@ -1,23 +1,23 @@
 """The OXnet meta-architecture: RetinaNet + global head (GAP or DAA) + GPA + soft focal loss."""
+
 import math
 from typing import Dict, List
 
 import torch
-from torch import distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 from detectron2.modeling.meta_arch import retinanet as d2_retinanet
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-from torch import nn
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss
+from torch import distributed as dist
+from torch import nn
 
 from oxnet.config import method_components, uses_weak_negatives
 
-from .attention import (ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention,
-                        normalize_attention)
+from .attention import ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention, normalize_attention
 from .global_head import GlobalHead
 from .gpa import GPA_FORMS, PrototypeMemory, class_features, gpa_losses, gpa_losses_authors
 from .losses import BCE_REDUCTIONS, masked_bce_with_logits, weak_negative_focal_loss
@@ -33,7 +33,6 @@ def current_iteration():
         return max(get_event_storage().iter, 0)
     except AssertionError:
         return 0
-
 
 
 def _group_norm(channels):
@@ -63,30 +62,46 @@ class OXNet(RetinaNet):
     """
 
     @configurable
-    def __init__(self, *, global_mode: str = "", global_in_feature: str = "res5",
-                 global_head: GlobalHead = None, global_loss_weight: float = 1.0, attention_grad: str = "all",
-                 bce_reduction: str = "mean", align_corners: bool = False, gpa_form: str = "paper",
-                 prototypes: PrototypeMemory = None, gpa_margin: float = 1.0,
-                 gpa_intra_weight: float = 1.0, gpa_inter_weight: float = 1.0,
-                 unsup_loss: UnsupLoss = None, weak_negatives: bool = False,
-                 burn_in: int = 0, rampup: int = 0,
-                 **kwargs):
+    def __init__(
+        self,
+        *,
+        global_mode: str = "",
+        global_in_feature: str = "res5",
+        global_head: GlobalHead = None,
+        global_loss_weight: float = 1.0,
+        attention_grad: str = "all",
+        bce_reduction: str = "mean",
+        align_corners: bool = False,
+        gpa_form: str = "paper",
+        prototypes: PrototypeMemory = None,
+        gpa_margin: float = 1.0,
+        gpa_intra_weight: float = 1.0,
+        gpa_inter_weight: float = 1.0,
+        unsup_loss: UnsupLoss = None,
+        weak_negatives: bool = False,
+        burn_in: int = 0,
+        rampup: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if global_mode not in ("", "gap", "daa"):
             raise ValueError(f"global head mode must be '', 'gap' or 'daa', got {global_mode!r}")
         if prototypes is not None and global_mode != "daa":
             raise ValueError("GPA needs the DAA global head: its class features use the local attention R")
         if attention_grad not in ATTENTION_GRAD_MODES:
-            raise ValueError(f"OXNET.GLOBAL_HEAD.ATTENTION_GRAD must be one of {ATTENTION_GRAD_MODES}, "
-                             f"got {attention_grad!r}")
+            raise ValueError(
+                f"OXNET.GLOBAL_HEAD.ATTENTION_GRAD must be one of {ATTENTION_GRAD_MODES}, "
+                f"got {attention_grad!r}"
+            )
         self.global_mode = global_mode
         self.attention_grad = attention_grad
         self.global_in_feature = global_in_feature
         self.global_head = global_head
         self.global_loss_weight = global_loss_weight
         if bce_reduction not in BCE_REDUCTIONS:
-            raise ValueError(f"OXNET.GLOBAL_HEAD.BCE_REDUCTION must be one of {BCE_REDUCTIONS}, "
-                             f"got {bce_reduction!r}")
+            raise ValueError(
+                f"OXNET.GLOBAL_HEAD.BCE_REDUCTION must be one of {BCE_REDUCTIONS}, got {bce_reduction!r}"
+            )
         self.bce_reduction = bce_reduction
         if gpa_form not in GPA_FORMS:
             raise ValueError(f"OXNET.GPA.FORM must be one of {GPA_FORMS}, got {gpa_form!r}")
@@ -125,28 +140,40 @@ class OXNet(RetinaNet):
             ret["head"] = RetinaNetHead(**{**head_cfg, "norm": _group_norm})
         parts = method_components(cfg.OXNET.METHOD)
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-        ret.update(global_mode=parts["global_head"], unsup_loss=build_unsup_loss(parts["unsup"], cfg),
-                   weak_negatives=uses_weak_negatives(cfg),
-                   burn_in=cfg.OXNET.RAMPUP.BURN_IN_ITERS, rampup=cfg.OXNET.RAMPUP.ITERS)
+        ret.update(
+            global_mode=parts["global_head"],
+            unsup_loss=build_unsup_loss(parts["unsup"], cfg),
+            weak_negatives=uses_weak_negatives(cfg),
+            burn_in=cfg.OXNET.RAMPUP.BURN_IN_ITERS,
+            rampup=cfg.OXNET.RAMPUP.ITERS,
+        )
         if parts["global_head"]:
             backbone = ret["backbone"]
             bottom_up = getattr(backbone, "bottom_up", backbone)
             feature = cfg.OXNET.GLOBAL_HEAD.IN_FEATURE
             shapes = bottom_up.output_shape()
             if feature not in shapes:
-                raise ValueError(f"OXNET.GLOBAL_HEAD.IN_FEATURE={feature!r} is not an output of the "
-                                 f"backbone ({sorted(shapes)}); add it to MODEL.RESNETS.OUT_FEATURES")
+                raise ValueError(
+                    f"OXNET.GLOBAL_HEAD.IN_FEATURE={feature!r} is not an output of the "
+                    f"backbone ({sorted(shapes)}); add it to MODEL.RESNETS.OUT_FEATURES"
+                )
             channels = shapes[feature].channels
-            ret.update(global_in_feature=feature, global_head=GlobalHead(channels, num_classes,
-                                                                     init=cfg.OXNET.GLOBAL_HEAD.INIT),
-                       global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT,
-                       attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD,
-                       bce_reduction=cfg.OXNET.GLOBAL_HEAD.BCE_REDUCTION,
-                       align_corners=cfg.OXNET.GLOBAL_HEAD.ALIGN_CORNERS)
+            ret.update(
+                global_in_feature=feature,
+                global_head=GlobalHead(channels, num_classes, init=cfg.OXNET.GLOBAL_HEAD.INIT),
+                global_loss_weight=cfg.OXNET.GLOBAL_HEAD.LOSS_WEIGHT,
+                attention_grad=cfg.OXNET.GLOBAL_HEAD.ATTENTION_GRAD,
+                bce_reduction=cfg.OXNET.GLOBAL_HEAD.BCE_REDUCTION,
+                align_corners=cfg.OXNET.GLOBAL_HEAD.ALIGN_CORNERS,
+            )
             if parts["gpa"]:
-                ret.update(prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
-                           gpa_margin=cfg.OXNET.GPA.MARGIN, gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
-                           gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT, gpa_form=cfg.OXNET.GPA.FORM)
+                ret.update(
+                    prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
+                    gpa_margin=cfg.OXNET.GPA.MARGIN,
+                    gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
+                    gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT,
+                    gpa_form=cfg.OXNET.GPA.FORM,
+                )
         return ret
 
     # ------------------------------------------------------------------ helpers
@@ -203,8 +230,9 @@ class OXNet(RetinaNet):
         cam = self.global_head(feats_m)
         if self.global_mode == "gap":
             return cam.mean(dim=(2, 3)), cam, None, feats_m
-        attention = normalize_attention(local_attention(logits, self.num_classes, cam.shape[-2:],
-                                                        self.align_corners))
+        attention = normalize_attention(
+            local_attention(logits, self.num_classes, cam.shape[-2:], self.align_corners)
+        )
         return daa_logits(cam, attention), cam, attention, feats_m
 
     # ------------------------------------------------------------------ forward
@@ -216,7 +244,9 @@ class OXNet(RetinaNet):
         results = self.forward_inference(images, features, [logits, deltas])
         processed = []
         for i, (res, inp, size) in enumerate(zip(results, batched_inputs, images.image_sizes)):
-            out = {"instances": detector_postprocess(res, inp.get("height", size[0]), inp.get("width", size[1]))}
+            out = {
+                "instances": detector_postprocess(res, inp.get("height", size[0]), inp.get("width", size[1]))
+            }
             if global_out is not None:
                 out["global_scores"] = global_out[0][i].sigmoid()
             processed.append(out)
@@ -241,8 +271,15 @@ class OXNet(RetinaNet):
             gt_instances = [batched_inputs[i]["instances"].to(self.device) for i in full]
             gt_labels, gt_boxes = self.label_anchors(anchors(), gt_instances)
             sel = torch.as_tensor(full, device=self.device)
-            losses.update(self.losses(anchors(), [x[sel] for x in pred_logits], gt_labels,
-                                      [x[sel] for x in pred_deltas], gt_boxes))
+            losses.update(
+                self.losses(
+                    anchors(),
+                    [x[sel] for x in pred_logits],
+                    gt_labels,
+                    [x[sel] for x in pred_deltas],
+                    gt_boxes,
+                )
+            )
             num_pos = sum(int(((g >= 0) & (g != self.num_classes)).sum()) for g in gt_labels)
             self._ema_update("positives_per_image", max(num_pos / len(full), 1.0), 100.0)
         else:
@@ -256,8 +293,16 @@ class OXNet(RetinaNet):
         if self.weak_negatives:
             extra["loss_weak_negative"] = self._weak_negative_loss(batched_inputs, levels, all_logits, zero)
         if self.unsup_loss is not None:
-            extra.update(self._unsupervised_losses(batched_inputs, levels, all_logits, pred_deltas,
-                                                   lambda: cat([a.tensor for a in anchors()]), zero))
+            extra.update(
+                self._unsupervised_losses(
+                    batched_inputs,
+                    levels,
+                    all_logits,
+                    pred_deltas,
+                    lambda: cat([a.tensor for a in anchors()]),
+                    zero,
+                )
+            )
         scale = self._rampup_scale()
         losses.update({k: v * scale for k, v in extra.items()})
         return losses
@@ -271,13 +316,14 @@ class OXNet(RetinaNet):
             return zero + 0.0
         sel = torch.as_tensor(idx, device=self.device)
         labels = torch.stack([batched_inputs[i]["image_labels"] for i in idx]).to(self.device)
-        loss = weak_negative_focal_loss(all_logits[sel], labels, self.focal_loss_alpha,
-                                        self.focal_loss_gamma)
+        loss = weak_negative_focal_loss(all_logits[sel], labels, self.focal_loss_alpha, self.focal_loss_gamma)
         return zero + loss / self.loss_normalizer
 
     def _weak_losses(self, batched_inputs, levels, global_out, zero):
         g_logits, cam, attention, feats_m = global_out
-        idx = [i for i, s in enumerate(levels) if s in IMAGE_LABEL_LEVELS and "image_labels" in batched_inputs[i]]
+        idx = [
+            i for i, s in enumerate(levels) if s in IMAGE_LABEL_LEVELS and "image_labels" in batched_inputs[i]
+        ]
         out = {"loss_global": zero + 0.0}
         if self.prototypes is not None:
             out.update(loss_gpa_intra=zero + 0.0, loss_gpa_inter=zero + 0.0)
@@ -298,8 +344,9 @@ class OXNet(RetinaNet):
             positives = labels == 1
             self.prototypes.update(feats, g_logits[sel].sigmoid(), positives)  # Eq. 5
             losses_fn = gpa_losses if self.gpa_form == "paper" else gpa_losses_authors
-            intra, inter = losses_fn(feats, self.prototypes.prototypes, positives,
-                                      self.prototypes.initialized, self.gpa_margin)  # Eq. 6
+            intra, inter = losses_fn(
+                feats, self.prototypes.prototypes, positives, self.prototypes.initialized, self.gpa_margin
+            )  # Eq. 6
             out["loss_gpa_intra"] = out["loss_gpa_intra"] + self.gpa_intra_weight * intra
             out["loss_gpa_inter"] = out["loss_gpa_inter"] + self.gpa_inter_weight * inter
         return out
@@ -312,8 +359,9 @@ class OXNet(RetinaNet):
         if not idx:
             return {k: zero + 0.0 for k in self.unsup_loss.loss_names}
         sel = torch.as_tensor(idx, device=self.device)
-        out = self.unsup_loss(self, [batched_inputs[i] for i in idx], all_logits[sel],
-                              cat(pred_deltas, dim=1)[sel], anchors)
+        out = self.unsup_loss(
+            self, [batched_inputs[i] for i in idx], all_logits[sel], cat(pred_deltas, dim=1)[sel], anchors
+        )
         return {k: zero + v for k, v in out.items()}
 
     def dense_logits(self, inputs, image_key):
@@ -363,5 +411,7 @@ class OXNet(RetinaNet):
             raise ValueError("attention maps need the DAA global head (OXNET.METHOD daa, daa_gpa or oxnet)")
         _, _, logits, _ = self._run_network(batched_inputs, with_boxes=False)
         _, cam, attention, _ = self._global_logits(logits)
-        return [{"cam": c.cpu().numpy(), "local": a.cpu().numpy(), "daa": (c * a).cpu().numpy()}
-                for c, a in zip(cam, attention)]
+        return [
+            {"cam": c.cpu().numpy(), "local": a.cpu().numpy(), "daa": (c * a).cpu().numpy()}
+            for c, a in zip(cam, attention)
+        ]

@@ -32,6 +32,7 @@ project replicates to three channels). The input must be normalized as the weigh
 (:data:`INPUT_NORMALIZATION`), which ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` say; training refuses other
 values unless ``OXNET.BACKBONE.PRETRAINED_INPUT`` is ``none``.
 """
+
 import argparse
 import glob
 import logging
@@ -40,8 +41,18 @@ import sys
 
 import torch
 
-__all__ = ["PretrainedWeightsError", "INPUT_NORMALIZATION", "resolve", "fetch_command", "read_state_dict",
-           "resnet_depth", "convert_resnet", "pixel_stats", "config_overrides", "load_pretrained_backbone"]
+__all__ = [
+    "PretrainedWeightsError",
+    "INPUT_NORMALIZATION",
+    "resolve",
+    "fetch_command",
+    "read_state_dict",
+    "resnet_depth",
+    "convert_resnet",
+    "pixel_stats",
+    "config_overrides",
+    "load_pretrained_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +60,13 @@ SETTING = "OXNET.BACKBONE.PRETRAINED"
 SCHEMES = ("torchvision", "timm", "xrv")
 
 #: torchvision's ImageNet files (``IMAGENET1K_V1``), as its hub cache names them.
-TORCHVISION_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
-                     "resnet50": "resnet50-0676ba61.pth", "resnet101": "resnet101-63fe2227.pth",
-                     "resnet152": "resnet152-394f9c45.pth"}
+TORCHVISION_FILES = {
+    "resnet18": "resnet18-f37072fd.pth",
+    "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth",
+    "resnet152": "resnet152-394f9c45.pth",
+}
 TORCHVISION_URL = "https://download.pytorch.org/models/{}"
 #: torchxrayvision's ResNet weights (``xrv.models.ResNet(weights=NAME)``) and their files.
 XRV_FILES = {"resnet50-res512-all": "pc-nih-rsna-siim-vin-resnet50-test512-e400-state.pt"}
@@ -69,8 +84,13 @@ INPUT_NORMALIZATION = {
 INPUT_KINDS = ("auto", "imagenet", "xrv", "none")
 
 #: (blocks per stage, bottleneck) -> depth
-_DEPTHS = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
-           ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152}
+_DEPTHS = {
+    ((2, 2, 2, 2), False): 18,
+    ((3, 4, 6, 3), False): 34,
+    ((3, 4, 6, 3), True): 50,
+    ((3, 4, 23, 3), True): 101,
+    ((3, 8, 36, 3), True): 152,
+}
 
 
 class PretrainedWeightsError(ValueError):
@@ -100,15 +120,19 @@ def _split(spec):
     if scheme not in SCHEMES:
         raise PretrainedWeightsError(
             f"{SETTING} {spec!r}: unknown scheme {scheme!r}; use a file path or one of "
-            + ", ".join(f"{s}://" for s in SCHEMES) + " (torchvision://resnet101, timm://resnet50.a1_in1k, "
-            "xrv://resnet50-res512-all)")
+            + ", ".join(f"{s}://" for s in SCHEMES)
+            + " (torchvision://resnet101, timm://resnet50.a1_in1k, "
+            "xrv://resnet50-res512-all)"
+        )
     known = {"torchvision": TORCHVISION_FILES, "xrv": XRV_FILES}.get(scheme)
     if known is not None and name not in known:
-        raise PretrainedWeightsError(f"{SETTING} {spec!r}: unknown {scheme} name {name!r}; known: "
-                                     f"{', '.join(sorted(known))}")
+        raise PretrainedWeightsError(
+            f"{SETTING} {spec!r}: unknown {scheme} name {name!r}; known: {', '.join(sorted(known))}"
+        )
     if scheme == "timm" and (not name or "/" in name or not name.startswith("resnet")):
-        raise PretrainedWeightsError(f"{SETTING} {spec!r}: expected a timm ResNet name such as "
-                                     "timm://resnet50.a1_in1k")
+        raise PretrainedWeightsError(
+            f"{SETTING} {spec!r}: expected a timm ResNet name such as timm://resnet50.a1_in1k"
+        )
     return scheme, name
 
 
@@ -121,13 +145,18 @@ def _candidates(scheme, name):
         return [os.path.join(_xrv_folder(), XRV_FILES[name])]
     own = os.path.join(_hub_checkpoints(), "timm", f"{name}.safetensors")
     snapshots = os.path.join(_hf_cache(), f"models--timm--{name}", "snapshots", "*")
-    return [own] + sorted(glob.glob(os.path.join(snapshots, "model.safetensors"))
-                          + glob.glob(os.path.join(snapshots, "pytorch_model.bin")))
+    return [own] + sorted(
+        glob.glob(os.path.join(snapshots, "model.safetensors"))
+        + glob.glob(os.path.join(snapshots, "pytorch_model.bin"))
+    )
 
 
 def _url(scheme, name):
-    return {"torchvision": lambda: TORCHVISION_URL.format(TORCHVISION_FILES[name]),
-            "xrv": lambda: XRV_URL.format(XRV_FILES[name]), "timm": lambda: TIMM_URL.format(name)}[scheme]()
+    return {
+        "torchvision": lambda: TORCHVISION_URL.format(TORCHVISION_FILES[name]),
+        "xrv": lambda: XRV_URL.format(XRV_FILES[name]),
+        "timm": lambda: TIMM_URL.format(name),
+    }[scheme]()
 
 
 def fetch_command(spec):
@@ -154,17 +183,20 @@ def resolve(spec):
             return path, scheme
     raise PretrainedWeightsError(
         f"{SETTING} {spec!r}: the weights are not on this machine (looked for {candidates[0]}"
-        + (f" and {len(candidates) - 1} more" if len(candidates) > 1 else "") + "). Nothing is downloaded "
+        + (f" and {len(candidates) - 1} more" if len(candidates) > 1 else "")
+        + "). Nothing is downloaded "
         f"when training; on a machine with internet run `{fetch_command(spec)}` (it writes "
-        f"{candidates[0]}) and copy the file to the same place here, or name the file in {SETTING}")
+        f"{candidates[0]}) and copy the file to the same place here, or name the file in {SETTING}"
+    )
 
 
 def fetch(spec):
     """Download ``spec`` (``scheme://name``) into the file :func:`resolve` looks for first; returns it."""
     scheme, name = _split(spec)
     if scheme is None:
-        raise PretrainedWeightsError(f"fetch: {spec!r} is a path; give scheme://name, "
-                                     "e.g. torchvision://resnet101")
+        raise PretrainedWeightsError(
+            f"fetch: {spec!r} is a path; give scheme://name, e.g. torchvision://resnet101"
+        )
     path = _candidates(scheme, name)[0]
     if os.path.isfile(path):
         print(f"{path} is already there")
@@ -192,8 +224,10 @@ def read_state_dict(path):
 
             data = load_file(path, device="cpu")
         elif str(path).endswith(".pkl"):
-            raise PretrainedWeightsError(f"{path}: a detectron2 .pkl is a detector checkpoint; name it as "
-                                         "MODEL.WEIGHTS, not as " + SETTING)
+            raise PretrainedWeightsError(
+                f"{path}: a detectron2 .pkl is a detector checkpoint; name it as "
+                "MODEL.WEIGHTS, not as " + SETTING
+            )
         else:
             from oxnet.engine.safe_load import load_weights_file
 
@@ -202,18 +236,21 @@ def read_state_dict(path):
         raise
     except Exception as e:  # truncated zip, bad header, refused pickle: name the file and the cause
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PretrainedWeightsError(f"{SETTING}: cannot read {path} as a weights file (truncated, or not "
-                                     f"a state dict): {type(e).__name__}: {first}") from e
+        raise PretrainedWeightsError(
+            f"{SETTING}: cannot read {path} as a weights file (truncated, or not "
+            f"a state dict): {type(e).__name__}: {first}"
+        ) from e
     for key in ("state_dict", "model", "model_state"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
     if not isinstance(data, dict) or not any(torch.is_tensor(v) for v in data.values()):
-        raise PretrainedWeightsError(f"{SETTING}: {path} holds no state dict of tensors "
-                                     f"(a {type(data).__name__})")
+        raise PretrainedWeightsError(
+            f"{SETTING}: {path} holds no state dict of tensors (a {type(data).__name__})"
+        )
     state = {str(k): v for k, v in data.items() if torch.is_tensor(v)}
     for prefix in ("module.", "model."):
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -225,28 +262,39 @@ def resnet_depth(state, path):
             timm variant, no ResNet stages) or a block count of no standard depth.
     """
     if any(k.startswith("backbone.bottom_up.") for k in state):
-        raise PretrainedWeightsError(f"{SETTING}: {path} is a detectron2 detector checkpoint; name it as "
-                                     "MODEL.WEIGHTS, not as " + SETTING)
+        raise PretrainedWeightsError(
+            f"{SETTING}: {path} is a detectron2 detector checkpoint; name it as "
+            "MODEL.WEIGHTS, not as " + SETTING
+        )
     if "conv1.weight" not in state:
         deep = any(k.startswith("conv1.0.") for k in state)
         shown = ", ".join(sorted(state)[:5])
         raise PretrainedWeightsError(
             f"{SETTING}: {path} is not a torchvision-layout ResNet: no conv1.weight"
-            + (" (it has a deep stem, conv1.0..., as timm's resnet*d/*t variants; only the plain 7x7 stem "
-               "is supported)" if deep else f" (its first keys: {shown})"))
+            + (
+                " (it has a deep stem, conv1.0..., as timm's resnet*d/*t variants; only the plain 7x7 stem "
+                "is supported)"
+                if deep
+                else f" (its first keys: {shown})"
+            )
+        )
     counts = []
     for stage in range(1, 5):
         blocks = {int(k.split(".")[1]) for k in state if k.startswith(f"layer{stage}.")}
         if not blocks:
-            raise PretrainedWeightsError(f"{SETTING}: {path} is not a torchvision-layout ResNet: no "
-                                         f"layer{stage} (stages layer1..layer4 expected)")
+            raise PretrainedWeightsError(
+                f"{SETTING}: {path} is not a torchvision-layout ResNet: no "
+                f"layer{stage} (stages layer1..layer4 expected)"
+            )
         counts.append(max(blocks) + 1)
     bottleneck = "layer1.0.conv3.weight" in state
     depth = _DEPTHS.get((tuple(counts), bottleneck))
     if depth is None:
-        raise PretrainedWeightsError(f"{SETTING}: {path} is a ResNet with {counts} "
-                                     f"{'bottleneck' if bottleneck else 'basic'} blocks per stage, "
-                                     "which is not ResNet-18/34/50/101/152")
+        raise PretrainedWeightsError(
+            f"{SETTING}: {path} is a ResNet with {counts} "
+            f"{'bottleneck' if bottleneck else 'basic'} blocks per stage, "
+            "which is not ResNet-18/34/50/101/152"
+        )
     return depth
 
 
@@ -269,8 +317,10 @@ def _adapt_stem(weight, channels, path):
         return weight.sum(dim=1, keepdim=True)
     if have == 1 and channels == 3:
         return weight.repeat(1, 3, 1, 1) / 3
-    raise PretrainedWeightsError(f"{SETTING}: {path} has a {have}-channel conv1 and the model takes "
-                                 f"{channels} channels (len(MODEL.PIXEL_MEAN)); only 1 and 3 are converted")
+    raise PretrainedWeightsError(
+        f"{SETTING}: {path} has a {have}-channel conv1 and the model takes "
+        f"{channels} channels (len(MODEL.PIXEL_MEAN)); only 1 and 3 are converted"
+    )
 
 
 def convert_resnet(state, in_channels=3, path="the weights"):
@@ -301,8 +351,9 @@ def pixel_stats(kind, channels):
 def _input_kind(cfg, scheme, state):
     kind = cfg.OXNET.BACKBONE.PRETRAINED_INPUT
     if kind not in INPUT_KINDS:
-        raise PretrainedWeightsError(f"OXNET.BACKBONE.PRETRAINED_INPUT must be one of {INPUT_KINDS}, "
-                                     f"got {kind!r}")
+        raise PretrainedWeightsError(
+            f"OXNET.BACKBONE.PRETRAINED_INPUT must be one of {INPUT_KINDS}, got {kind!r}"
+        )
     if kind != "auto":
         return kind
     if scheme == "xrv" or (scheme is None and state["conv1.weight"].shape[1] == 1):
@@ -318,8 +369,18 @@ def config_overrides(spec, channels=3, kind=None):
     kind = kind or ("xrv" if scheme == "xrv" else "imagenet")
     mean, std = pixel_stats(kind, channels)
     fmt = lambda values: "[" + ",".join(repr(float(v)) for v in values) + "]"  # noqa: E731
-    return [SETTING, str(spec), "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-            "MODEL.PIXEL_MEAN", fmt(mean), "MODEL.PIXEL_STD", fmt(std)]
+    return [
+        SETTING,
+        str(spec),
+        "MODEL.RESNETS.NORM",
+        "FrozenBN",
+        "MODEL.RESNETS.STRIDE_IN_1X1",
+        "False",
+        "MODEL.PIXEL_MEAN",
+        fmt(mean),
+        "MODEL.PIXEL_STD",
+        fmt(std),
+    ]
 
 
 def _check_config(cfg, spec, path, depth, kind, channels):
@@ -330,30 +391,43 @@ def _check_config(cfg, spec, path, depth, kind, channels):
     if res.NORM != "FrozenBN":
         problems.append(f"MODEL.RESNETS.NORM is {res.NORM!r}; the weights' batch norms load as 'FrozenBN'")
     if res.STRIDE_IN_1X1:
-        problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is True; these ResNets stride in the 3x3 convolution "
-                        "(False)")
+        problems.append(
+            "MODEL.RESNETS.STRIDE_IN_1X1 is True; these ResNets stride in the 3x3 convolution (False)"
+        )
     if res.NUM_GROUPS != 1 or res.WIDTH_PER_GROUP != 64 or any(res.DEFORM_ON_PER_STAGE):
-        problems.append("MODEL.RESNETS describes a ResNeXt or deformable ResNet (NUM_GROUPS 1, "
-                        "WIDTH_PER_GROUP 64 and no DEFORM_ON_PER_STAGE needed)")
+        problems.append(
+            "MODEL.RESNETS describes a ResNeXt or deformable ResNet (NUM_GROUPS 1, "
+            "WIDTH_PER_GROUP 64 and no DEFORM_ON_PER_STAGE needed)"
+        )
     if depth in (18, 34) and res.RES2_OUT_CHANNELS != 64:
-        problems.append(f"MODEL.RESNETS.RES2_OUT_CHANNELS is {res.RES2_OUT_CHANNELS}; ResNet-{depth} "
-                        "needs 64")
+        problems.append(
+            f"MODEL.RESNETS.RES2_OUT_CHANNELS is {res.RES2_OUT_CHANNELS}; ResNet-{depth} needs 64"
+        )
     if kind != "none":
         want_mean, want_std = pixel_stats(kind, channels)
         have_mean = [float(v) for v in cfg.MODEL.PIXEL_MEAN]
         have_std = [float(v) for v in cfg.MODEL.PIXEL_STD]
-        close = lambda a, b: len(a) == len(b) and all(abs(x - y) <= 1e-4 * max(1.0, abs(y))  # noqa: E731
-                                                      for x, y in zip(a, b))
+        close = lambda a, b: (
+            len(a) == len(b)
+            and all(
+                abs(x - y) <= 1e-4 * max(1.0, abs(y))  # noqa: E731
+                for x, y in zip(a, b)
+            )
+        )
         if not (close(have_mean, want_mean) and close(have_std, want_std)):
-            problems.append(f"the weights were trained on {kind} normalization: MODEL.PIXEL_MEAN {want_mean} "
-                            f"and MODEL.PIXEL_STD {want_std} for {channels} channel(s), the config has "
-                            f"{have_mean} and {have_std} (OXNET.BACKBONE.PRETRAINED_INPUT none skips this "
-                            "check)")
+            problems.append(
+                f"the weights were trained on {kind} normalization: MODEL.PIXEL_MEAN {want_mean} "
+                f"and MODEL.PIXEL_STD {want_std} for {channels} channel(s), the config has "
+                f"{have_mean} and {have_std} (OXNET.BACKBONE.PRETRAINED_INPUT none skips this "
+                "check)"
+            )
     if problems:
         raise PretrainedWeightsError(
-            f"{SETTING} {spec!r} ({path}) does not fit the config: " + "; ".join(problems)
+            f"{SETTING} {spec!r} ({path}) does not fit the config: "
+            + "; ".join(problems)
             + ". The overrides these weights need: "
-            + " ".join(config_overrides(spec, channels, kind if kind != "none" else None)))
+            + " ".join(config_overrides(spec, channels, kind if kind != "none" else None))
+        )
 
 
 def load_pretrained_backbone(model, cfg, spec=None):
@@ -371,8 +445,10 @@ def load_pretrained_backbone(model, cfg, spec=None):
     backbone = getattr(model, "backbone", model)
     resnet = getattr(backbone, "bottom_up", backbone)
     if not isinstance(resnet, ResNet):
-        raise PretrainedWeightsError(f"{SETTING} {spec!r}: the model's backbone is a {type(resnet).__name__}"
-                                     ", not detectron2's ResNet (MODEL.BACKBONE.NAME)")
+        raise PretrainedWeightsError(
+            f"{SETTING} {spec!r}: the model's backbone is a {type(resnet).__name__}"
+            ", not detectron2's ResNet (MODEL.BACKBONE.NAME)"
+        )
     path, scheme = resolve(spec)
     state = read_state_dict(path)
     depth = resnet_depth(state, path)
@@ -385,18 +461,27 @@ def load_pretrained_backbone(model, cfg, spec=None):
     converted = {k: v for k, v in converted.items() if k.split(".")[0] in stages}  # stages the model builds
     missing = sorted(set(own) - set(converted))
     unexpected = sorted(set(converted) - set(own))
-    shapes = [f"{k} (file {tuple(converted[k].shape)}, model {tuple(own[k].shape)})" for k in own
-              if k in converted and converted[k].shape != own[k].shape]
+    shapes = [
+        f"{k} (file {tuple(converted[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in converted and converted[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing from the file: {', '.join(missing[:5])}" if missing else "",
-                 f"{len(unexpected)} not in the model: {', '.join(unexpected[:5])}" if unexpected else "",
-                 f"{len(shapes)} with another shape: {', '.join(shapes[:5])}" if shapes else ""]
-        raise PretrainedWeightsError(f"{SETTING} {spec!r}: the ResNet-{depth} in {path} does not fit the "
-                                     "model's ResNet: " + "; ".join(p for p in parts if p))
+        parts = [
+            f"{len(missing)} missing from the file: {', '.join(missing[:5])}" if missing else "",
+            f"{len(unexpected)} not in the model: {', '.join(unexpected[:5])}" if unexpected else "",
+            f"{len(shapes)} with another shape: {', '.join(shapes[:5])}" if shapes else "",
+        ]
+        raise PretrainedWeightsError(
+            f"{SETTING} {spec!r}: the ResNet-{depth} in {path} does not fit the "
+            "model's ResNet: " + "; ".join(p for p in parts if p)
+        )
     resnet.load_state_dict({k: v.to(own[k].dtype) for k, v in converted.items()}, strict=True)
     stem = state["conv1.weight"].shape[1]
-    info = (f"ResNet-{depth} from {path} ({kind} input normalization, {stem}-channel stem on "
-            f"{channels}-channel input, {len(converted)} tensors)")
+    info = (
+        f"ResNet-{depth} from {path} ({kind} input normalization, {stem}-channel stem on "
+        f"{channels}-channel input, {len(converted)} tensors)"
+    )
     logger.info(f"Loaded the pretrained backbone: {info}")
     return info
 
@@ -405,14 +490,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m oxnet.modeling.pretrained",
         description="Pretrained ResNet weights for OXNET.BACKBONE.PRETRAINED: fetch a name into its cache "
-                    "(needs internet), show where a name is looked for, or print the config overrides.")
+        "(needs internet), show where a name is looked for, or print the config overrides.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for command, text in (("fetch", "download NAME into the cache it is looked up in"),
-                          ("where", "print the file NAME resolves to (an error when it is missing)"),
-                          ("overrides", "print the KEY VALUE config overrides that start from NAME")):
+    for command, text in (
+        ("fetch", "download NAME into the cache it is looked up in"),
+        ("where", "print the file NAME resolves to (an error when it is missing)"),
+        ("overrides", "print the KEY VALUE config overrides that start from NAME"),
+    ):
         p = sub.add_parser(command, help=text)
-        p.add_argument("name", help="torchvision://resnet101, timm://resnet50.a1_in1k, "
-                                    "xrv://resnet50-res512-all or a file")
+        p.add_argument(
+            "name",
+            help="torchvision://resnet101, timm://resnet50.a1_in1k, xrv://resnet50-res512-all or a file",
+        )
         if command == "overrides":
             p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="model input channels")
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@
 * An image that cannot be read or reported is logged and recorded in the state file (``failed``)
   and the run goes on; the exit status is 1 when any failed.
 """
+
 import json
 import logging
 import os
@@ -90,8 +91,9 @@ class OrthancClient:
 
     def lookup_study(self, study_uid):
         """The Orthanc id of a Study Instance UID, or None."""
-        found = self.request("POST", "/tools/lookup", data=study_uid.encode("ascii"),
-                             content_type="text/plain")
+        found = self.request(
+            "POST", "/tools/lookup", data=study_uid.encode("ascii"), content_type="text/plain"
+        )
         return next((f["ID"] for f in found if f.get("Type") == "Study"), None)
 
 
@@ -107,13 +109,17 @@ class State:
                 with open(self.path, encoding="utf-8") as f:
                     data = json.load(f)
             except (OSError, ValueError) as e:
-                raise ValueError(f"state file {self.path}: unreadable ({type(e).__name__}: {e}); move it "
-                                 "away to start again (reports already in Orthanc are not repeated)") from e
+                raise ValueError(
+                    f"state file {self.path}: unreadable ({type(e).__name__}: {e}); move it "
+                    "away to start again (reports already in Orthanc are not repeated)"
+                ) from e
             if not isinstance(data, dict) or not isinstance(data.get("since"), int):
                 raise ValueError(f"state file {self.path}: field 'since' missing or not an integer")
             if data.get("orthanc") not in (None, orthanc_url):
-                raise ValueError(f"state file {self.path} belongs to {data['orthanc']}, not {orthanc_url}; "
-                                 "use one state file per Orthanc")
+                raise ValueError(
+                    f"state file {self.path} belongs to {data['orthanc']}, not {orthanc_url}; "
+                    "use one state file per Orthanc"
+                )
             for key in ("reported", "failed"):
                 if not isinstance(data.get(key, {}), dict):
                     raise ValueError(f"state file {self.path}: field {key!r} is not an object")
@@ -202,14 +208,21 @@ class Reporter:
         except OrthancError:  # the server, not the image: stop here, the cursor stays before it
             raise
         except Exception as e:  # one bad image must not stop the feed
-            return self._fail(sop_uid or orthanc_id, f"instance {orthanc_id} ({sop_uid}): "
-                              f"{type(e).__name__}: {e}")
+            return self._fail(
+                sop_uid or orthanc_id, f"instance {orthanc_id} ({sop_uid}): {type(e).__name__}: {e}"
+            )
         self._study_reports.setdefault(study_id, set()).add(sop_uid)
         self.state.data["reported"][sop_uid] = sr_uid
         self.state.data["failed"].pop(sop_uid, None)
         self.counts["reported"] += 1
-        logger.info("instance %s (%s): %d finding(s), SR %s stored in study %s", orthanc_id, sop_uid, n,
-                    sr_uid, ds.StudyInstanceUID)
+        logger.info(
+            "instance %s (%s): %d finding(s), SR %s stored in study %s",
+            orthanc_id,
+            sop_uid,
+            n,
+            sr_uid,
+            ds.StudyInstanceUID,
+        )
         return "reported"
 
     def _report(self, ds, data):
@@ -291,15 +304,22 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="model folder (trained or exported)")
     parser.add_argument("--study", help="report this Study Instance UID instead of following the changes")
     parser.add_argument("--once", action="store_true", help="stop when the changes feed is exhausted")
-    parser.add_argument("--state", help="state file (changes cursor, reported images), JSON, written "
-                        "atomically after every change")
+    parser.add_argument(
+        "--state",
+        help="state file (changes cursor, reported images), JSON, written atomically after every change",
+    )
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
     parser.add_argument("--limit", type=int, default=100, help="changes per request (default 100)")
-    parser.add_argument("--modalities", default=",".join(DEFAULT_MODALITIES),
-                        help="modalities to report, comma-separated (default CR,DX)")
-    parser.add_argument("--no-thresholds", action="store_true",
-                        help="ignore the model folder's thresholds.json (report every box above the "
-                             "model's score threshold)")
+    parser.add_argument(
+        "--modalities",
+        default=",".join(DEFAULT_MODALITIES),
+        help="modalities to report, comma-separated (default CR,DX)",
+    )
+    parser.add_argument(
+        "--no-thresholds",
+        action="store_true",
+        help="ignore the model folder's thresholds.json (report every box above the model's score threshold)",
+    )
     parser.add_argument("--backend", choices=("onnx", "torchscript", "eager"), help="model backend")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -316,8 +336,13 @@ def main(argv=None):
         logger.error("%s", e)
         return 2
     logger.info("Orthanc %s at %s; model %s; changes cursor %d", version, client.url, model, state.since)
-    reporter = Reporter(client, model, state, modalities=[m for m in args.modalities.split(",") if m],
-                        use_thresholds=not args.no_thresholds)
+    reporter = Reporter(
+        client,
+        model,
+        state,
+        modalities=[m for m in args.modalities.split(",") if m],
+        use_thresholds=not args.no_thresholds,
+    )
     try:
         if args.study:
             reporter.report_study(args.study)

@@ -1,4 +1,5 @@
 """``python -m oxnet.pacs``: see :mod:`oxnet.pacs`."""
+
 import sys
 
 from oxnet.pacs import main

@@ -14,6 +14,7 @@ with ``Retry-After``. An upload is written only to a private temporary folder (t
 :mod:`oxnet.data.io` take a file) that is removed once the request is answered; nothing from a request
 is unpickled.
 """
+
 import asyncio
 import base64
 import concurrent.futures
@@ -44,7 +45,7 @@ class ServiceLimits:
     """Bounds of the service: ``max_upload_bytes`` per upload, ``max_pixels`` per decoded image,
     ``workers`` inferences at a time and at most ``max_queue`` more requests waiting."""
 
-    def __init__(self, max_upload_bytes=64 * 2 ** 20, max_pixels=100_000_000, workers=1, max_queue=32):
+    def __init__(self, max_upload_bytes=64 * 2**20, max_pixels=100_000_000, workers=1, max_queue=32):
         if workers < 1 or max_queue < 0 or max_upload_bytes < 1 or max_pixels < 1:
             raise ValueError("workers and the size limits must be positive, max_queue >= 0")
         self.max_upload_bytes = int(max_upload_bytes)
@@ -53,8 +54,12 @@ class ServiceLimits:
         self.max_queue = int(max_queue)
 
     def as_dict(self):
-        return {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels,
-                "workers": self.workers, "max_queue": self.max_queue}
+        return {
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_pixels": self.max_pixels,
+            "workers": self.workers,
+            "max_queue": self.max_queue,
+        }
 
 
 class UploadError(Exception):
@@ -68,7 +73,7 @@ class UploadError(Exception):
 
 
 def sniff_kind(data, filename=""):
-    """"dicom", "png", "jpeg" from the upload's first bytes (a DICOM without its 128-byte preamble is
+    """ "dicom", "png", "jpeg" from the upload's first bytes (a DICOM without its 128-byte preamble is
     recognised by a ``.dcm``/``.dicom`` name), else None."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
@@ -98,9 +103,9 @@ def declared_size(data, kind):
                 if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
                     i += 2
                     continue
-                length = struct.unpack(">H", data[i + 2:i + 4])[0]
+                length = struct.unpack(">H", data[i + 2 : i + 4])[0]
                 if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    h, w = struct.unpack(">HH", data[i + 5 : i + 9])
                     return w, h
                 i += 2 + length
     except struct.error:
@@ -129,8 +134,11 @@ class _Service:
         exported = (getattr(model, "info", None) or {}).get("format") in ("torchscript", "onnx")
         self.model_lock = contextlib.nullcontext() if exported else threading.Lock()
         self._attention_predictor = None
-        self.attention_reason = _attention_unavailable(model, model_dir) if attention else \
-            "attention maps are turned off for this service (--no-attention)"
+        self.attention_reason = (
+            _attention_unavailable(model, model_dir)
+            if attention
+            else "attention maps are turned off for this service (--no-attention)"
+        )
 
     # -- admission -------------------------------------------------------------------------------------
     def admit(self):
@@ -139,8 +147,12 @@ class _Service:
             self.rejected += 1
             waiting = self.pending - self.limits.workers + 1
             retry = max(1, math.ceil(self.mean_seconds * waiting / self.limits.workers))
-            raise UploadError(503, f"the service is busy ({self.pending} requests in progress, at most "
-                                   f"{limit}); retry in {retry} s", {"Retry-After": str(retry)})
+            raise UploadError(
+                503,
+                f"the service is busy ({self.pending} requests in progress, at most "
+                f"{limit}); retry in {retry} s",
+                {"Retry-After": str(retry)},
+            )
         self.pending += 1
         self.max_pending = max(self.max_pending, self.pending)
 
@@ -213,11 +225,17 @@ class _Service:
         kind = sniff_kind(data, filename)
         name = filename or "the upload"
         if kind is None:
-            raise UploadError(415, f"{name} is not a DICOM, PNG or JPEG image (first bytes "
-                                   f"{data[:8]!r}); upload a chest X-ray as .dcm, .png or .jpg")
+            raise UploadError(
+                415,
+                f"{name} is not a DICOM, PNG or JPEG image (first bytes "
+                f"{data[:8]!r}); upload a chest X-ray as .dcm, .png or .jpg",
+            )
         if want_sr and kind != "dicom":
-            raise UploadError(415, f"format=dicom-sr needs a DICOM upload (the SR references the source "
-                                   f"image's SOP Instance UID); {name} is a {kind.upper()} image")
+            raise UploadError(
+                415,
+                f"format=dicom-sr needs a DICOM upload (the SR references the source "
+                f"image's SOP Instance UID); {name} is a {kind.upper()} image",
+            )
         size = declared_size(data, kind)
         if size is not None:
             self._check_pixels(name, *size)
@@ -256,25 +274,35 @@ class _Service:
                 raise UploadError(409, f"attention maps are not available: {self.attention_reason}")
             daa = self.attention_maps(grey)
             out["attention"] = {
-                "kind": "daa", "classes": self.class_names, "grid": list(daa.shape[1:]),
+                "kind": "daa",
+                "classes": self.class_names,
+                "grid": list(daa.shape[1:]),
                 "maps": np.round(daa, 5).tolist(),
                 "range": [float(daa.min()), float(daa.max())],
                 "note": "DAA map X*R (Eq. 3) on the last backbone stage's grid; the grid covers the whole "
-                        "image (the model resizes it to a square)"}
+                "image (the model resizes it to a square)",
+            }
         return out
 
     def _check_pixels(self, name, width, height):
         if int(width) * int(height) > self.limits.max_pixels:
-            raise UploadError(422, f"{name} is {width}x{height} pixels; this service accepts images of at "
-                                   f"most {self.limits.max_pixels} pixels")
+            raise UploadError(
+                422,
+                f"{name} is {width}x{height} pixels; this service accepts images of at "
+                f"most {self.limits.max_pixels} pixels",
+            )
 
     def _json_result(self, result, kept, thresholds, kind, source):
         def finding(d):
             x, y, w, h = (float(v) for v in d["bbox"])
             name = d["category_name"]
-            return {"class": name, "category_id": int(d["category_id"]), "score": float(d["score"]),
-                    "box": [x, y, w, h],
-                    "operating_threshold": None if not thresholds else thresholds.get(name)}
+            return {
+                "class": name,
+                "category_id": int(d["category_id"]),
+                "score": float(d["score"]),
+                "box": [x, y, w, h],
+                "operating_threshold": None if not thresholds else thresholds.get(name),
+            }
 
         image = {"width": int(result["width"]), "height": int(result["height"]), "kind": kind}
         if source is not None:
@@ -287,8 +315,10 @@ class _Service:
             "image_scores": {str(k): float(v) for k, v in scores.items()} if scores else None,
             "thresholds": thresholds,
             "box_format": "[x, y, width, height] in the uploaded image's pixels",
-            "model": {"version": (getattr(self.model, "info", None) or {}).get("oxnet_version"),
-                      "format": (getattr(self.model, "info", None) or {}).get("format")},
+            "model": {
+                "version": (getattr(self.model, "info", None) or {}).get("oxnet_version"),
+                "format": (getattr(self.model, "info", None) or {}).get("format"),
+            },
         }
 
 
@@ -316,8 +346,9 @@ def _preview_png(grey, max_side=1024):
     h, w = grey.shape
     scale = min(1.0, max_side / max(h, w))
     if scale < 1:
-        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
-                          interpolation=cv2.INTER_AREA)
+        grey = cv2.resize(
+            grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
     ok, buf = cv2.imencode(".png", grey)
     if not ok:
         raise RuntimeError("could not encode the preview")
@@ -329,9 +360,13 @@ def _list_examples(folder):
         return {}
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"examples folder {folder} does not exist")
-    return {name: os.path.join(folder, name) for name in sorted(os.listdir(folder))
-            if name.lower().endswith(EXAMPLE_EXTENSIONS) and not name.startswith(".")
-            and os.path.isfile(os.path.join(folder, name))}
+    return {
+        name: os.path.join(folder, name)
+        for name in sorted(os.listdir(folder))
+        if name.lower().endswith(EXAMPLE_EXTENSIONS)
+        and not name.startswith(".")
+        and os.path.isfile(os.path.join(folder, name))
+    }
 
 
 def _attention_unavailable(model, model_dir):
@@ -341,8 +376,10 @@ def _attention_unavailable(model, model_dir):
     info = getattr(model, "info", None) or {}
     fmt = info.get("format") or getattr(model, "backend", None)
     if fmt in ("torchscript", "onnx"):
-        return (f"an exported ({fmt}) model holds the detector's outputs only; attention maps need the "
-                "eager model folder (model_final.pth + config.yaml)")
+        return (
+            f"an exported ({fmt}) model holds the detector's outputs only; attention maps need the "
+            "eager model folder (model_final.pth + config.yaml)"
+        )
     method = info.get("method")
     if method is None:
         if not (model_dir and os.path.exists(os.path.join(model_dir, "model_final.pth"))):
@@ -351,8 +388,10 @@ def _attention_unavailable(model, model_dir):
 
         method = load_model_config(os.path.join(model_dir, "model_final.pth")).OXNET.METHOD
     if method_components(method)["global_head"] != "daa":
-        return (f"the model ({method}) has no DAA global head; attention maps exist for daa, daa_gpa, "
-                "oxnet and oxnet_plus models")
+        return (
+            f"the model ({method}) has no DAA global head; attention maps exist for daa, daa_gpa, "
+            "oxnet and oxnet_plus models"
+        )
     return None
 
 
@@ -392,8 +431,9 @@ async def _read_upload(request, limit):
     body = b"".join(chunks)
     if not multipart:
         if not body:
-            raise UploadError(400, "empty request: send the image as the multipart field 'file' or as the "
-                                   "request body")
+            raise UploadError(
+                400, "empty request: send the image as the multipart field 'file' or as the request body"
+            )
         return body, request.query_params.get("filename", "")
 
     sent = False
@@ -451,9 +491,12 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
         yield
         service.pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="OXnet", summary="Thoracic disease detection on chest X-rays",
-                  version=str((getattr(model, "info", None) or {}).get("oxnet_version") or ""),
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="OXnet",
+        summary="Thoracic disease detection on chest X-rays",
+        version=str((getattr(model, "info", None) or {}).get("oxnet_version") or ""),
+        lifespan=lifespan,
+    )
     app.state.service = service
 
     def error(e):
@@ -462,8 +505,13 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
     @app.get("/healthz")
     async def healthz():
         """Liveness and load: requests in progress and the limits."""
-        return {"status": "ok", "in_progress": service.pending, "served": service.served,
-                "rejected": service.rejected, "limits": service.limits.as_dict()}
+        return {
+            "status": "ok",
+            "in_progress": service.pending,
+            "served": service.served,
+            "rejected": service.rejected,
+            "limits": service.limits.as_dict(),
+        }
 
     @app.get("/v1/model")
     async def model_info():
@@ -488,8 +536,11 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
             service.release()
         if format == "dicom-sr":
             uid = out["sop_instance_uid"] or "report"
-            return Response(out["sr"], media_type="application/dicom",
-                            headers={"Content-Disposition": f'attachment; filename="oxnet_sr_{uid}.dcm"'})
+            return Response(
+                out["sr"],
+                media_type="application/dicom",
+                headers={"Content-Disposition": f'attachment; filename="oxnet_sr_{uid}.dcm"'},
+            )
         return out
 
     @app.get("/v1/examples/{name}")

@@ -1,5 +1,6 @@
 """Atomic file output: write to a temporary file in the same folder, then ``os.replace``; and an
 inter-process lock for read-modify-write updates of a shared file."""
+
 import contextlib
 import json
 import os

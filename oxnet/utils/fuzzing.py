@@ -3,6 +3,7 @@
 ``OXNET_FUZZ_EXAMPLES`` (environment) switches the fuzz tests from a few derandomized examples to that
 many random ones.
 """
+
 import contextlib
 import copy
 import json
@@ -12,21 +13,34 @@ import signal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-__all__ = ["FUZZ_EXAMPLES", "fuzz_settings", "no_hang", "bounded_memory", "guarded", "byte_mutations",
-           "json_mutations", "csv_mutations", "ODD_VALUES", "ODD_CELLS"]
+__all__ = [
+    "FUZZ_EXAMPLES",
+    "fuzz_settings",
+    "no_hang",
+    "bounded_memory",
+    "guarded",
+    "byte_mutations",
+    "json_mutations",
+    "csv_mutations",
+    "ODD_VALUES",
+    "ODD_CELLS",
+]
 
 FUZZ_EXAMPLES = int(os.environ.get("OXNET_FUZZ_EXAMPLES", "0") or 0)
 #: Seconds one example may take before it counts as a hang.
 HANG_SECONDS = 20
 #: Growth of the process's peak memory a fuzz test may cause.
-MEMORY_BOUND = 512 * 2 ** 20
+MEMORY_BOUND = 512 * 2**20
 
 
 def fuzz_settings(examples):
     """``examples`` derandomized examples in the normal run; ``OXNET_FUZZ_EXAMPLES`` random ones."""
-    common = dict(deadline=None, database=None, print_blob=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                         HealthCheck.filter_too_much])
+    common = dict(
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
     if FUZZ_EXAMPLES:
         return settings(max_examples=FUZZ_EXAMPLES, derandomize=False, **common)
     return settings(max_examples=examples, derandomize=True, **common)
@@ -35,6 +49,7 @@ def fuzz_settings(examples):
 @contextlib.contextmanager
 def no_hang(seconds=HANG_SECONDS):
     """Fail (instead of hanging) when the body runs longer than ``seconds``."""
+
     def on_alarm(signum, frame):
         raise AssertionError(f"reader still running after {seconds} s (a hang)")
 
@@ -68,7 +83,7 @@ def bounded_memory(bound=MEMORY_BOUND):
         return
     yield
     grown = (_status_kib("VmHWM") - start) * 1024
-    assert grown < bound, f"peak memory grew by {grown / 2 ** 20:.0f} MiB while reading a fuzzed input"
+    assert grown < bound, f"peak memory grew by {grown / 2**20:.0f} MiB while reading a fuzzed input"
 
 
 @contextlib.contextmanager
@@ -79,9 +94,37 @@ def guarded():
 
 # ------------------------------------------------------------------------------------------- mutations
 #: Values a mutation puts in place of a JSON value or a header field.
-ODD_VALUES = [None, True, False, 0, 1, -1, 2, 0.5, -1e9, 1e308, float("nan"), float("inf"), "", "x",
-              "full", "weak", "1", "0", [], {}, [1], [0, 0, 10, 10], [None] * 4, {"id": 1},
-              {"class0": 1}, "\x00", "é" * 3, 2 ** 70, 10 ** 400]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2,
+    0.5,
+    -1e9,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "full",
+    "weak",
+    "1",
+    "0",
+    [],
+    {},
+    [1],
+    [0, 0, 10, 10],
+    [None] * 4,
+    {"id": 1},
+    {"class0": 1},
+    "\x00",
+    "é" * 3,
+    2**70,
+    10**400,
+]
 
 
 @st.composite
@@ -98,9 +141,9 @@ def byte_mutations(draw, data, max_ops=3):
         elif op == "insert":
             data[i:i] = draw(st.binary(min_size=1, max_size=8))
         elif op == "delete":
-            del data[i:i + draw(st.integers(1, 16))]
+            del data[i : i + draw(st.integers(1, 16))]
         else:
-            data[i:i] = data[i:i + draw(st.integers(1, 64))]
+            data[i:i] = data[i : i + draw(st.integers(1, 64))]
     return bytes(data)
 
 
@@ -143,10 +186,34 @@ def json_mutations(draw, tree, max_ops=3):
     return tree
 
 
-
 #: Cell values a CSV mutation writes.
-ODD_CELLS = ["", " ", "nan", "NaN", "inf", "-inf", "1e400", "-1", "0", "1", "2", "0.5", "-0.0", "abc", '"',
-             "1,2", "|", "No Finding", "No finding", "a|", "|b", "\x00", "é", "1" * 40, "00000000001.0"]
+ODD_CELLS = [
+    "",
+    " ",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "1e400",
+    "-1",
+    "0",
+    "1",
+    "2",
+    "0.5",
+    "-0.0",
+    "abc",
+    '"',
+    "1,2",
+    "|",
+    "No Finding",
+    "No finding",
+    "a|",
+    "|b",
+    "\x00",
+    "é",
+    "1" * 40,
+    "00000000001.0",
+]
 
 
 @st.composite
@@ -155,8 +222,11 @@ def csv_mutations(draw, rows, max_ops=3):
     duplicate rows; returns the rows (serialize with ``csv.writer``)."""
     rows = [list(r) for r in rows]
     for _ in range(draw(st.integers(1, max_ops))):
-        op = draw(st.sampled_from(["cell", "cell", "cell", "drop_cell", "add_cell", "drop_row", "dup_row",
-                                   "swap_rows"]))
+        op = draw(
+            st.sampled_from(
+                ["cell", "cell", "cell", "drop_cell", "add_cell", "drop_row", "dup_row", "swap_rows"]
+            )
+        )
         if not rows:
             break
         r = draw(st.integers(0, len(rows) - 1))

@@ -1,4 +1,5 @@
 """Small configurations and inputs for tests and benchmarks (like ``detectron2.utils.testing``)."""
+
 import contextlib
 import logging
 import os
@@ -29,8 +30,12 @@ def tiny_cfg(method="oxnet", num_classes=3, size=64):
 def random_input(level, size=64, boxes=(), classes=(), labels=None, seed=0):
     """A model input dict with a random image, tagged with a supervision level."""
     g = torch.Generator().manual_seed(seed)
-    d = {"image": torch.rand(3, size, size, generator=g) * 255, "supervision": level,
-         "height": size, "width": size}
+    d = {
+        "image": torch.rand(3, size, size, generator=g) * 255,
+        "supervision": level,
+        "height": size,
+        "width": size,
+    }
     if level == "full":
         inst = Instances((size, size))
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
@@ -61,7 +66,7 @@ def write_toy_dataset(out_dir, n_full=4, n_weak=2, n_unlabeled=2, size=64, num_c
             c = int(rng.integers(num_classes))
             side = int(rng.integers(size // 6, size // 3))
             x, y = (int(v) for v in rng.integers(0, size - side, 2))
-            img[y:y + side, x:x + side] = 120 + 50 * c
+            img[y : y + side, x : x + side] = 120 + 50 * c
             present.setdefault(c, []).append([x, y, side, side])
         name = f"toy_{i:04d}.png"
         cv2.imwrite(os.path.join(img_dir, name), img.astype(np.uint8))
@@ -72,10 +77,21 @@ def write_toy_dataset(out_dir, n_full=4, n_weak=2, n_unlabeled=2, size=64, num_c
         if level == "full":
             for c, boxes in present.items():
                 for b in boxes:
-                    annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": c + 1,
-                                        "bbox": b, "area": b[2] * b[3], "iscrowd": 0})
-    coco = {"images": images, "annotations": annotations,
-            "categories": [{"id": c + 1, "name": f"class{c}"} for c in range(num_classes)]}
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": i + 1,
+                            "category_id": c + 1,
+                            "bbox": b,
+                            "area": b[2] * b[3],
+                            "iscrowd": 0,
+                        }
+                    )
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c + 1, "name": f"class{c}"} for c in range(num_classes)],
+    }
     path = os.path.join(out_dir, "toy.json")
     write_omni_coco(path, coco)
     return path
@@ -99,7 +115,7 @@ def train_toy_and_save(json_file, image_root, out_dir, max_iter=3, method="oxnet
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
     cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**6
     cfg.OUTPUT_DIR = str(out_dir)
     torch.manual_seed(comm.get_rank())  # different initial weights: DDP must broadcast rank 0's
     trainer = OXnetTrainer(cfg)
@@ -122,7 +138,7 @@ def toy_run_config(work_dir, max_iter, n_unlabeled=2, seed=7, name="run.yaml"):
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
     cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**6
     cfg.TEST.EVAL_PERIOD = 0
     cfg.SEED = seed
     path = os.path.join(work_dir, name)
@@ -131,8 +147,9 @@ def toy_run_config(work_dir, max_iter, n_unlabeled=2, seed=7, name="run.yaml"):
     return path
 
 
-def tiny_model_folder(work_dir, method="oxnet", class_names=("class0", "class1", "class2"), max_iter=3,
-                      score_shift=0.0):
+def tiny_model_folder(
+    work_dir, method="oxnet", class_names=("class0", "class1", "class2"), max_iter=3, score_shift=0.0
+):
     """A trained tiny model saved as an eager model folder (``model_final.pth`` + ``config.yaml``, as
     training writes it) in ``work_dir/model``, after ``max_iter`` iterations on a toy dataset in
     ``work_dir/data``; returns the folder. ``score_shift`` is added to the classification bias so
@@ -194,8 +211,9 @@ def live_server(app, **config):
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           **config))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", **config)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

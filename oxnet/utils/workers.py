@@ -1,4 +1,5 @@
 """Map a function over items in worker processes, or inline when there are no workers."""
+
 import contextlib
 import os
 

@@ -4,8 +4,7 @@ import os
 import pytest
 import torch
 
-from oxnet.bench import PRESETS, TABLE1_ROWS, load_spec, run_table, table1_rows, table2_rows
-from oxnet.bench import runner
+from oxnet.bench import PRESETS, TABLE1_ROWS, load_spec, run_table, runner, table1_rows, table2_rows
 from oxnet.bench.__main__ import main
 
 
@@ -36,8 +35,14 @@ def test_every_row_has_a_config_file_with_its_method():
 
 def test_spec_files_resolve_relative_paths_and_bad_specs_are_named(tmp_path):
     path = tmp_path / "my.json"
-    path.write_text(json.dumps({"data": {"kind": "coco", "json": "a/ann.json", "images": "a/img",
-                                         "n_train": 10, "n_test": 5}, "iters": 7}))
+    path.write_text(
+        json.dumps(
+            {
+                "data": {"kind": "coco", "json": "a/ann.json", "images": "a/img", "n_train": 10, "n_test": 5},
+                "iters": 7,
+            }
+        )
+    )
     spec = load_spec(str(path))
     assert spec["data"]["json"] == str(tmp_path / "a" / "ann.json")
     assert spec["iters"] == 7 and spec["table1"] == {"full": 0.25} and spec["name"] == "my"
@@ -51,14 +56,32 @@ def test_spec_files_resolve_relative_paths_and_bad_specs_are_named(tmp_path):
 
 def _table_rows(path):
     lines = open(path, encoding="utf-8").read().splitlines()
-    return [[c.strip() for c in line.strip("|").split("|")]
-            for line in lines if line.startswith("| ") and "Method" not in line]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in lines
+        if line.startswith("| ") and "Method" not in line
+    ]
 
 
 def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     out = str(tmp_path / "bench")
-    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "toy",
+                "--out",
+                out,
+                "--rows",
+                "retinanet,oxnet",
+                "--iters",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = {r[0]: r for r in _table_rows(os.path.join(out, "table1.md"))}
     assert list(rows) == ["RetinaNet", "OXnet (SFL+DAA+GPA)"]  # a --rows subset: a table of those rows
     assert rows["RetinaNet"][1:4] == ["3", "0", "0"] and rows["OXnet (SFL+DAA+GPA)"][1:4] == ["3", "9", "0"]
@@ -66,10 +89,14 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     results = json.load(open(os.path.join(out, "results.json")))
     assert len(results) == 2
     threads = torch.get_num_threads()
-    assert all(r["device"].endswith(f"cores, {threads} thread" + "s" * (threads != 1))  # the CPU here
-               for r in results.values())
-    assert "Runs trained on: " + next(iter(results.values()))["device"] in open(
-        os.path.join(out, "table1.md"), encoding="utf-8").read()
+    assert all(
+        r["device"].endswith(f"cores, {threads} thread" + "s" * (threads != 1))  # the CPU here
+        for r in results.values()
+    )
+    assert (
+        "Runs trained on: " + next(iter(results.values()))["device"]
+        in open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    )
     assert all(set(r["metrics"]) == {"mAP", "AP40", "AP75", "APs", "APm", "APl"} for r in results.values())
     assert not any(f.endswith(".pth") for _, _, files in os.walk(out) for f in files)  # weights dropped
 
@@ -87,12 +114,43 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(runner, "train_and_evaluate", no_training)
-    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "toy",
+                "--out",
+                out,
+                "--rows",
+                "retinanet,oxnet",
+                "--iters",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run_table("table2", spec, out, iters=2, progress=False)
     # --report-only rewrites a table over more seeds than were run, training nothing
-    assert main(["table1", "--data", "toy", "--out", out, "--seeds", "2", "--iters", "2", "--report-only",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "toy",
+                "--out",
+                out,
+                "--seeds",
+                "2",
+                "--iters",
+                "2",
+                "--report-only",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = {r[0]: r for r in _table_rows(os.path.join(out, "table1.md"))}
     assert "RetinaNet (1/2 seeds)" in rows and rows["Mean Teacher"][4] == "pending"  # every row listed
     assert rows["Mean Teacher"][1:4] == ["3", "0", "9"]
@@ -107,8 +165,9 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
     old_dirs = os.listdir(os.path.join(out, "runs", "table1", "oxnet_f3_w9_u0"))
-    path = run_table("table1", dict(load_spec("toy"), rampup_fraction=0.5), out, iters=2, rows=["oxnet"],
-                     progress=False)
+    path = run_table(
+        "table1", dict(load_spec("toy"), rampup_fraction=0.5), out, iters=2, rows=["oxnet"], progress=False
+    )
     assert [t[:2] for t in trained] == [("oxnet", 1)]
     assert os.path.basename(trained[0][2]) not in old_dirs  # not resumed from the old run's checkpoints
     rows = {r[0]: r for r in _table_rows(path)}
@@ -117,21 +176,41 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert main(["table1", "--data", "toy", "--out", out, "--rows", "resnet"]) == 2
 
 
-def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts_from_it(tmp_path,
-                                                                                       monkeypatch):
+def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts_from_it(
+    tmp_path, monkeypatch
+):
     import torch
 
     from oxnet.engine import OXnetTrainer
     from oxnet.engine.hooks import unwrap
 
     out = str(tmp_path / "bench")
-    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
-                 "--warm-start", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "toy",
+                "--out",
+                out,
+                "--rows",
+                "retinanet,oxnet",
+                "--iters",
+                "2",
+                "--warm-start",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.load(open(os.path.join(out, "results.json")))
     # one warm start (both rows share the 3 box-labeled images and seed 0), then the two rows
-    assert sorted(results) == ["init/retinanet_f3_w0_u0/seed0/iters3",
-                               "table1/oxnet_f3_w9_u0/seed0/iters2/warm3",
-                               "table1/retinanet_f3_w0_u0/seed0/iters2/warm3"]
+    assert sorted(results) == [
+        "init/retinanet_f3_w0_u0/seed0/iters3",
+        "table1/oxnet_f3_w9_u0/seed0/iters2/warm3",
+        "table1/retinanet_f3_w0_u0/seed0/iters2/warm3",
+    ]
     init_dir = os.path.join(out, "runs", "init", "retinanet_f3_w0_u0")
     (run,) = os.listdir(init_dir)
     weights = os.path.join(init_dir, run, "model_final.pth")
@@ -158,11 +237,30 @@ def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts
 
     monkeypatch.setattr(runner, "train_and_evaluate", check_start)
     # from scratch and warm-started results live side by side; the warm start is not retrained
-    assert main(["table1", "--data", "toy", "--out", out, "--rows", "oxnet,sfl", "--iters", "2",
-                 "--warm-start", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "toy",
+                "--out",
+                out,
+                "--rows",
+                "oxnet,sfl",
+                "--iters",
+                "2",
+                "--warm-start",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert seen == ["sfl"]
-    assert main(["table1", "--data", "toy", "--out", out, "--rows", "sfl", "--iters", "2",
-                 "--warm-start", "-1"]) == 2
+    assert (
+        main(["table1", "--data", "toy", "--out", out, "--rows", "sfl", "--iters", "2", "--warm-start", "-1"])
+        == 2
+    )
 
 
 def test_shards_split_the_runs_without_overlap_and_keep_a_warm_start_with_its_rows(tmp_path, monkeypatch):
@@ -176,15 +274,28 @@ def test_shards_split_the_runs_without_overlap_and_keep_a_warm_start_with_its_ro
 
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
     out = str(tmp_path / "bench")
-    args = ["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet,sfl", "--seeds", "2",
-            "--iters", "2", "--no-progress"]
+    args = [
+        "table1",
+        "--data",
+        "toy",
+        "--out",
+        out,
+        "--rows",
+        "retinanet,oxnet,sfl",
+        "--seeds",
+        "2",
+        "--iters",
+        "2",
+        "--no-progress",
+    ]
     per_shard = []
     for i in range(3):
         before = len(trained)
         assert main(args + ["--shard", f"{i}/3"]) == 0
         per_shard.append(trained[before:])
-    assert sorted(t[:2] for t in trained) == sorted((m, s) for m in ("retinanet", "oxnet", "sfl")
-                                                  for s in (0, 1))  # each run once
+    assert sorted(t[:2] for t in trained) == sorted(
+        (m, s) for m in ("retinanet", "oxnet", "sfl") for s in (0, 1)
+    )  # each run once
     assert [len(p) for p in per_shard] == [2, 2, 2]
     assert len(json.load(open(os.path.join(out, "results.json")))) == 6  # all shards' results kept
 
@@ -217,12 +328,24 @@ def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkey
 
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
     out = str(tmp_path / "bench")
-    args = ["table1", "--data", "toy", "--out", out, "--rows", "retinanet,oxnet", "--iters", "8",
-            "--no-progress"]
+    args = [
+        "table1",
+        "--data",
+        "toy",
+        "--out",
+        out,
+        "--rows",
+        "retinanet,oxnet",
+        "--iters",
+        "8",
+        "--no-progress",
+    ]
     assert main(args + ["--eval-period", "0.25", "MODEL.RETINANET.NUM_CONVS", "3"]) == 0
     assert len(seen) == 2 and all(s[:2] == (3, 2) and len(s[2]) == 1 for s in seen)  # 8 x 0.25 = 2
-    assert "Config overrides for every run: `MODEL.RETINANET.NUM_CONVS 3`." in open(
-        os.path.join(out, "table1.md"), encoding="utf-8").read()
+    assert (
+        "Config overrides for every run: `MODEL.RETINANET.NUM_CONVS 3`."
+        in open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    )
     assert main(args + ["MODEL.RETINANET.NUM_CONVS"]) == 2  # a key without its value
     assert main(args + ["MODEL.NO_SUCH_KEY", "1"]) == 2
     assert main(args + ["--eval-period", "-1"]) == 2
@@ -275,6 +398,8 @@ def test_every_new_option_is_neutral_or_knowingly_fingerprinted():
     options = set(keys(cfg.OXNET, "OXNET."))
     assert set(NEUTRAL_OPTIONS) <= options, "a neutral option that no longer exists"
     new = sorted(options - set(NEUTRAL_OPTIONS) - recorded)
-    assert not new, (f"options {new} change every benchmark fingerprint: add them to "
-                     f"oxnet.config.NEUTRAL_OPTIONS with the value that trains as before, or to {listed}")
+    assert not new, (
+        f"options {new} change every benchmark fingerprint: add them to "
+        f"oxnet.config.NEUTRAL_OPTIONS with the value that trains as before, or to {listed}"
+    )
     assert not recorded - options, f"{sorted(recorded - options)} listed in {listed} no longer exist"

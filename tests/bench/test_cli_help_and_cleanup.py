@@ -1,4 +1,5 @@
 """``python -m oxnet.bench --help`` and what a finished run's folder keeps."""
+
 import os
 
 import pytest
@@ -18,14 +19,15 @@ def _help(capsys):
 
 def test_help_lists_the_rows_presets_and_what_keep_weights_keeps(capsys):
     text = _help(capsys)
-    rows = text[text.index("rows (--rows):"):]
+    rows = text[text.index("rows (--rows):") :]
     assert all(name in rows for name in TABLE1_ROWS)
     assert "table2: setting numbers" in rows
     assert all(name in text for name in PRESETS)
     assert text.count("`") % 2 == 0  # no unclosed literal in the description
     flat = " ".join(text.split())
-    assert ("--keep-weights keep each run's final weights (model_final.pth) and its config "
-            "(config.yaml)") in flat
+    assert (
+        "--keep-weights keep each run's final weights (model_final.pth) and its config (config.yaml)"
+    ) in flat
     assert "Without it, every run's weights are deleted" in flat
 
 

@@ -1,4 +1,5 @@
 """benchmarks/compare_rows.py: per-seed differences and mean learning curves from a results.json."""
+
 import importlib.util
 import os
 
@@ -6,23 +7,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("compare_rows", os.path.join(ROOT, "benchmarks", "compare_rows.py"))
+    spec = importlib.util.spec_from_file_location(
+        "compare_rows", os.path.join(ROOT, "benchmarks", "compare_rows.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def _run(method, seed, m, curve=None):
-    rec = {"table": "table1", "method": method, "seed": seed, "warm": 250, "iters": 250, "metrics": {"mAP": m},
-           "normals": {"fp_per_normal_image_at_sensitivity": {"0.7": 2.0 + seed}}}
+    rec = {
+        "table": "table1",
+        "method": method,
+        "seed": seed,
+        "warm": 250,
+        "iters": 250,
+        "metrics": {"mAP": m},
+        "normals": {"fp_per_normal_image_at_sensitivity": {"0.7": 2.0 + seed}},
+    }
     if curve:
         rec["curve"] = curve
     return rec
 
 
 def test_per_seed_differences_are_taken_to_the_same_seed():
-    results = {"a": _run("retinanet", 0, 10.0), "b": _run("retinanet", 1, 12.0),
-               "c": _run("daa", 0, 11.0), "d": _run("daa", 1, 11.5)}
+    results = {
+        "a": _run("retinanet", 0, 10.0),
+        "b": _run("retinanet", 1, 12.0),
+        "c": _run("daa", 0, 11.0),
+        "d": _run("daa", 1, 11.5),
+    }
     text = _module().compare(results, warm=250)
     daa = next(line for line in text.splitlines() if line.startswith("| daa"))
     assert "+1.0, -0.5" in daa and "11.2 ± 0.4" in daa and "2.50 ± 0.71" in daa
@@ -44,14 +58,30 @@ def test_curves_average_each_point_over_the_seeds_that_reached_it():
 
 
 def _init(seed, m):
-    return {"table": "init", "method": "retinanet", "seed": seed, "iters": 250, "metrics": {"mAP": m}}  # as recorded
+    return {
+        "table": "init",
+        "method": "retinanet",
+        "seed": seed,
+        "iters": 250,
+        "metrics": {"mAP": m},
+    }  # as recorded
 
 
 def test_against_pairs_rows_by_seed_and_checks_the_warm_starts():
-    base = {"i0": _init(0, 9.0), "i1": _init(1, 8.0), "a": _run("daa", 0, 10.0), "b": _run("daa", 1, 12.0),
-            "c": _run("oxnet", 0, 5.0)}
-    variant = {"i0": _init(0, 9.0), "i1": _init(1, 8.0), "a": _run("daa", 1, 11.0), "b": _run("daa", 0, 10.5),
-               "c": _run("sfl", 0, 7.0)}
+    base = {
+        "i0": _init(0, 9.0),
+        "i1": _init(1, 8.0),
+        "a": _run("daa", 0, 10.0),
+        "b": _run("daa", 1, 12.0),
+        "c": _run("oxnet", 0, 5.0),
+    }
+    variant = {
+        "i0": _init(0, 9.0),
+        "i1": _init(1, 8.0),
+        "a": _run("daa", 1, 11.0),
+        "b": _run("daa", 0, 10.5),
+        "c": _run("sfl", 0, 7.0),
+    }
     mod = _module()
     text = mod.against(variant, base, warm=250)
     assert text.splitlines()[0] == "Warm starts: identical (mAP 9.0000, 8.0000)"

@@ -1,5 +1,6 @@
 """Benchmark data of kind "omni": box images plus a real weak label table, with normal test images and an
 image-level test set. Toy data here; the real ``tbx-omni`` preset in test_tbx_omni.py."""
+
 import csv
 import json
 import os
@@ -17,23 +18,39 @@ SITES = ["A"] * 12 + ["B"] * 8
 
 
 def _toy_omni_spec(tmp_path, **weak_extra):
-    write_toy_dataset(str(tmp_path / "boxes"), n_full=16, n_weak=0, n_unlabeled=0, size=64, num_classes=2,
-                      seed=0)
-    write_toy_dataset(str(tmp_path / "weak"), n_full=N_WEAK, n_weak=0, n_unlabeled=0, size=64, num_classes=2,
-                      seed=1)
+    write_toy_dataset(
+        str(tmp_path / "boxes"), n_full=16, n_weak=0, n_unlabeled=0, size=64, num_classes=2, seed=0
+    )
+    write_toy_dataset(
+        str(tmp_path / "weak"), n_full=N_WEAK, n_weak=0, n_unlabeled=0, size=64, num_classes=2, seed=1
+    )
     with open(tmp_path / "weak" / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file_name", "c0", "c1", "site"])
         for i in range(N_WEAK):
             labels = ("", "") if i == 19 else ("0", "0") if i % 2 == 0 else ("1", "0")
             w.writerow([f"toy_{i:04d}.png", *labels, SITES[i]])
-    weak = dict({"csv": "weak/labels.csv", "images": "weak/images",
-                 "label_columns": {"c0": "class0", "c1": "class1"}, "test_normal": 4, "test_positive": 2,
-                 "stratify": "site"}, **weak_extra)
-    spec = {"data": {"kind": "omni", "boxes": {"json": "boxes/toy.json", "images": "boxes/images",
-                                               "n_train": 12, "n_test": 4},
-                     "weak": [weak]},
-            "iters": 2, "seeds": 1, "opts": PRESETS["toy"]["opts"]}
+    weak = dict(
+        {
+            "csv": "weak/labels.csv",
+            "images": "weak/images",
+            "label_columns": {"c0": "class0", "c1": "class1"},
+            "test_normal": 4,
+            "test_positive": 2,
+            "stratify": "site",
+        },
+        **weak_extra,
+    )
+    spec = {
+        "data": {
+            "kind": "omni",
+            "boxes": {"json": "boxes/toy.json", "images": "boxes/images", "n_train": 12, "n_test": 4},
+            "weak": [weak],
+        },
+        "iters": 2,
+        "seeds": 1,
+        "opts": PRESETS["toy"]["opts"],
+    }
     path = tmp_path / "omni.json"
     path.write_text(json.dumps(spec))
     return str(path)
@@ -82,7 +99,8 @@ def test_omni_data_holds_out_stratified_normals_and_positives_and_never_trains_o
 
 
 def test_real_weak_images_are_weak_for_label_users_unlabeled_for_semi_supervised_rows_and_unused_by_retinanet(
-        tmp_path):
+    tmp_path,
+):
     spec = load_spec(_toy_omni_spec(tmp_path))
     data = prepare_data(spec, str(tmp_path / "out"))
     methods = ["retinanet", "mean_teacher", "oxnet"]
@@ -101,7 +119,10 @@ def test_real_weak_images_are_weak_for_label_users_unlabeled_for_semi_supervised
         extra = [img for img in mix if img["file_name"] in real]
         levels = [img["supervision"] for img in mix]
         assert (levels.count("full"), levels.count("weak"), levels.count("unlabeled")) == (
-            row.full, row.weak, row.unlabeled)
+            row.full,
+            row.weak,
+            row.unlabeled,
+        )
         if row.weak:  # every real weak image, with its real labels
             assert len(extra) == data.n_extra
             assert all(img["image_labels"] == real[img["file_name"]]["image_labels"] for img in extra)
@@ -115,8 +136,23 @@ def test_real_weak_images_are_weak_for_label_users_unlabeled_for_semi_supervised
 def test_omni_table_runs_end_to_end_with_false_alarms_and_image_auroc(tmp_path):
     spec_path = _toy_omni_spec(tmp_path)
     out = str(tmp_path / "bench")
-    assert main(["table1", "--data", spec_path, "--out", out, "--rows", "retinanet,oxnet", "--iters", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                spec_path,
+                "--out",
+                out,
+                "--rows",
+                "retinanet,oxnet",
+                "--iters",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.load(open(os.path.join(out, "results.json")))
     assert len(results) == 2
     for key, r in results.items():
@@ -138,8 +174,25 @@ def test_omni_table_runs_end_to_end_with_false_alarms_and_image_auroc(tmp_path):
 def test_omni_learning_curve_follows_map_false_alarms_and_both_image_aurocs(tmp_path):
     spec_path = _toy_omni_spec(tmp_path)
     out = str(tmp_path / "bench")
-    assert main(["table1", "--data", spec_path, "--out", out, "--rows", "oxnet", "--iters", "2",
-                 "--eval-period", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                spec_path,
+                "--out",
+                out,
+                "--rows",
+                "oxnet",
+                "--iters",
+                "2",
+                "--eval-period",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (r,) = json.load(open(os.path.join(out, "results.json"))).values()
     assert sorted(r["curve"]) == ["1", "2"]
     last = r["curve"]["2"]  # the evaluation at the end of training is the one results.json keeps
@@ -156,8 +209,10 @@ def test_omni_learning_curve_follows_map_false_alarms_and_both_image_aurocs(tmp_
 def test_extra_rows_are_selectable_and_listed(tmp_path, monkeypatch):
     from oxnet.bench import runner
 
-    assert all(m in METHODS and os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
-               for m in ("retinanet_neg", "sfl_plus", "oxnet_plus"))
+    assert all(
+        m in METHODS and os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
+        for m in ("retinanet_neg", "sfl_plus", "oxnet_plus")
+    )
     trained = []
 
     def fake_training(cfg, test_name, keep_weights=False, image_test_name=None):
@@ -166,8 +221,23 @@ def test_extra_rows_are_selectable_and_listed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
     out = str(tmp_path / "bench")
-    assert main(["table1", "--data", "toy", "--out", out, "--rows", "retinanet_neg", "--iters", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "toy",
+                "--out",
+                out,
+                "--rows",
+                "retinanet_neg",
+                "--iters",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert trained == [("retinanet_neg", False)]
     text = open(os.path.join(out, "table1.md"), encoding="utf-8").read()
     assert "| RetinaNet + weak negatives | 3 | 9 | 0 | 1.0 |" in text
@@ -176,13 +246,28 @@ def test_extra_rows_are_selectable_and_listed(tmp_path, monkeypatch):
 
 def test_omni_spec_errors_name_the_problem(tmp_path):
     path = tmp_path / "bad.json"
-    for data, match in [({"kind": "omni", "weak": []}, "needs 'boxes'"),
-                        ({"kind": "omni", "boxes": {"json": "a", "images": "b", "n_train": 1, "n_test": 1}},
-                         "needs 'weak'"),
-                        ({"kind": "omni", "boxes": {"json": "a", "images": "b", "n_train": 1, "n_test": 1},
-                          "weak": [{"csv": "c", "images": "d", "test_normals": 3}]}, "unknown keys"),
-                        ({"kind": "omni", "boxes": {"json": "a", "images": "b", "n_train": 1, "n_test": 1},
-                          "weak": [], "merge_classes": "x", "class_map": {"a": "b"}}, "not both")]:
+    for data, match in [
+        ({"kind": "omni", "weak": []}, "needs 'boxes'"),
+        ({"kind": "omni", "boxes": {"json": "a", "images": "b", "n_train": 1, "n_test": 1}}, "needs 'weak'"),
+        (
+            {
+                "kind": "omni",
+                "boxes": {"json": "a", "images": "b", "n_train": 1, "n_test": 1},
+                "weak": [{"csv": "c", "images": "d", "test_normals": 3}],
+            },
+            "unknown keys",
+        ),
+        (
+            {
+                "kind": "omni",
+                "boxes": {"json": "a", "images": "b", "n_train": 1, "n_test": 1},
+                "weak": [],
+                "merge_classes": "x",
+                "class_map": {"a": "b"},
+            },
+            "not both",
+        ),
+    ]:
         path.write_text(json.dumps({"data": data}))
         with pytest.raises(ValueError, match=match):
             load_spec(str(path))

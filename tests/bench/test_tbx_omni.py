@@ -1,4 +1,5 @@
 """The real omni-supervised preset ``tbx-omni`` (../shared/data; skipped when it is absent)."""
+
 import collections
 import csv
 import json
@@ -53,19 +54,23 @@ def test_tbx_omni_has_the_documented_counts_and_keeps_test_images_out_of_trainin
     # the same TBX test images as the tbx500 preset
     tbx500 = prepare_data(load_spec("tbx500"), str(tmp_path / "tbx500"))
     assert sorted(os.path.basename(i["file_name"]) for i in tbx) == sorted(
-        i["file_name"] for i in _read(tbx500.folder, "test.json")["images"])
+        i["file_name"] for i in _read(tbx500.folder, "test.json")["images"]
+    )
     # image-level test set: the 50 normals and 30 TB X-rays, weak images with their labels
     image_labels = collections.Counter(img["image_labels"]["tuberculosis"] for img in image_test["images"])
     assert (data.n_image_test, data.n_image_test_positive) == (80, 30)
     assert (image_labels[0], image_labels[1]) == (50, 30)
     assert all(img["supervision"] == "weak" for img in image_test["images"])
     assert {i["file_name"] for i in normals} == {
-        i["file_name"] for i in image_test["images"] if i["image_labels"]["tuberculosis"] == 0}
+        i["file_name"] for i in image_test["images"] if i["image_labels"]["tuberculosis"] == 0
+    }
     # held out stratified by hospital (largest remainder of 50 / 151 normals and 30 / 137 TB per source)
     report = _read(data.folder, "spec.json")["report"]["weak_tables"][0]
-    assert report["test_by_source"] == {"DA/DB (Chauhan et al. 2014)": [18, 7],
-                                        "Montgomery (Jaeger et al. 2014)": [7, 3],
-                                        "Shenzhen (Jaeger et al. 2014)": [25, 20]}
+    assert report["test_by_source"] == {
+        "DA/DB (Chauhan et al. 2014)": [18, 7],
+        "Montgomery (Jaeger et al. 2014)": [7, 3],
+        "Shenzhen (Jaeger et al. 2014)": [25, 20],
+    }
     # no test image (either test set) is a training image; every image is where its file_name says
     train_files = {i["file_name"] for i in pool["images"] + weak["images"]}
     test_files = {i["file_name"] for i in test["images"] + image_test["images"]}
@@ -78,17 +83,43 @@ def test_tbx_omni_table1_runs_end_to_end(omni_out):
     from oxnet.bench import runner
     from oxnet.config import METHODS
 
-    missing = [m for m in ("retinanet_neg", "sfl_plus", "oxnet_plus")
-               if m not in METHODS or not os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))]
+    missing = [
+        m
+        for m in ("retinanet_neg", "sfl_plus", "oxnet_plus")
+        if m not in METHODS or not os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
+    ]
     assert not missing, f"the tbx-omni table lists {missing}, whose method or config is missing"
     out, _, _ = omni_out
-    assert main(["table1", "--data", "tbx-omni", "--out", out, "--iters", "2", "--seeds", "1",
-                 "--rows", "retinanet,oxnet", "--no-progress",
-                 "OXNET.INPUT_SIZE", "64", "MODEL.RETINANET.NUM_CONVS", "1",
-                 "DATALOADER.NUM_WORKERS", "0"]) == 0
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "tbx-omni",
+                "--out",
+                out,
+                "--iters",
+                "2",
+                "--seeds",
+                "1",
+                "--rows",
+                "retinanet,oxnet",
+                "--no-progress",
+                "OXNET.INPUT_SIZE",
+                "64",
+                "MODEL.RETINANET.NUM_CONVS",
+                "1",
+                "DATALOADER.NUM_WORKERS",
+                "0",
+            ]
+        )
+        == 0
+    )
     results = _read(out, "results.json")
-    assert sorted(results) == ["table1/oxnet_f88_w472_u0/seed0/iters2",
-                               "table1/retinanet_f88_w0_u0/seed0/iters2"]
+    assert sorted(results) == [
+        "table1/oxnet_f88_w472_u0/seed0/iters2",
+        "table1/retinanet_f88_w0_u0/seed0/iters2",
+    ]
     for r in results.values():
         assert (r["normals"]["n_normal_images"], r["normals"]["n_lesion_images"]) == (50, 147)
         assert r["image_auroc"]["images"] == 80
@@ -97,8 +128,24 @@ def test_tbx_omni_table1_runs_end_to_end(omni_out):
     assert "| FP/normal @70% | image AUROC (box) | image AUROC (global) |" in text
     assert "test: 198 images, 147 with lesions, 50 normal" in text
     assert "| RetinaNet |" in text and "| Mean Teacher |" not in text  # a --rows subset
-    assert main(["table1", "--data", "tbx-omni", "--out", out, "--iters", "2", "--seeds", "1",
-                 "--report-only", "--no-progress"]) == 0  # every row, those not run as pending
+    assert (
+        main(
+            [
+                "table1",
+                "--data",
+                "tbx-omni",
+                "--out",
+                out,
+                "--iters",
+                "2",
+                "--seeds",
+                "1",
+                "--report-only",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )  # every row, those not run as pending
     text = open(os.path.join(out, "table1.md"), encoding="utf-8").read()
     assert "| RetinaNet + weak negatives | 88 | 472 | 0 | pending |" in text
     assert "| Mean Teacher | 88 | 0 | 472 | pending |" in text

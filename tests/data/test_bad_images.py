@@ -1,6 +1,7 @@
 """An image corrupted after validation: training logs it, replaces it with another image of its stream,
 counts it and stops only past OXNET.DATA.MAX_FAILED_FRACTION; ``python -m oxnet.data.validate --decode``
 finds it beforehand."""
+
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ def _trainer(name, out, fraction, workers=0, max_iter=4):
     cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
     cfg.DATALOADER.NUM_WORKERS = workers
     cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**6
     cfg.TEST.EVAL_PERIOD = 0
     cfg.OXNET.DATA.MAX_FAILED_FRACTION = fraction
     cfg.OUTPUT_DIR = str(out)
@@ -54,7 +55,11 @@ def test_training_survives_one_corrupt_image_and_counts_it(toy, tmp_path):
     assert trainer.iter == 4  # detectron2 leaves iter at MAX_ITER after the last step
     assert trainer._train_loader.num_failed == 1 and list(trainer._train_loader.failed["full"]) == [str(bad)]
     logged = [m for m in messages if str(bad) in m]
-    assert len(logged) == 1 and "replaced by another full image" in logged[0] and "cannot read image" in logged[0]
+    assert (
+        len(logged) == 1
+        and "replaced by another full image" in logged[0]
+        and "cannot read image" in logged[0]
+    )
     with open(tmp_path / "run" / "metrics.json") as f:
         last = [json.loads(line) for line in f][-1]
     assert last["iteration"] == 3 and last["data/failed_images"] == 1
@@ -111,8 +116,11 @@ def test_worker_processes_count_each_file_once_and_together():
 
 
 def test_substitutes_are_reproducible_and_from_the_same_stream():
-    streams = {"full": [{"file_name": f"f{i}"} for i in range(6)],
-               "weak": [{"file_name": f"w{i}"} for i in range(6)], "unlabeled": []}
+    streams = {
+        "full": [{"file_name": f"f{i}"} for i in range(6)],
+        "weak": [{"file_name": f"w{i}"} for i in range(6)],
+        "unlabeled": [],
+    }
     mapper = _Mapper(["w0", "w1", "f3"])
     a = OmniBatches(streams, {"full": 2, "weak": 2}, mapper, seed=1, max_failed_fraction=0.5)
     b = OmniBatches(streams, {"full": 2, "weak": 2}, mapper, seed=1, max_failed_fraction=0.5)
@@ -132,8 +140,18 @@ def test_validate_decode_reports_the_corrupt_file(toy, tmp_path):
     _, json_file, images = toy
     (images / "toy_0005.png").write_bytes(GARBAGE)
     report = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "oxnet.data.validate", json_file, "--images", str(images), "--decode",
-           "--no-progress", "--report", str(report)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "oxnet.data.validate",
+        json_file,
+        "--images",
+        str(images),
+        "--decode",
+        "--no-progress",
+        "--report",
+        str(report),
+    ]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 1, run.stderr
@@ -159,8 +177,22 @@ def test_validate_reports_a_size_mismatch_and_format_errors(toy, tmp_path):
 
     write_png(images / "toy_0001.png", big)
     report = tmp_path / "r.json"
-    assert main([json_file, "--images", str(images), "--decode", "--workers", "2", "--no-progress",
-                 "--report", str(report)]) == 1
+    assert (
+        main(
+            [
+                json_file,
+                "--images",
+                str(images),
+                "--decode",
+                "--workers",
+                "2",
+                "--no-progress",
+                "--report",
+                str(report),
+            ]
+        )
+        == 1
+    )
     failure = json.loads(report.read_text())["failures"][0]
     assert failure["file_name"] == "toy_0001.png" and "80x64" in failure["error"]
 

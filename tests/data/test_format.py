@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from detectron2.structures import BoxMode
 from PIL import Image
 
 from oxnet.data.format import (
@@ -14,7 +15,6 @@ from oxnet.data.format import (
     validate_omni_coco,
     write_omni_coco,
 )
-from detectron2.structures import BoxMode
 
 FILE = "sets/train.json"
 
@@ -23,10 +23,23 @@ def make_coco():
     """Three images: full with two boxes, weak with labels, unlabeled."""
     return {
         "images": [
-            {"id": 1, "file_name": "a.png", "width": 40, "height": 30, "supervision": "full",
-             "image_labels": {"nodule": -1}, "patient_id": "p1"},
-            {"id": 2, "file_name": "sub/b.png", "width": 40, "height": 30, "supervision": "weak",
-             "image_labels": {"mass": 1, "nodule": -1, "fracture": 0}},
+            {
+                "id": 1,
+                "file_name": "a.png",
+                "width": 40,
+                "height": 30,
+                "supervision": "full",
+                "image_labels": {"nodule": -1},
+                "patient_id": "p1",
+            },
+            {
+                "id": 2,
+                "file_name": "sub/b.png",
+                "width": 40,
+                "height": 30,
+                "supervision": "weak",
+                "image_labels": {"mass": 1, "nodule": -1, "fracture": 0},
+            },
             {"id": 3, "file_name": "c.png", "width": 40, "height": 30, "supervision": "unlabeled"},
         ],
         "annotations": [
@@ -144,9 +157,14 @@ def test_bbox_within_one_pixel_is_accepted():
     validate_omni_coco(coco, FILE, image_root=None)
 
 
-@pytest.mark.parametrize("key, value, problem", [
-    ("width", None, "missing"), ("height", 0, "positive number"), ("width", -5, "positive number"),
-])
+@pytest.mark.parametrize(
+    "key, value, problem",
+    [
+        ("width", None, "missing"),
+        ("height", 0, "positive number"),
+        ("width", -5, "positive number"),
+    ],
+)
 def test_image_size(key, value, problem):
     coco = make_coco()
     if value is None:
@@ -156,13 +174,16 @@ def test_image_size(key, value, problem):
     assert_error(coco, "image id=3", f"'{key}'", problem)
 
 
-@pytest.mark.parametrize("labels, problem", [
-    (["mass"], "must be an object"),
-    ({"tumour": 1}, "unknown category 'tumour'"),
-    ({"mass": 2}, "value 2 for 'mass'"),
-    ({"mass": True}, "value True for 'mass'"),
-    ({"mass": "1"}, "value '1' for 'mass'"),
-])
+@pytest.mark.parametrize(
+    "labels, problem",
+    [
+        (["mass"], "must be an object"),
+        ({"tumour": 1}, "unknown category 'tumour'"),
+        ({"mass": 2}, "value 2 for 'mass'"),
+        ({"mass": True}, "value True for 'mass'"),
+        ({"mass": "1"}, "value '1' for 'mass'"),
+    ],
+)
 def test_bad_image_labels(labels, problem):
     coco = make_coco()
     coco["images"][1]["image_labels"] = labels
@@ -186,8 +207,14 @@ def test_missing_files_are_all_counted(tmp_path):
     for i in range(4, 12):
         coco["images"].append(dict(coco["images"][2], id=i, file_name=f"m{i}.png"))
     write_images(tmp_path, {"images": coco["images"][:2]})
-    message = assert_error(coco, "9 of 11 image files are missing", "'c.png'", "'m4.png'", "(and 4 more)",
-                           image_root=str(tmp_path))
+    message = assert_error(
+        coco,
+        "9 of 11 image files are missing",
+        "'c.png'",
+        "'m4.png'",
+        "(and 4 more)",
+        image_root=str(tmp_path),
+    )
     assert "'m8.png'" not in message and "'a.png'" not in message
     validate_omni_coco(coco, FILE, image_root=str(tmp_path), check_files=False)
 
@@ -275,8 +302,9 @@ def test_unknown_size_is_an_error_unless_allowed():
     validate_omni_coco(coco, FILE, allow_unknown_sizes=True)
     # everything else is still checked, boxes included (but not against the unknown size)
     coco["annotations"][0]["bbox"] = [1, 2, -10, 8]
-    assert_error(coco, "annotation id=10 (image id=1): field 'bbox'", "non-positive",
-                 allow_unknown_sizes=True)
+    assert_error(
+        coco, "annotation id=10 (image id=1): field 'bbox'", "non-positive", allow_unknown_sizes=True
+    )
     coco = make_coco()
     coco["images"][0].update(width=None, height=None)
     coco["images"][0]["image_labels"] = {"nodule": 2}

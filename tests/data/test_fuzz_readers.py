@@ -4,6 +4,7 @@ project's own error naming the file; never a bare KeyError/TypeError/..., a hang
 A few examples run in the normal test run (derandomized); ``make fuzz`` sets ``OXNET_FUZZ_EXAMPLES``
 to run many random ones.
 """
+
 import json
 import warnings
 
@@ -27,11 +28,24 @@ def valid_coco():
     """A small valid OXnet-COCO dict: two full images (one with boxes), one weak, one unlabeled."""
     return {
         "images": [
-            {"id": 1, "file_name": "a.png", "width": 64, "height": 64, "supervision": "full",
-             "image_labels": {"class1": -1}, "patient_id": "p1"},
+            {
+                "id": 1,
+                "file_name": "a.png",
+                "width": 64,
+                "height": 64,
+                "supervision": "full",
+                "image_labels": {"class1": -1},
+                "patient_id": "p1",
+            },
             {"id": 2, "file_name": "b.png", "width": 64, "height": 48, "supervision": "full"},
-            {"id": 3, "file_name": "c.png", "width": 32, "height": 64, "supervision": "weak",
-             "image_labels": {"class0": 1, "class1": 0}},
+            {
+                "id": 3,
+                "file_name": "c.png",
+                "width": 32,
+                "height": 64,
+                "supervision": "weak",
+                "image_labels": {"class0": 1, "class1": 0},
+            },
             {"id": "u4", "file_name": "d.png", "width": 64, "height": 64, "supervision": "unlabeled"},
         ],
         "annotations": [
@@ -128,9 +142,12 @@ def seed_bytes(image_dir, kind):
     if kind == "png16":
         write_png(image_dir / "seed16.png", _ramp(np.uint16, 40000))
         return (image_dir / "seed16.png").read_bytes()
-    write_dicom(image_dir / "seed.dcm", _ramp(np.uint16, 3000), bits_stored=12,
-                attributes={"RescaleSlope": 2, "RescaleIntercept": -100, "WindowCenter": 2000,
-                            "WindowWidth": 3000})
+    write_dicom(
+        image_dir / "seed.dcm",
+        _ramp(np.uint16, 3000),
+        bits_stored=12,
+        attributes={"RescaleSlope": 2, "RescaleIntercept": -100, "WindowCenter": 2000, "WindowWidth": 3000},
+    )
     return (image_dir / "seed.dcm").read_bytes()
 
 
@@ -192,9 +209,16 @@ DICOM_MUTATIONS = [
     ("VOILUTFunction", "CS", ["SIGMOID", "LINEAR_EXACT", "BOGUS"]),
     ("PixelData", "OW", ["delete", b"", b"\x00\x01\x02", b"\xff" * 4000]),
 ]
-TRANSFER_SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
-                     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5",
-                     "1.2.3.4", ""]
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.5",
+    "1.2.3.4",
+    "",
+]
 
 
 def mutate_dicom(path, out, edits, syntax):
@@ -214,7 +238,11 @@ def mutate_dicom(path, out, edits, syntax):
         if syntax is not None:
             ds.file_meta.TransferSyntaxUID = syntax
             uid = pydicom.uid.UID(syntax)
-            if uid in pydicom.uid.AllTransferSyntaxes and uid.is_compressed and isinstance(ds.get("PixelData"), bytes):
+            if (
+                uid in pydicom.uid.AllTransferSyntaxes
+                and uid.is_compressed
+                and isinstance(ds.get("PixelData"), bytes)
+            ):
                 ds.PixelData = encapsulate([ds.PixelData or b"\0\0"])  # native pixels as a compressed frame
         # the body stays explicit VR little endian whatever the header claims (a wrong transfer syntax)
         pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)

@@ -5,8 +5,15 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML
 
-from oxnet.data.io import (ImageReadError, is_dicom, read_image, read_raw, scale_to_uint8, write_dicom,
-                           write_png)
+from oxnet.data.io import (
+    ImageReadError,
+    is_dicom,
+    read_image,
+    read_raw,
+    scale_to_uint8,
+    write_dicom,
+    write_png,
+)
 
 
 def ramp(dtype=np.uint16, hi=4000, shape=(32, 48)):
@@ -90,8 +97,9 @@ def test_dicom_voi_lut_sequence(tmp_path):
     lut = np.where(np.arange(256) < 128, 0, 1000).astype(np.uint16)  # a threshold LUT
     item.add_new(0x00283006, "US", lut.tolist())  # LUTData
     path = tmp_path / "lut.dcm"
-    write_dicom(path, a, attributes={"VOILUTSequence": [item],
-                                     "WindowCenter": 20, "WindowWidth": 10})  # the LUT takes precedence
+    write_dicom(
+        path, a, attributes={"VOILUTSequence": [item], "WindowCenter": 20, "WindowWidth": 10}
+    )  # the LUT takes precedence
     raw = read_raw(path)
     assert set(np.unique(raw)) == {0.0, 1000.0}
     assert np.array_equal(raw > 0, a >= 128)
@@ -169,8 +177,9 @@ def test_undecodable_transfer_syntax_names_uid_and_plugins(tmp_path):
     ds.PixelData = encapsulate([b"\0" * 64])
     ds["PixelData"].VR = "OB"
     ds.save_as(tmp_path / "video.dcm", enforce_file_format=True)
-    with pytest.raises(ImageReadError,
-                       match=r"video.dcm.*1\.2\.840\.10008\.1\.2\.4\.100.*MPEG2.*pylibjpeg.*GDCM"):
+    with pytest.raises(
+        ImageReadError, match=r"video.dcm.*1\.2\.840\.10008\.1\.2\.4\.100.*MPEG2.*pylibjpeg.*GDCM"
+    ):
         read_image(tmp_path / "video.dcm")
 
 

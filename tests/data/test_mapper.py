@@ -36,7 +36,15 @@ def test_training_views_share_geometry_and_differ_photometrically(toy):
         assert not torch.equal(x["image_weak"], x["image"])  # strong view differs
         assert "instances" not in x
     assert (full["height"], full["width"]) == (64, 64)  # original size for post-processing
-    assert weak["image_labels"].tolist() in ([0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1])
+    assert weak["image_labels"].tolist() in (
+        [0, 1, 0],
+        [1, 0, 0],
+        [0, 0, 1],
+        [1, 1, 0],
+        [1, 0, 1],
+        [0, 1, 1],
+        [1, 1, 1],
+    )
     assert torch.all(unl["image_labels"] == -1)
 
 
@@ -68,7 +76,9 @@ def test_cached_images_give_the_same_inputs_as_files(toy, tmp_path):
     # same picture (the two resize implementations differ in detail)
     assert np.corrcoef(a["image"].flatten().numpy(), b["image"].flatten().numpy())[0, 1] > 0.9
     train_cache, train_files = OmniDatasetMapper(cfg, is_train=True), OmniDatasetMapper(_cfg(), is_train=True)
-    assert torch.allclose(train_cache(full)["instances"].gt_boxes.tensor, train_files(full)["instances"].gt_boxes.tensor)
+    assert torch.allclose(
+        train_cache(full)["instances"].gt_boxes.tensor, train_files(full)["instances"].gt_boxes.tensor
+    )
     assert len(cache) == len(dicts)
     cfg.OXNET.INPUT_SIZE = 48
     with pytest.raises(ValueError, match="32 px"):
@@ -104,8 +114,11 @@ def test_scale_jitter_up_crops_and_keeps_only_the_boxes_left_in_view(toy):
     for seed in range(12):
         np.random.seed(seed)
         out = mapper(full)
-        err = {(oy, ox): (original[:, oy:oy + 32, ox:ox + 32] - out["image"]).abs().max().item()
-               for oy in range(33) for ox in range(33)}
+        err = {
+            (oy, ox): (original[:, oy : oy + 32, ox : ox + 32] - out["image"]).abs().max().item()
+            for oy in range(33)
+            for ox in range(33)
+        }
         oy, ox = min(err, key=err.get)
         assert err[(oy, ox)] < 1e-3, "the input is not a crop of the original image"
         expected = (xyxy - [ox, oy, ox, oy]).clip(0, 32)

@@ -3,17 +3,23 @@ import uuid
 
 import numpy as np
 import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 from PIL import Image
 
 from oxnet.data import OmniFormatError, register_omni_coco
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 
 COCO = {
     "images": [
         {"id": 5, "file_name": "x.png", "width": 16, "height": 12, "supervision": "full"},
-        {"id": 6, "file_name": "y.png", "width": 16, "height": 12, "supervision": "weak",
-         "image_labels": {"cardiomegaly": -1}},
+        {
+            "id": 6,
+            "file_name": "y.png",
+            "width": 16,
+            "height": 12,
+            "supervision": "weak",
+            "image_labels": {"cardiomegaly": -1},
+        },
     ],
     "annotations": [{"id": 1, "image_id": 5, "category_id": 2, "bbox": [2, 3, 4, 5]}],
     "categories": [{"id": 2, "name": "nodule"}, {"id": 1, "name": "cardiomegaly"}],

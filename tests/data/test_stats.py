@@ -6,14 +6,40 @@ from oxnet.data.stats import compute_stats, format_stats
 
 COCO = {
     "images": [
-        {"id": 1, "file_name": "1.png", "width": 100, "height": 100, "supervision": "full",
-         "patient_id": "A"},
-        {"id": 2, "file_name": "2.png", "width": 100, "height": 100, "supervision": "full", "patient_id": "A",
-         "image_labels": {"mass": -1}},
-        {"id": 3, "file_name": "3.png", "width": 100, "height": 100, "supervision": "weak", "patient_id": "B",
-         "image_labels": {"mass": 1, "nodule": -1}},
-        {"id": 4, "file_name": "4.png", "width": 100, "height": 100, "supervision": "weak",
-         "image_labels": {"nodule": 0}},
+        {
+            "id": 1,
+            "file_name": "1.png",
+            "width": 100,
+            "height": 100,
+            "supervision": "full",
+            "patient_id": "A",
+        },
+        {
+            "id": 2,
+            "file_name": "2.png",
+            "width": 100,
+            "height": 100,
+            "supervision": "full",
+            "patient_id": "A",
+            "image_labels": {"mass": -1},
+        },
+        {
+            "id": 3,
+            "file_name": "3.png",
+            "width": 100,
+            "height": 100,
+            "supervision": "weak",
+            "patient_id": "B",
+            "image_labels": {"mass": 1, "nodule": -1},
+        },
+        {
+            "id": 4,
+            "file_name": "4.png",
+            "width": 100,
+            "height": 100,
+            "supervision": "weak",
+            "image_labels": {"nodule": 0},
+        },
         {"id": 5, "file_name": "5.png", "width": 100, "height": 100, "supervision": "unlabeled"},
     ],
     "annotations": [
@@ -37,10 +63,20 @@ def test_compute_stats():
     assert list(stats["categories"]) == ["mass", "nodule"]
     # mass: box on image 1 (+), -1 on full image 2, + on weak image 3
     assert stats["categories"]["mass"] == {
-        "boxes": 1, "images_with_boxes": 1, "positive": 2, "negative": 0, "uncertain": 1}
+        "boxes": 1,
+        "images_with_boxes": 1,
+        "positive": 2,
+        "negative": 0,
+        "uncertain": 1,
+    }
     # nodule: two boxes on image 1 (+), none on full image 2 (0), -1 on image 3, 0 on image 4
     assert stats["categories"]["nodule"] == {
-        "boxes": 2, "images_with_boxes": 1, "positive": 1, "negative": 2, "uncertain": 1}
+        "boxes": 2,
+        "images_with_boxes": 1,
+        "positive": 1,
+        "negative": 2,
+        "uncertain": 1,
+    }
     text = format_stats(stats)
     assert "images: 5" in text and "nodule" in text
 
@@ -65,10 +101,12 @@ def _vindr_import_without_images(tmp_path):
     import pathlib
 
     csv = tmp_path / "train.csv"
-    csv.write_text("image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
-                   "i0,Cardiomegaly,3,R1,100,200,300,400\n"
-                   "i0,Cardiomegaly,3,R2,102,198,301,405\n"
-                   "i1,No finding,14,R1,,,,\n")
+    csv.write_text(
+        "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
+        "i0,Cardiomegaly,3,R1,100,200,300,400\n"
+        "i0,Cardiomegaly,3,R2,102,198,301,405\n"
+        "i1,No finding,14,R1,,,,\n"
+    )
     script = pathlib.Path(__file__).resolve().parents[2] / "datasets" / "prepare_vindr.py"
     spec = importlib.util.spec_from_file_location("prepare_vindr_stats", script)
     module = importlib.util.module_from_spec(spec)

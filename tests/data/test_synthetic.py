@@ -60,11 +60,11 @@ def test_finding_drawn_inside_tight_box(name, size):
         diff = np.abs(with_f.astype(np.float64) - without)
         inside = np.zeros(diff.shape, bool)
         for _, (x, y, w, h) in boxes:
-            inside[int(y):int(y + h), int(x):int(x + w)] = True
+            inside[int(y) : int(y + h), int(x) : int(x + w)] = True
         assert diff[inside].sum() >= 0.9 * diff.sum()
         assert diff.max() > 0.08  # visible: at least ~20 grey levels at the lesion's peak
         for _, (x, y, w, h) in boxes:
-            sub = diff[int(y):int(y + h), int(x):int(x + w)] > 0.1 * diff.max()
+            sub = diff[int(y) : int(y + h), int(x) : int(x + w)] > 0.1 * diff.max()
             rows, cols = np.flatnonzero(sub.any(1)), np.flatnonzero(sub.any(0))
             extent = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
             assert w * h <= 1.5 * extent + 4
@@ -76,11 +76,11 @@ def test_class_appearance_and_size(gen):
     for index in range(3):
         (_, (x, y, w, h)), *_ = gen.annotate(index, ["nodule"])
         assert 6 <= max(w, h) <= 34
-        (_, (x, y, w, h)), = gen.annotate(index, ["mass"])
+        ((_, (x, y, w, h)),) = gen.annotate(index, ["mass"])
         assert max(w, h) >= 40
-        (_, (x, y, w, h)), = gen.annotate(index, ["cardiomegaly"])
+        ((_, (x, y, w, h)),) = gen.annotate(index, ["cardiomegaly"])
         assert w >= 0.3 * 512
-        (_, (x, y, w, h)), = gen.annotate(index, ["aortic calcification"])
+        ((_, (x, y, w, h)),) = gen.annotate(index, ["aortic calcification"])
         assert x > 256 and y + h < 256
 
 
@@ -94,8 +94,18 @@ def test_findings_override_and_unknown_class(gen):
 
 @pytest.mark.parametrize("dicom", [False, True])
 def test_generate_split_reads_back(tmp_path, dicom):
-    coco = generate_split(str(tmp_path), "train", n_full=3, n_weak=3, n_unlabeled=2, size=128, seed=2,
-                          dicom=dicom, start_index=10, progress=False)
+    coco = generate_split(
+        str(tmp_path),
+        "train",
+        n_full=3,
+        n_weak=3,
+        n_unlabeled=2,
+        size=128,
+        seed=2,
+        dicom=dicom,
+        start_index=10,
+        progress=False,
+    )
     write_omni_coco(tmp_path / "train.json", coco)
     with open(tmp_path / "train.json") as f:
         back = json.load(f)
@@ -142,28 +152,44 @@ def test_contact_sheet_draws_boxes_of_coco_and_dataset_dicts(tmp_path):
 
     from oxnet.data.synthetic import contact_sheet
 
-    coco = generate_split(str(tmp_path), "s", n_full=4, n_weak=1, n_unlabeled=1, size=128, seed=0,
-                          start_index=2, progress=False)
-    out = contact_sheet(coco, str(tmp_path / "images"), PAPER_CLASSES, str(tmp_path / "sheet.png"),
-                        max_images=6, tile=96, cols=3)
+    coco = generate_split(
+        str(tmp_path), "s", n_full=4, n_weak=1, n_unlabeled=1, size=128, seed=0, start_index=2, progress=False
+    )
+    out = contact_sheet(
+        coco,
+        str(tmp_path / "images"),
+        PAPER_CLASSES,
+        str(tmp_path / "sheet.png"),
+        max_images=6,
+        tile=96,
+        cols=3,
+    )
     sheet = cv2.imread(out)
     assert sheet.shape == (2 * 96, 3 * 96, 3)
     colour = sheet.astype(int).max(axis=2) - sheet.astype(int).min(axis=2) > 60
-    tiles = [colour[r * 96:(r + 1) * 96, c * 96:(c + 1) * 96] for r in range(2) for c in range(3)]
+    tiles = [colour[r * 96 : (r + 1) * 96, c * 96 : (c + 1) * 96] for r in range(2) for c in range(3)]
     has_boxes = [any(a["image_id"] == im["id"] for a in coco["annotations"]) for im in coco["images"]]
     assert any(has_boxes)
     for tile, boxed in zip(tiles, has_boxes):
         assert tile.any() == boxed
 
     ids = {c["id"]: i for i, c in enumerate(coco["categories"])}
-    dicts = [{"file_name": str(tmp_path / "images" / im["file_name"]), "supervision": im["supervision"],
-              "image_labels": {PAPER_CLASSES.index(k): v for k, v in im.get("image_labels", {}).items()},
-              "annotations": [{"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS,
-                               "category_id": ids[a["category_id"]]}
-                              for a in coco["annotations"] if a["image_id"] == im["id"]]}
-             for im in coco["images"]]
-    out2 = contact_sheet(dicts, None, PAPER_CLASSES, str(tmp_path / "sheet2.png"), max_images=6, tile=96,
-                         cols=3)
+    dicts = [
+        {
+            "file_name": str(tmp_path / "images" / im["file_name"]),
+            "supervision": im["supervision"],
+            "image_labels": {PAPER_CLASSES.index(k): v for k, v in im.get("image_labels", {}).items()},
+            "annotations": [
+                {"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": ids[a["category_id"]]}
+                for a in coco["annotations"]
+                if a["image_id"] == im["id"]
+            ],
+        }
+        for im in coco["images"]
+    ]
+    out2 = contact_sheet(
+        dicts, None, PAPER_CLASSES, str(tmp_path / "sheet2.png"), max_images=6, tile=96, cols=3
+    )
     assert np.array_equal(cv2.imread(out2), sheet)
 
 
@@ -175,8 +201,24 @@ def test_prepare_synthetic_writes_disjoint_splits(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("prepare_synthetic", script)
     prepare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prepare)
-    prepare.main(["--out", str(tmp_path), "--n-full", "2", "--n-weak", "2", "--n-unlabeled", "1",
-                  "--n-val", "2", "--n-test", "3", "--size", "96"])
+    prepare.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--n-full",
+            "2",
+            "--n-weak",
+            "2",
+            "--n-unlabeled",
+            "1",
+            "--n-val",
+            "2",
+            "--n-test",
+            "3",
+            "--size",
+            "96",
+        ]
+    )
     assert str(tmp_path / "train.json") in capsys.readouterr().out
     splits = {}
     for name in ("train", "val", "test"):

@@ -1,4 +1,5 @@
 """Orthanc fixtures: a private Orthanc server started for the tests and stopped after them."""
+
 import json
 import os
 import shutil
@@ -28,14 +29,23 @@ def orthanc(tmp_path):
     folder = tmp_path / "orthanc"
     folder.mkdir()
     port = _free_port()
-    config = {"Name": "oxnet-test", "HttpPort": port, "HttpBindAddress": "127.0.0.1",
-              "DicomServerEnabled": False, "DicomPort": 0,
-              "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": []}
+    config = {
+        "Name": "oxnet-test",
+        "HttpPort": port,
+        "HttpBindAddress": "127.0.0.1",
+        "DicomServerEnabled": False,
+        "DicomPort": 0,
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+    }
     (folder / "config.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")
-    proc = subprocess.Popen([binary, str(folder / "config.json")], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=folder)
+    proc = subprocess.Popen(
+        [binary, str(folder / "config.json")], stdout=log, stderr=subprocess.STDOUT, cwd=folder
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -1,4 +1,5 @@
 """Exported models (TorchScript, ONNX Runtime) give the eager detectron2 model's results."""
+
 import json
 
 import numpy as np
@@ -96,14 +97,18 @@ def test_eager_backend_is_the_predictor_on_files(models, images):
     predictor = OXnetPredictor.from_weights(folder / "model_final.pth")
     model = load_model(folder, "eager")
     for image_id, path in enumerate(images):
-        expected = predictor_records(predictor([str(path)])[0], str(path), image_id, predictor.class_names,
-                                     predictor.category_ids)
+        expected = predictor_records(
+            predictor([str(path)])[0], str(path), image_id, predictor.class_names, predictor.category_ids
+        )
         got = to_records(model.predict(read_raw(path)), str(path), image_id)
         assert len(got) == len(expected) > 0
         for g, e in zip(got, expected):
             assert set(g) == set(e)
-            assert (g["category_id"], g["category_name"], g["file_name"]) == \
-                   (e["category_id"], e["category_name"], e["file_name"])
+            assert (g["category_id"], g["category_name"], g["file_name"]) == (
+                e["category_id"],
+                e["category_name"],
+                e["file_name"],
+            )
             np.testing.assert_allclose(g["bbox"], e["bbox"], atol=1e-4)
             assert g["score"] == pytest.approx(e["score"], abs=1e-6)
 
@@ -160,8 +165,18 @@ def test_command_lines(models, images, tmp_path, capsys):
     out = tmp_path / "ts"
     (folder / "thresholds.json").write_text(json.dumps({"class0": 0.5}))
     try:
-        tool.main(["--weights", str(folder / "model_final.pth"), "--format", "torchscript", "--out", str(out),
-                   "--check-image", *map(str, images)])
+        tool.main(
+            [
+                "--weights",
+                str(folder / "model_final.pth"),
+                "--format",
+                "torchscript",
+                "--out",
+                str(out),
+                "--check-image",
+                *map(str, images),
+            ]
+        )
     finally:
         (folder / "thresholds.json").unlink()
     assert "same results as the eager model on 2 image(s)" in capsys.readouterr().out
@@ -170,9 +185,21 @@ def test_command_lines(models, images, tmp_path, capsys):
     got = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     expected = to_records(load_model(folder).predict(read_raw(images[0])), str(images[0]), 0)
     assert len(got) == len(expected) > 0
-    assert [(g["file_name"], g["category_id"]) for g in got] == [(e["file_name"], e["category_id"]) for e in expected]
+    assert [(g["file_name"], g["category_id"]) for g in got] == [
+        (e["file_name"], e["category_id"]) for e in expected
+    ]
     np.testing.assert_allclose([g["bbox"] for g in got], [e["bbox"] for e in expected], atol=1e-3)
     oxnet_weights = models["oxnet"][0] / "model_final.pth"
     with pytest.raises(SystemExit, match=r"error \(weights\).*do not fit"):
-        tool.main(["--weights", str(oxnet_weights), "--config-file", str(folder / "config.yaml"),
-                   "--format", "onnx", "--out", str(tmp_path / "bad")])
+        tool.main(
+            [
+                "--weights",
+                str(oxnet_weights),
+                "--config-file",
+                str(folder / "config.yaml"),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )

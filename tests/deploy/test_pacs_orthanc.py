@@ -1,6 +1,7 @@
 """python -m oxnet.pacs against a real Orthanc (started by the ``orthanc`` fixture): one SR per chest
 X-ray in the image's study, none for other instances, none twice (state file, lost state file, crash),
 and a report saying "none found" for an image without findings."""
+
 import json
 import logging
 import shutil
@@ -47,12 +48,30 @@ def toy(tmp_path_factory):
 
 def _store_cxr(url, png, folder, study_uid, modality="CR", photometric="MONOCHROME2"):
     path = folder / f"{png.stem}_{modality}.dcm"
-    write_dicom(path, cv2.imread(str(png), cv2.IMREAD_GRAYSCALE), photometric=photometric, attributes=dict(
-        Modality=modality, StudyInstanceUID=study_uid, PatientName="Test^Patient", PatientID="P-42",
-        PatientBirthDate="19500101", PatientSex="M", StudyDate="20240101", StudyTime="090000",
-        AccessionNumber="ACC1", StudyID="1", ReferringPhysicianName=""))
-    req = urllib.request.Request(url + "/instances", data=path.read_bytes(), method="POST",
-                                 headers={"Content-Type": "application/dicom"})
+    write_dicom(
+        path,
+        cv2.imread(str(png), cv2.IMREAD_GRAYSCALE),
+        photometric=photometric,
+        attributes=dict(
+            Modality=modality,
+            StudyInstanceUID=study_uid,
+            PatientName="Test^Patient",
+            PatientID="P-42",
+            PatientBirthDate="19500101",
+            PatientSex="M",
+            StudyDate="20240101",
+            StudyTime="090000",
+            AccessionNumber="ACC1",
+            StudyID="1",
+            ReferringPhysicianName="",
+        ),
+    )
+    req = urllib.request.Request(
+        url + "/instances",
+        data=path.read_bytes(),
+        method="POST",
+        headers={"Content-Type": "application/dicom"},
+    )
     with urllib.request.urlopen(req) as r:
         assert json.load(r)["Status"] == "Success"
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
@@ -145,8 +164,11 @@ def test_image_without_findings_gets_a_report_saying_so(orthanc, toy, tmp_path):
     ((ds, refs),) = _reports(orthanc, study)
     assert refs == {image} and read_findings(ds) == []
     group = ds.ContentSequence[-1].ContentSequence[0]  # Imaging Measurements > Measurement Group
-    finding = [item for item in group.ContentSequence
-               if item.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Finding.value]
+    finding = [
+        item
+        for item in group.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Finding.value
+    ]
     assert finding[0].ConceptCodeSequence[0].CodeValue == codes.DCM.NoAbnormality.value
     # The model finds boxes in that image: the operating thresholds removed them all.
     assert load_model(model).predict(read_raw(tmp_path / f"{toy['images'][0].stem}_DX.dcm"))["detections"]

@@ -5,6 +5,7 @@ JSON and SR downloads, and a screenshot.
 ``OXNET_WRITE_REVIEW_SCREENSHOT=1`` also copies the screenshot (reduced to 256 colours) to
 ``docs/review_page.png``.
 """
+
 import contextlib
 import importlib.util
 import io
@@ -31,8 +32,9 @@ CLASSES = ("nodule", "mass", "pleural effusion")
 def chromium():
     path = shutil.which("chromium")
     if path is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the review page test "
-                    "needs it")
+        pytest.skip(
+            "chromium is not installed (Debian: apt-get install -y chromium); the review page test needs it"
+        )
     if importlib.util.find_spec("playwright") is None:
         pytest.skip("playwright is not installed (requirements/base.txt)")
     return path
@@ -71,8 +73,11 @@ def _expected(detections, thresholds):
 
 
 def _set_slider(page, name, value):
-    page.eval_on_selector(f'input[data-class="{name}"]',
-                          "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value)
+    page.eval_on_selector(
+        f'input[data-class="{name}"]',
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
+        value,
+    )
 
 
 def test_review_page_in_chromium(setup, chromium, tmp_path):
@@ -96,7 +101,8 @@ def test_review_page_in_chromium(setup, chromium, tmp_path):
             page.goto(url)
             page.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
             assert [page.input_value(f'input[data-class="{c}"]') for c in CLASSES] == [
-                str(thresholds[c]) for c in CLASSES]
+                str(thresholds[c]) for c in CLASSES
+            ]
 
             page.set_input_files("#file", str(examples / "chest.png"))
             page.wait_for_function("document.getElementById('status').textContent.includes('detections')")
@@ -160,8 +166,9 @@ def test_attention_toggle_disabled_with_the_reason_for_an_exported_model(setup, 
     from oxnet.engine.model_files import load_model_config
 
     model_dir, _, _ = setup
-    export_model(load_model_config(os.path.join(model_dir, "model_final.pth")), str(tmp_path), "onnx",
-                 check=False)
+    export_model(
+        load_model_config(os.path.join(model_dir, "model_final.pth")), str(tmp_path), "onnx", check=False
+    )
     app = create_app(str(tmp_path))
     with live(app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])

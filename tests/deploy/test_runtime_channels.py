@@ -1,13 +1,19 @@
 """The exported runtime feeds a 1-channel model (OXNET.BACKBONE.PRETRAINED with grey stems) the first
 channel of a colour image, as the eager model's preprocess_image does, and 3-channel models all three."""
+
 import numpy as np
 
 from oxnet.deploy.runtime import prepare_images
 
 
 def _info(channels):
-    return {"input_size": 8, "padded_size": 8, "input_channels": channels,
-            "pixel_mean": [10.0] * channels, "pixel_std": [2.0] * channels}
+    return {
+        "input_size": 8,
+        "padded_size": 8,
+        "input_channels": channels,
+        "pixel_mean": [10.0] * channels,
+        "pixel_std": [2.0] * channels,
+    }
 
 
 def test_one_channel_model_takes_the_first_channel_of_a_colour_image():

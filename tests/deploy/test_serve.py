@@ -1,5 +1,6 @@
 """The prediction service against a live uvicorn on 127.0.0.1: every input kind, bad uploads, the DICOM
 SR, the model description, bounded uploads and a bounded queue under 200 concurrent requests."""
+
 import asyncio
 import contextlib
 import io
@@ -74,8 +75,12 @@ def server(model, model_dir):
 
 def post(url, path, params=None, name=None):
     with open(path, "rb") as f:
-        return httpx.post(url + "/v1/predict", params=params,
-                          files={"file": (name or os.path.basename(path), f)}, timeout=60)
+        return httpx.post(
+            url + "/v1/predict",
+            params=params,
+            files={"file": (name or os.path.basename(path), f)},
+            timeout=60,
+        )
 
 
 KINDS = {"png8": "png", "png16": "png", "jpeg": "jpeg", "dicom": "dicom"}
@@ -87,9 +92,12 @@ def test_each_input_kind_gives_the_runtimes_findings_in_the_original_pixel_grid(
     r = post(url, files[kind])
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["image"] == {"width": 80, "height": 64, "kind": KINDS[kind],
-                             **({"sop_instance_uid": pydicom.dcmread(files[kind]).SOPInstanceUID}
-                                if kind == "dicom" else {})}
+    assert body["image"] == {
+        "width": 80,
+        "height": 64,
+        "kind": KINDS[kind],
+        **({"sop_instance_uid": pydicom.dcmread(files[kind]).SOPInstanceUID} if kind == "dicom" else {}),
+    }
     direct = model.predict(read_raw(files[kind]))
     assert len(body["detections"]) == len(direct["detections"]) > 0
     for got, want in zip(body["detections"], direct["detections"]):
@@ -105,8 +113,12 @@ def test_each_input_kind_gives_the_runtimes_findings_in_the_original_pixel_grid(
 
 def test_a_raw_body_upload_equals_the_multipart_one(server, files):
     url, _ = server
-    raw = httpx.post(url + "/v1/predict", content=files["png16"].read_bytes(),
-                     headers={"content-type": "application/octet-stream"}, timeout=60)
+    raw = httpx.post(
+        url + "/v1/predict",
+        content=files["png16"].read_bytes(),
+        headers={"content-type": "application/octet-stream"},
+        timeout=60,
+    )
     assert raw.status_code == 200, raw.text
     assert raw.json()["detections"] == post(url, files["png16"]).json()["detections"]
 
@@ -161,8 +173,9 @@ def test_bad_uploads_get_a_clear_4xx(server, files, tmp_path):
     huge[16:24] = (100_000).to_bytes(4, "big") * 2
     r = httpx.post(url + "/v1/predict", content=bytes(huge), timeout=60)
     assert r.status_code == 422 and "100000x100000 pixels" in r.json()["detail"]
-    r = httpx.post(url + "/v1/predict", data={"other": "x"}, files={"other_file": ("a.png", b"1")},
-                   timeout=60)
+    r = httpx.post(
+        url + "/v1/predict", data={"other": "x"}, files={"other_file": ("a.png", b"1")}, timeout=60
+    )
     assert r.status_code == 400 and "'file'" in r.json()["detail"]
     r = httpx.post(url + "/v1/predict", content=b"", timeout=60)
     assert r.status_code == 400
@@ -183,8 +196,9 @@ def test_an_oversized_upload_gets_413_with_or_without_a_content_length(server):
     assert httpx.get(url + "/healthz").json()["in_progress"] == 0
 
 
-def test_no_file_is_written_outside_a_private_temporary_folder(server, files, model_dir, tmp_path,
-                                                                monkeypatch):
+def test_no_file_is_written_outside_a_private_temporary_folder(
+    server, files, model_dir, tmp_path, monkeypatch
+):
     url, _ = server
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the service may write
     before = {p: sorted(os.listdir(p)) for p in (model_dir, REPO_ROOT, os.getcwd())}
@@ -210,11 +224,15 @@ def test_model_description_health_and_thresholds(model_dir, files):
             assert info["attention"] == {"available": True, "reason": None}
             assert httpx.get(url + "/healthz").json()["status"] == "ok"
             body = post(url, files["png8"]).json()
-            kept = [d for d in body["detections"]
-                    if d["score"] >= {"class0": 0.99, "class2": 0.5}.get(d["class"], 0)]
+            kept = [
+                d
+                for d in body["detections"]
+                if d["score"] >= {"class0": 0.99, "class2": 0.5}.get(d["class"], 0)
+            ]
             assert body["findings"] == kept and len(kept) < len(body["detections"])
-            assert all(d["operating_threshold"] == info["thresholds"].get(d["class"])
-                       for d in body["findings"])
+            assert all(
+                d["operating_threshold"] == info["thresholds"].get(d["class"]) for d in body["findings"]
+            )
             page = httpx.get(url + "/")
             assert page.status_code == 200 and "OXnet review" in page.text
     finally:
@@ -262,6 +280,7 @@ class _Slow:
 async def _burst(url, payload, n):
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+
         async def one():
             return await client.post(url + "/v1/predict", files={"file": ("c.png", payload)})
 
@@ -294,9 +313,25 @@ def test_200_concurrent_requests_with_a_bounded_queue(model, model_dir, files):
 
 def test_the_command_line_serves_a_model_folder(model_dir, files):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "oxnet.serve", "--model", model_dir, "--port", str(port),
-                             "--max-queue", "4", "--log-level", "warning"], cwd=REPO_ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "oxnet.serve",
+            "--model",
+            model_dir,
+            "--port",
+            str(port),
+            "--max-queue",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -315,7 +350,11 @@ def test_the_command_line_serves_a_model_folder(model_dir, files):
     finally:
         proc.terminate()
         proc.wait(30)
-    bad = subprocess.run([sys.executable, "-m", "oxnet.serve", "--model", os.path.join(model_dir, "nope")],
-                         capture_output=True, text=True, cwd=REPO_ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "oxnet.serve", "--model", os.path.join(model_dir, "nope")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -1,5 +1,6 @@
 """The DICOM SR of detections: codes, boxes, scores and references as sent; identifiers copied and
 nothing else; valid for dciodvfy."""
+
 import shutil
 import subprocess
 
@@ -13,16 +14,42 @@ from pydicom.sr.codedict import codes
 from oxnet.data.classes import PAPER_CLASSES
 from oxnet.data.io import write_dicom
 from oxnet.deploy.sr import (
-    FINDING_CODES, LOCAL_SCHEME, SRBuildError, build_sr, finding_code, read_findings, referenced_instances,
-    sr_bytes)
+    FINDING_CODES,
+    LOCAL_SCHEME,
+    SRBuildError,
+    build_sr,
+    finding_code,
+    read_findings,
+    referenced_instances,
+    sr_bytes,
+)
 
-IDENTIFIERS = dict(PatientName="Doe^Jane", PatientID="P-0001", PatientBirthDate="19600102", PatientSex="F",
-                   StudyDate="20240305", StudyTime="101112", AccessionNumber="ACC42", StudyID="S7",
-                   ReferringPhysicianName="Ref^Doctor")
-PRIVATE = dict(InstitutionName="General Hospital", PatientAddress="1 Main Street", OtherPatientIDs="X-99",
-               StudyDescription="CHEST PA", OperatorsName="Tech^Tom", SeriesDescription="PA erect")
-MODEL_INFO = {"format": "onnx", "config_sha1": "0123456789abcdef", "oxnet_version": "9.8.7",
-              "score_thresh": 0.05, "class_names": ["nodule", "effusion", "class2"]}
+IDENTIFIERS = dict(
+    PatientName="Doe^Jane",
+    PatientID="P-0001",
+    PatientBirthDate="19600102",
+    PatientSex="F",
+    StudyDate="20240305",
+    StudyTime="101112",
+    AccessionNumber="ACC42",
+    StudyID="S7",
+    ReferringPhysicianName="Ref^Doctor",
+)
+PRIVATE = dict(
+    InstitutionName="General Hospital",
+    PatientAddress="1 Main Street",
+    OtherPatientIDs="X-99",
+    StudyDescription="CHEST PA",
+    OperatorsName="Tech^Tom",
+    SeriesDescription="PA erect",
+)
+MODEL_INFO = {
+    "format": "onnx",
+    "config_sha1": "0123456789abcdef",
+    "oxnet_version": "9.8.7",
+    "score_thresh": 0.05,
+    "class_names": ["nodule", "effusion", "class2"],
+}
 DETECTIONS = [
     {"category_id": 1, "category_name": "nodule", "bbox": [10.5, 5.25, 20.0, 10.0], "score": 0.91},
     {"category_id": 2, "category_name": "pleural effusion", "bbox": [30.0, 20.0, 33.0, 27.5], "score": 0.42},
@@ -71,9 +98,11 @@ def test_sr_round_trip(tmp_path, source):
     (meas,) = group.get_measurements()
     assert meas.name == codes.DCM.CertaintyOfFinding
     assert meas.unit.value == "1" and meas.unit.scheme_designator == "UCUM"
-    algorithm = {item.name.meaning: item.value
-                 for item in find_content_items(group[0], relationship_type=None, recursive=True)
-                 if item.name in (codes.DCM.AlgorithmName, codes.DCM.AlgorithmVersion)}
+    algorithm = {
+        item.name.meaning: item.value
+        for item in find_content_items(group[0], relationship_type=None, recursive=True)
+        if item.name in (codes.DCM.AlgorithmName, codes.DCM.AlgorithmVersion)
+    }
     assert algorithm == {"Algorithm Name": "OXnet", "Algorithm Version": "9.8.7"}
     (device,) = sr.content.get_observer_contexts(observer_type=codes.DCM.Device)
     assert device.observer_identifying_attributes.name == "OXnet"
@@ -121,15 +150,29 @@ def test_box_overhanging_the_image_is_clipped(source):
     assert got["bbox"] == [0.0, 40.0, 64.0, 8.0]
 
 
-@pytest.mark.parametrize("result, message", [
-    ({"width": 32, "height": 48, "detections": []}, "32x48 image, the source is 64x48"),
-    ({"width": 64, "height": 48, "detections": [DETECTIONS[0], {**DETECTIONS[1], "bbox": [1, 2, 0, 4]}]},
-     r"detections\[1\].bbox: width and height must be > 0"),
-    ({"width": 64, "height": 48, "detections": [{**DETECTIONS[0], "score": 1.5}]}, r"detections\[0\].score"),
-    ({"width": 64, "height": 48, "detections": [{**DETECTIONS[0], "bbox": [1, 2, 3]}]},
-     r"detections\[0\].bbox"),
-    ({"width": 64, "height": 48, "detections": [{**DETECTIONS[0], "bbox": [100, 100, 3, 3]}]}, "outside"),
-])
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        ({"width": 32, "height": 48, "detections": []}, "32x48 image, the source is 64x48"),
+        (
+            {
+                "width": 64,
+                "height": 48,
+                "detections": [DETECTIONS[0], {**DETECTIONS[1], "bbox": [1, 2, 0, 4]}],
+            },
+            r"detections\[1\].bbox: width and height must be > 0",
+        ),
+        (
+            {"width": 64, "height": 48, "detections": [{**DETECTIONS[0], "score": 1.5}]},
+            r"detections\[0\].score",
+        ),
+        (
+            {"width": 64, "height": 48, "detections": [{**DETECTIONS[0], "bbox": [1, 2, 3]}]},
+            r"detections\[0\].bbox",
+        ),
+        ({"width": 64, "height": 48, "detections": [{**DETECTIONS[0], "bbox": [100, 100, 3, 3]}]}, "outside"),
+    ],
+)
 def test_bad_results_are_named_errors(source, result, message):
     with pytest.raises(SRBuildError, match=message):
         build_sr(source, result, MODEL_INFO)
@@ -142,8 +185,19 @@ def test_source_without_uids_is_an_error(source):
 
 
 def test_every_named_class_has_a_standard_code():
-    named = ["atelectasis", "calcification", "consolidation", "effusion", "emphysema", "fibrosis", "fracture",
-             "mass", "nodule", "tuberculosis", *PAPER_CLASSES]
+    named = [
+        "atelectasis",
+        "calcification",
+        "consolidation",
+        "effusion",
+        "emphysema",
+        "fibrosis",
+        "fracture",
+        "mass",
+        "nodule",
+        "tuberculosis",
+        *PAPER_CLASSES,
+    ]
     for name in named:
         value, scheme, meaning = finding_code(name)
         assert scheme == "SCT" and value.isdigit() and meaning, name
@@ -159,8 +213,9 @@ def test_dciodvfy_reports_no_error(tmp_path, source):
     with_findings = build_sr(source, {"width": 64, "height": 48, "detections": DETECTIONS}, MODEL_INFO)
     without = build_sr(source, {"width": 64, "height": 48, "detections": []}, MODEL_INFO)
     for name, ds in (("findings.dcm", with_findings), ("none.dcm", without)):
-        proc = subprocess.run(["dciodvfy", str(_write(tmp_path, ds, name))], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            ["dciodvfy", str(_write(tmp_path, ds, name))], capture_output=True, text=True, timeout=60
+        )
         out = proc.stdout + proc.stderr
         assert "Comprehensive3DSR" in out, out  # it recognized the IOD
         errors = [line for line in out.splitlines() if line.startswith("Error")]

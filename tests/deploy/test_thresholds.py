@@ -1,4 +1,5 @@
 """Per-class operating thresholds at a target lesion sensitivity (python -m oxnet.deploy.thresholds)."""
+
 import json
 import os
 
@@ -13,11 +14,19 @@ from oxnet.utils.testing import tiny_model_folder
 def _gt():
     """Four full images (the last one normal): class a has 4 lesions, b 2, c none."""
     images = [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in (1, 2, 3, 4)]
-    boxes = [(1, "a", [10, 10, 20, 20]), (1, "a", [60, 60, 20, 20]), (2, "a", [10, 10, 20, 20]),
-             (3, "a", [50, 10, 20, 20]), (2, "b", [50, 50, 30, 30]), (3, "b", [10, 60, 30, 30])]
+    boxes = [
+        (1, "a", [10, 10, 20, 20]),
+        (1, "a", [60, 60, 20, 20]),
+        (2, "a", [10, 10, 20, 20]),
+        (3, "a", [50, 10, 20, 20]),
+        (2, "b", [50, 50, 30, 30]),
+        (3, "b", [10, 60, 30, 30]),
+    ]
     cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
-    anns = [{"id": j + 1, "image_id": i, "category_id": {"a": 1, "b": 2}[c], "bbox": b, "area": b[2] * b[3]}
-            for j, (i, c, b) in enumerate(boxes)]
+    anns = [
+        {"id": j + 1, "image_id": i, "category_id": {"a": 1, "b": 2}[c], "bbox": b, "area": b[2] * b[3]}
+        for j, (i, c, b) in enumerate(boxes)
+    ]
     return load_ground_truth({"images": images, "annotations": anns, "categories": cats})
 
 
@@ -25,15 +34,28 @@ def _results():
     """Detections by image index: a's lesions are hit at 0.9, 0.8, 0.6 and 0.3; a duplicate of the 0.9
     hit (0.85) and a box on the normal image (0.95) are false positives; b is hit once (0.7) and
     missed once (0.9, elsewhere)."""
+
     def det(c, box, score):
         return {"category_name": c, "category_id": 0, "bbox": box, "score": score}
 
-    return {0: {"detections": [det("a", [11, 11, 20, 20], 0.9), det("a", [12, 10, 20, 20], 0.85),
-                               det("a", [60, 61, 20, 20], 0.3)]},
-            1: {"detections": [det("a", [10, 12, 20, 20], 0.8), det("b", [52, 50, 30, 30], 0.7),
-                               det("unknown", [0, 0, 5, 5], 0.99)]},
-            2: {"detections": [det("a", [50, 11, 20, 20], 0.6), det("b", [60, 0, 30, 30], 0.9)]},
-            3: {"detections": [det("a", [40, 40, 20, 20], 0.95)]}}
+    return {
+        0: {
+            "detections": [
+                det("a", [11, 11, 20, 20], 0.9),
+                det("a", [12, 10, 20, 20], 0.85),
+                det("a", [60, 61, 20, 20], 0.3),
+            ]
+        },
+        1: {
+            "detections": [
+                det("a", [10, 12, 20, 20], 0.8),
+                det("b", [52, 50, 30, 30], 0.7),
+                det("unknown", [0, 0, 5, 5], 0.99),
+            ]
+        },
+        2: {"detections": [det("a", [50, 11, 20, 20], 0.6), det("b", [60, 0, 30, 30], 0.9)]},
+        3: {"detections": [det("a", [40, 40, 20, 20], 0.95)]},
+    }
 
 
 def test_the_highest_threshold_reaching_the_sensitivity_with_froc_matching():
@@ -74,8 +96,12 @@ def test_the_command_writes_thresholds_the_runtime_and_service_read(tmp_path, ca
         else:
             assert d["reason"] and f"{name}: no threshold" in out
     assert load_model(model_dir).thresholds == thresholds
-    assert sorted(os.listdir(model_dir)) == ["config.yaml", "model_final.pth", "thresholds.json",
-                                             "thresholds_info.json"]  # no temporary file left
+    assert sorted(os.listdir(model_dir)) == [
+        "config.yaml",
+        "model_final.pth",
+        "thresholds.json",
+        "thresholds_info.json",
+    ]  # no temporary file left
 
     os.remove(os.path.join(images, "toy_0001.png"))
     assert main(["--model", model_dir, "--val", val, "--images", images]) == 2

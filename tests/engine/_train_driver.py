@@ -4,6 +4,7 @@
   (printing ``PAUSED AT N`` to stdout first), so that a test can signal it at a known step;
 * ``OXNET_TEST_NAN=RANK:ITER:TERM``: the loss term TERM is NaN at iteration ITER on process RANK.
 """
+
 import os
 import sys
 import time
@@ -11,8 +12,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-import train_net  # noqa: E402
 from detectron2.engine import HookBase  # noqa: E402
+
+import train_net  # noqa: E402
 from oxnet.engine import OXnetTrainer  # noqa: E402
 
 

@@ -17,8 +17,9 @@ def _params(seed):
     return params
 
 
-@pytest.mark.parametrize("clip_type,norm_type", [("norm", 2.0), ("norm", 1.0), ("norm", float("inf")),
-                                                 ("value", 2.0)])
+@pytest.mark.parametrize(
+    "clip_type,norm_type", [("norm", 2.0), ("norm", 1.0), ("norm", float("inf")), ("value", 2.0)]
+)
 def test_clipping_equals_detectron2_per_parameter_clipping_bit_for_bit(clip_type, norm_type):
     cfg = get_cfg()
     c = cfg.SOLVER.CLIP_GRADIENTS
@@ -28,7 +29,8 @@ def test_clipping_equals_detectron2_per_parameter_clipping_bit_for_bit(clip_type
     # detectron2's value clipping fails on a tensor without gradient under current PyTorch
     # (clip_grad_value_ of an empty list): give it only the tensors with one
     opt_theirs = maybe_add_gradient_clipping(cfg, torch.optim.Adam)(
-        theirs[:-1] if clip_type == "value" else theirs, lr=0.1)
+        theirs[:-1] if clip_type == "value" else theirs, lr=0.1
+    )
     before = [p.detach().clone() for p in ours]
     for _ in range(3):  # Adam's state too
         opt_ours.step()

@@ -1,5 +1,6 @@
 """The detector learns: on 8 synthetic chest X-rays it reaches a high AP within a bounded number of
 CPU steps (training and evaluating on the same images)."""
+
 import json
 import os
 
@@ -25,13 +26,29 @@ def _write(tmp_path):
     for i in range(8):
         image, boxes = gen.sample(i, findings=[CLASSES[i % 4], CLASSES[(i + 1) % 4]])
         cv2.imwrite(str(img_dir / f"{i}.png"), image)
-        images.append({"id": i + 1, "file_name": f"{i}.png", "height": SIZE, "width": SIZE, "supervision": "full"})
+        images.append(
+            {"id": i + 1, "file_name": f"{i}.png", "height": SIZE, "width": SIZE, "supervision": "full"}
+        )
         for name, box in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": CLASSES.index(name) + 1,
-                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": CLASSES.index(name) + 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
     json_file = str(tmp_path / "overfit.json")
-    write_omni_coco(json_file, {"images": images, "annotations": annotations,
-                                "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]})
+    write_omni_coco(
+        json_file,
+        {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)],
+        },
+    )
     return json_file, str(img_dir)
 
 
@@ -49,7 +66,7 @@ def test_detector_overfits_eight_synthetic_images(tmp_path):
     cfg.SOLVER.MAX_ITER = 200
     cfg.SOLVER.STEPS = (160,)
     cfg.SOLVER.WARMUP_ITERS = 20
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**6
     cfg.OUTPUT_DIR = str(tmp_path / "out")
     trainer = OXnetTrainer(cfg)
     trainer.resume_or_load(resume=False)

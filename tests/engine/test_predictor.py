@@ -13,8 +13,13 @@ from detectron2.modeling import build_model
 from oxnet.config import class_names
 from oxnet.data.classes import PAPER_CLASSES
 from oxnet.data.io import write_dicom, write_png
-from oxnet.engine.predictor import (OXnetPredictor, UnreadableImagesError, find_images, predict_files,
-                                    write_predictions)
+from oxnet.engine.predictor import (
+    OXnetPredictor,
+    UnreadableImagesError,
+    find_images,
+    predict_files,
+    write_predictions,
+)
 from oxnet.utils.testing import REPO_ROOT, tiny_cfg
 
 SIZES = {"wide.png": (80, 96), "tall.jpg": (120, 70), "sub/chest.dcm": (64, 100)}  # (h, w)
@@ -69,8 +74,9 @@ def test_predictions_in_original_pixels_with_global_scores(tmp_path):
         assert np.allclose(v.numpy(), saved[k].numpy()), k
 
     paths = find_images([_images(tmp_path / "in")])
-    results, skipped = predict_files(predictor, paths, batch_size=2, overlay_dir=str(tmp_path / "out" / "ov"),
-                                     progress=False)
+    results, skipped = predict_files(
+        predictor, paths, batch_size=2, overlay_dir=str(tmp_path / "out" / "ov"), progress=False
+    )
     assert skipped == [] and [p for p, _ in results] == paths
     written = write_predictions(str(tmp_path / "out"), results, skipped, predictor.class_names)
     dets = json.load(open(written["predictions"]))
@@ -151,8 +157,17 @@ def test_command_line(tmp_path):
     folder = _images(tmp_path / "in")
     (folder / "empty.dcm").write_bytes(b"")
     out = tmp_path / "out"
-    args = ["--config-file", str(config_file), "--input", str(folder), "--output", str(out),
-            "--score-thresh", "0.0", "--overlays"]
+    args = [
+        "--config-file",
+        str(config_file),
+        "--input",
+        str(folder),
+        "--output",
+        str(out),
+        "--score-thresh",
+        "0.0",
+        "--overlays",
+    ]
     with pytest.raises(SystemExit, match="empty.dcm"):  # unreadable: the run fails, naming the file
         _load_cli().main(args)
     assert not (out / "predictions.json").exists()

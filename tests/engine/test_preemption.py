@@ -1,5 +1,6 @@
 """A real training process stopped by SIGTERM saves a checkpoint and exits 0; resuming it ends bit for
 bit where an uninterrupted run ends."""
+
 import os
 import signal
 import subprocess
@@ -21,9 +22,13 @@ def start(config, out_dir, log, *extra, pause_at=None):
     if pause_at is not None:
         env["OXNET_TEST_PAUSE_AT"] = str(pause_at)
     with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, DRIVER, "--config-file", config, *extra,
-                                 "OUTPUT_DIR", str(out_dir)],
-                                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        return subprocess.Popen(
+            [sys.executable, DRIVER, "--config-file", config, *extra, "OUTPUT_DIR", str(out_dir)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+        )
 
 
 def wait_for(log, text, proc, timeout=180):
@@ -31,8 +36,9 @@ def wait_for(log, text, proc, timeout=180):
     while time.monotonic() < deadline:
         if text in log.read_text():
             return
-        assert proc.poll() is None, \
+        assert proc.poll() is None, (
             f"the process ended ({proc.returncode}) before {text!r}:\n{log.read_text()[-3000:]}"
+        )
         time.sleep(0.05)
     raise AssertionError(f"no {text!r} within {timeout} s:\n{log.read_text()[-3000:]}")
 

@@ -1,5 +1,6 @@
 """Faults during training and loading: non-finite losses, stop signals, a full disk, weights files that
 would run code."""
+
 import copy
 import errno
 import os
@@ -19,8 +20,15 @@ from oxnet.engine.trainer import NonFiniteLossError, _StopSignals
 from oxnet.utils.testing import log_messages, tiny_cfg, write_toy_dataset
 
 #: The loss terms of the tiny OXnet model (the fixture checks that these are exactly its terms).
-OXNET_LOSSES = ["loss_box_reg", "loss_cls", "loss_global", "loss_gpa_inter", "loss_gpa_intra", "loss_sfl",
-                "loss_weak_negative"]
+OXNET_LOSSES = [
+    "loss_box_reg",
+    "loss_cls",
+    "loss_global",
+    "loss_gpa_inter",
+    "loss_gpa_intra",
+    "loss_sfl",
+    "loss_weak_negative",
+]
 
 
 @pytest.fixture()
@@ -44,7 +52,7 @@ def _toy_trainer(root, max_iter=1000):
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2
     cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, max_iter, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**6
     cfg.TEST.EVAL_PERIOD = 0
     cfg.OUTPUT_DIR = str(root / "out")
     torch.manual_seed(0)
@@ -56,9 +64,11 @@ def _toy_trainer(root, max_iter=1000):
 def _state(trainer):
     """Everything a step may change: the student (with its GPA prototypes and normalizers), the
     teacher and the optimizer."""
-    return {"student": {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()},
-            "teacher": {k: v.clone() for k, v in trainer.teacher_hook.teacher.state_dict().items()},
-            "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"])}
+    return {
+        "student": {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()},
+        "teacher": {k: v.clone() for k, v in trainer.teacher_hook.teacher.state_dict().items()},
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
+    }
 
 
 def _changed(before, after):
@@ -116,8 +126,9 @@ def _inject(monkeypatch, trainer, term, value, from_iter=0):
     monkeypatch.setattr(model, "forward", poisoned)
 
 
-@pytest.mark.parametrize("term,value",
-                         [(t, float("nan")) for t in OXNET_LOSSES] + [("loss_cls", float("inf"))])
+@pytest.mark.parametrize(
+    "term,value", [(t, float("nan")) for t in OXNET_LOSSES] + [("loss_cls", float("inf"))]
+)
 def test_nonfinite_loss_term_skips_the_step(stepped, monkeypatch, records, term, value):
     trainer = stepped
     before = _state(trainer)
@@ -199,9 +210,11 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
     ckpt = AtomicCheckpointer(_linear(1.0), str(tmp_path))
     ckpt.save("model_0000001", iteration=1)
     if where == "write":
+
         def partial_write(obj, f, *args, **kwargs):
             f.write(b"PK\x03\x04" + bytes(4096))  # some bytes reached the disk, then it was full
             _disk_full()
+
         monkeypatch.setattr(torch, "save", partial_write)
     else:
         monkeypatch.setattr(os, "fsync", _disk_full)
@@ -257,10 +270,12 @@ def test_crafted_weights_file_is_refused_and_runs_nothing(tmp_path, suffix):
 
     marker = tmp_path / "payload_ran"
     path = _crafted(tmp_path / f"weights{suffix}", marker)
-    loaders = [lambda: load_weights_file(path, allow_pickle=True),
-               lambda: AtomicCheckpointer(_linear(0.0), allow_pickle=True).load(path),
-               lambda: StrictCheckpointer(_linear(0.0), allow_pickle=True).load(path),
-               lambda: StrictCheckpointer(_linear(0.0)).load(path)]
+    loaders = [
+        lambda: load_weights_file(path, allow_pickle=True),
+        lambda: AtomicCheckpointer(_linear(0.0), allow_pickle=True).load(path),
+        lambda: StrictCheckpointer(_linear(0.0), allow_pickle=True).load(path),
+        lambda: StrictCheckpointer(_linear(0.0)).load(path),
+    ]
     for load in loaders:
         with pytest.raises(UnsafeWeightsError, match="refused|not loaded here") as info:
             load()
@@ -271,8 +286,13 @@ def test_crafted_weights_file_is_refused_and_runs_nothing(tmp_path, suffix):
 def test_pickle_weights_only_where_allowed_with_a_warning(tmp_path, records):
     path = str(tmp_path / "model_zoo.pkl")
     with open(path, "wb") as f:  # a detectron2 model-zoo file: numpy arrays in plain dicts
-        pickle.dump({"model": {"weight": np.full((2, 4), 3.0, np.float32), "bias": np.zeros(2, np.float32)},
-                     "__author__": "test"}, f)
+        pickle.dump(
+            {
+                "model": {"weight": np.full((2, 4), 3.0, np.float32), "bias": np.zeros(2, np.float32)},
+                "__author__": "test",
+            },
+            f,
+        )
     with pytest.raises(UnsafeWeightsError, match="not loaded here"):
         StrictCheckpointer(_linear(0.0)).load(path)  # the default, and the prediction service's
     assert not any("pickle" in m for m in records)

@@ -1,5 +1,6 @@
 """A user's round trip: train -> predict on the test images' files -> evaluate the predictions file,
 scoring exactly what the in-process evaluation scores; the run's config travels with its weights."""
+
 import importlib.util
 import json
 import os
@@ -30,8 +31,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("round_trip")
     files = {}
     for split, (n_full, n_weak, seed) in {"train": (6, 4, 0), "test": (6, 0, 1)}.items():
-        path = write_toy_dataset(str(root / split), n_full=n_full, n_weak=n_weak, n_unlabeled=2 * (split == "train"),
-                                 seed=seed)
+        path = write_toy_dataset(
+            str(root / split), n_full=n_full, n_weak=n_weak, n_unlabeled=2 * (split == "train"), seed=seed
+        )
         coco = json.load(open(path))
         for c in coco["categories"]:
             c["id"] += 10
@@ -46,7 +48,7 @@ def trained(tmp_path_factory):
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("round_trip_train",), ("round_trip_test",)
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 1e-3, 4, (), 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 6
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**6
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0  # an untrained model's scores are low: keep its boxes
     cfg.TEST.DETECTIONS_PER_IMAGE = 30
     cfg.OUTPUT_DIR = str(root / "model")
@@ -55,10 +57,16 @@ def trained(tmp_path_factory):
     trainer.resume_or_load(resume=False)
     trainer.train()
     eval_dir = root / "eval"
-    results = OXnetTrainer.test(cfg, trainer.model, evaluators=[
-        OXnetTrainer.build_evaluator(cfg, "round_trip_test", str(eval_dir))])
-    return {"root": root, "files": files, "weights": root / "model" / "model_final.pth",
-            "eval_dir": eval_dir, "mAP": results["bbox"]["mAP"]}
+    results = OXnetTrainer.test(
+        cfg, trainer.model, evaluators=[OXnetTrainer.build_evaluator(cfg, "round_trip_test", str(eval_dir))]
+    )
+    return {
+        "root": root,
+        "files": files,
+        "weights": root / "model" / "model_final.pth",
+        "eval_dir": eval_dir,
+        "mAP": results["bbox"]["mAP"],
+    }
 
 
 def test_training_saves_its_config_with_classes_and_category_ids(trained):
@@ -77,8 +85,20 @@ def test_in_process_evaluation_writes_predictions_in_dataset_ids(trained):
     assert {d["category_name"] for d in dets} <= {"class0", "class1", "class2"}
     assert len(scores) == 6 and all(set(s["global_scores"]) == {"class0", "class1", "class2"} for s in scores)
     out = trained["root"] / "rescored_eval"
-    assert evaluate_main(["--gt", trained["files"]["test"], "--pred", str(trained["eval_dir"]),
-                          "--out", str(out), "--metrics-only"]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--gt",
+                trained["files"]["test"],
+                "--pred",
+                str(trained["eval_dir"]),
+                "--out",
+                str(out),
+                "--metrics-only",
+            ]
+        )
+        == 0
+    )
     m = json.load(open(out / "metrics.json"))
     assert abs(100 * m["mAP"] - trained["mAP"]) < 1e-9
 
@@ -87,13 +107,28 @@ def test_predict_then_evaluate_gives_the_in_process_map(trained, capsys):
     assert trained["mAP"] > 0  # otherwise equality below would prove little
     pred_dir = trained["root"] / "predict"
     predict = _cli("predict_cli", ("demo", "predict.py"))
-    predict.main(["--weights", str(trained["weights"]), "--input", str(trained["root"] / "test" / "images"),
-                  "--output", str(pred_dir), "--batch-size", "1", "--no-progress"])
+    predict.main(
+        [
+            "--weights",
+            str(trained["weights"]),
+            "--input",
+            str(trained["root"] / "test" / "images"),
+            "--output",
+            str(pred_dir),
+            "--batch-size",
+            "1",
+            "--no-progress",
+        ]
+    )
     dets = json.load(open(pred_dir / "predictions.json"))
     assert {d["category_id"] for d in dets} <= {11, 12, 13}
     out = trained["root"] / "scored"
-    assert evaluate_main(["--gt", trained["files"]["test"], "--pred", str(pred_dir), "--out", str(out),
-                          "--metrics-only"]) == 0
+    assert (
+        evaluate_main(
+            ["--gt", trained["files"]["test"], "--pred", str(pred_dir), "--out", str(out), "--metrics-only"]
+        )
+        == 0
+    )
     m = json.load(open(out / "metrics.json"))
     assert abs(100 * m["mAP"] - trained["mAP"]) < 1e-9
     in_process = json.load(open(trained["eval_dir"] / "metrics.json"))
@@ -115,8 +150,18 @@ def test_weights_that_do_not_fit_the_config_are_an_error(trained, tmp_path):
         OXnetPredictor.from_weights(str(trained["weights"]), config_file=str(config_file))
     predict = _cli("predict_cli2", ("demo", "predict.py"))
     with pytest.raises(SystemExit, match=r"error \(weights\)"):
-        predict.main(["--config-file", str(config_file), "--input", str(trained["root"] / "test" / "images"),
-                      "--output", str(tmp_path / "p"), "MODEL.WEIGHTS", str(trained["weights"])])
+        predict.main(
+            [
+                "--config-file",
+                str(config_file),
+                "--input",
+                str(trained["root"] / "test" / "images"),
+                "--output",
+                str(tmp_path / "p"),
+                "MODEL.WEIGHTS",
+                str(trained["weights"]),
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="no config.yaml beside the weights"):
         load_model_config(tmp_path / "model_final.pth")
 
@@ -129,7 +174,9 @@ def test_evaluation_output_is_a_folder(trained, tmp_path, capsys):
     assert evaluate_main(args + ["--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
     assert evaluate_main(args + ["--out", str(tmp_path / "dir")]) == 0
-    assert {"metrics.json", "report.html", "report.md", "predictions.json"} <= set(os.listdir(tmp_path / "dir"))
+    assert {"metrics.json", "report.html", "report.md", "predictions.json"} <= set(
+        os.listdir(tmp_path / "dir")
+    )
 
 
 def test_eval_only_uses_the_config_beside_the_weights(trained):

@@ -1,6 +1,7 @@
 """``train_net.py --num-machines 2`` as two separate processes (gloo on the CPU): both ranks end in the
 same state (also after a NaN loss on one of them), and a rank whose peer dies fails within a bounded
 time instead of hanging."""
+
 import os
 import re
 import signal
@@ -22,11 +23,31 @@ def start_ranks(config, out_dir, port, timeout_s, script=TRAIN_NET, **env_vars):
     procs = []
     for rank in (0, 1):
         log = open(out_dir.parent / f"{out_dir.name}.rank{rank}.out", "w")
-        procs.append(subprocess.Popen(
-            [sys.executable, script, "--config-file", config, "--num-machines", "2",
-             "--machine-rank", str(rank), "--dist-url", f"tcp://127.0.0.1:{port}",
-             "--dist-timeout", str(timeout_s), "OUTPUT_DIR", str(out_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    script,
+                    "--config-file",
+                    config,
+                    "--num-machines",
+                    "2",
+                    "--machine-rank",
+                    str(rank),
+                    "--dist-url",
+                    f"tcp://127.0.0.1:{port}",
+                    "--dist-timeout",
+                    str(timeout_s),
+                    "OUTPUT_DIR",
+                    str(out_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+        )
         log.close()
     return procs
 
@@ -51,8 +72,9 @@ def test_two_machines_end_identical(tmp_path):
     """Three steps; in the second, the GPA loss is NaN on rank 1 only: both ranks skip it."""
     config = toy_run_config(tmp_path, 3, n_unlabeled=4, seed=3, name="run3.yaml")  # ranks seed 3 + rank
     out = tmp_path / "run"
-    procs = start_ranks(config, out, free_port(), timeout_s=60, script=DRIVER,
-                        OXNET_TEST_NAN="1:1:loss_gpa_intra")
+    procs = start_ranks(
+        config, out, free_port(), timeout_s=60, script=DRIVER, OXNET_TEST_NAN="1:1:loss_gpa_intra"
+    )
     try:
         for rank, p in enumerate(procs):
             rc = p.wait(timeout=300)
@@ -93,8 +115,9 @@ def test_rank_whose_peer_dies_fails_in_bounded_time(tmp_path, fault):
         try:
             rc = procs[0].wait(timeout=90)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"rank 0 still runs 90 s after {fault} to its peer:\n"
-                                 f"{output(out, 0)[-3000:]}")
+            raise AssertionError(
+                f"rank 0 still runs 90 s after {fault} to its peer:\n{output(out, 0)[-3000:]}"
+            )
         waited = time.monotonic() - killed
         assert rc != 0, output(out, 0)[-3000:]
         assert waited < 60, waited

@@ -1,4 +1,5 @@
 """Attention-map figures (global CAM, local attention, DAA map) from arrays and from a model."""
+
 import cv2
 import numpy as np
 import pytest
@@ -43,11 +44,14 @@ def test_write_attention_report_uses_the_model(tmp_path):
             return [_maps() for _ in batched_inputs]
 
     model = FakeOXNet().train()
-    dicts = [{"image_id": i, "file_name": str(tmp_path / "x.png"), "image_labels": {0: 1, 1: 0, 2: -1}}
-             for i in (1, 2)]
+    dicts = [
+        {"image_id": i, "file_name": str(tmp_path / "x.png"), "image_labels": {0: 1, 1: 0, 2: -1}}
+        for i in (1, 2)
+    ]
     mapper = lambda d: dict(d, image=torch.zeros(3, 64, 80))  # noqa: E731
-    paths = write_attention_report(model, dicts, mapper, str(tmp_path / "out"), n_images=1,
-                                   class_names=["a", "b", "c"])
+    paths = write_attention_report(
+        model, dicts, mapper, str(tmp_path / "out"), n_images=1, class_names=["a", "b", "c"]
+    )
     assert model.calls == 1 and model.training  # training mode restored
     assert [p.endswith("attention_1.png") for p in paths] == [True]
     assert cv2.imread(paths[0]).std() > 1

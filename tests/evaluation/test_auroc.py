@@ -1,4 +1,5 @@
 """Image-level AUROC: hand-computed cases and the image labels of OXnet-COCO."""
+
 import json
 
 import numpy as np
@@ -41,8 +42,14 @@ def test_auroc_global_and_top_local(tmp_path):
     ]
     # Class c1: positives images 1 (0.7), 3 (0.9); negatives 2 (0.8), 6 (0, no detection) -> 3/4.
     # Class c2: positives none -> n/a.
-    scores = {"1": [0.6, 0.1], "2": [0.2, 0.3], "3": {"c1": 0.1, "c2": 0.4}, "4": [0.5, 0.5], "5": [0.5, 0.5],
-              "6": [0.3, 0.9]}
+    scores = {
+        "1": [0.6, 0.1],
+        "2": [0.2, 0.3],
+        "3": {"c1": 0.1, "c2": 0.4},
+        "4": [0.5, 0.5],
+        "5": [0.5, 0.5],
+        "6": [0.3, 0.9],
+    }
     path = tmp_path / "scores.json"
     path.write_text(json.dumps(scores))
     m = evaluate_detections(_gt(), dets, image_scores=str(path)).metrics

@@ -1,4 +1,5 @@
 """Bootstrap intervals over images: unit weights reproduce the reported metrics; intervals are sane."""
+
 import numpy as np
 import pytest
 
@@ -19,8 +20,15 @@ def test_weighted_ap_hand_computed():
 
 @pytest.mark.parametrize("max_dets", [100, 3])
 def test_unit_weights_reproduce_reported_metrics(max_dets):
-    gt, preds = synthetic_coco(num_images=80, num_classes=4, gt_per_image=2, dets_per_image=10,
-                               image_size=(500, 500), missing_classes=(2,), seed=21)
+    gt, preds = synthetic_coco(
+        num_images=80,
+        num_classes=4,
+        gt_per_image=2,
+        dets_per_image=10,
+        image_size=(500, 500),
+        missing_classes=(2,),
+        seed=21,
+    )
     m = evaluate_detections(gt, preds, max_dets=max_dets, bootstrap=30, seed=1).metrics
     b = m["bootstrap"]
     for key in ("mAP", "AP40", "AP75"):

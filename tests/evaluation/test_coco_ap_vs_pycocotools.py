@@ -1,4 +1,5 @@
 """Every AP number equals pycocotools' COCOeval with the same parameters (to 1e-9)."""
+
 import contextlib
 import copy
 import io
@@ -35,14 +36,26 @@ def _pycocotools_metrics(gt, preds, iou_thresholds, max_dets):
         x = x[x > -1]
         return float(x.mean()) if x.size else None
 
-    overall = {"mAP": mean(p[:, :, :, area["all"]]), "AP40": mean(p[t40, :, :, area["all"]]),
-               "AP75": mean(p[t75, :, :, area["all"]]), "APs": mean(p[:, :, :, area["small"]]),
-               "APm": mean(p[:, :, :, area["medium"]]), "APl": mean(p[:, :, :, area["large"]])}
+    overall = {
+        "mAP": mean(p[:, :, :, area["all"]]),
+        "AP40": mean(p[t40, :, :, area["all"]]),
+        "AP75": mean(p[t75, :, :, area["all"]]),
+        "APs": mean(p[:, :, :, area["small"]]),
+        "APm": mean(p[:, :, :, area["medium"]]),
+        "APl": mean(p[:, :, :, area["large"]]),
+    }
     per_class = []
     for k in range(p.shape[2]):
-        per_class.append({"mAP": mean(p[:, :, k, area["all"]]), "AP40": mean(p[t40, :, k, area["all"]]),
-                          "AP75": mean(p[t75, :, k, area["all"]]), "APs": mean(p[:, :, k, area["small"]]),
-                          "APm": mean(p[:, :, k, area["medium"]]), "APl": mean(p[:, :, k, area["large"]])})
+        per_class.append(
+            {
+                "mAP": mean(p[:, :, k, area["all"]]),
+                "AP40": mean(p[t40, :, k, area["all"]]),
+                "AP75": mean(p[t75, :, k, area["all"]]),
+                "APs": mean(p[:, :, k, area["small"]]),
+                "APm": mean(p[:, :, k, area["medium"]]),
+                "APl": mean(p[:, :, k, area["large"]]),
+            }
+        )
     return overall, per_class, ev.params.catIds
 
 
@@ -53,14 +66,24 @@ def _assert_close(ours, ref, what):
         assert ours is not None and abs(ours - ref) <= 1e-9, f"{what}: {ours} != pycocotools {ref}"
 
 
-@pytest.mark.parametrize("seed,num_classes,missing,max_dets", [
-    (0, 5, (2,), 100),
-    (1, 9, (4, 9), 100),
-    (2, 3, (), 3),  # maxDets truncation matters
-])
+@pytest.mark.parametrize(
+    "seed,num_classes,missing,max_dets",
+    [
+        (0, 5, (2,), 100),
+        (1, 9, (4, 9), 100),
+        (2, 3, (), 3),  # maxDets truncation matters
+    ],
+)
 def test_matches_pycocotools(seed, num_classes, missing, max_dets):
-    gt, preds = synthetic_coco(num_images=150, num_classes=num_classes, gt_per_image=2.5, dets_per_image=12,
-                               image_size=(800, 1000), missing_classes=missing, seed=seed)
+    gt, preds = synthetic_coco(
+        num_images=150,
+        num_classes=num_classes,
+        gt_per_image=2.5,
+        dets_per_image=12,
+        image_size=(800, 1000),
+        missing_classes=missing,
+        seed=seed,
+    )
     # Images without predictions, and ties in scores.
     rng = np.random.default_rng(seed)
     preds = [p for p in preds if p["image_id"] % 7 != 0]
@@ -72,7 +95,7 @@ def test_matches_pycocotools(seed, num_classes, missing, max_dets):
 
     # The data exercise all area ranges, and missing classes are n/a.
     sizes = [a["area"] for a in gt["annotations"]]
-    assert min(sizes) < 32 ** 2 and max(sizes) > 96 ** 2 and any(32 ** 2 < s < 96 ** 2 for s in sizes)
+    assert min(sizes) < 32**2 and max(sizes) > 96**2 and any(32**2 < s < 96**2 for s in sizes)
     for key in KEYS:
         _assert_close(res[key], ref[key], key)
     by_id = {row["category_id"]: (name, row) for name, row in res["per_class"].items()}

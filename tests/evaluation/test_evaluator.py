@@ -1,4 +1,5 @@
 """OXnetEvaluator as detectron2 runs it: process/evaluate, percent results, reports, subsets."""
+
 import json
 import math
 import uuid
@@ -6,11 +7,10 @@ import uuid
 import numpy as np
 import pytest
 import torch
-
-import oxnet  # noqa: F401  (before detectron2)
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.structures import Boxes, Instances
 
+import oxnet  # noqa: F401  (before detectron2)
 from oxnet.data import register_omni_coco
 from oxnet.evaluation import OXnetEvaluator, evaluate_detections
 from oxnet.evaluation.synthetic import synthetic_coco
@@ -19,8 +19,15 @@ from oxnet.evaluation.synthetic import synthetic_coco
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     root = tmp_path_factory.mktemp("d2eval")
-    gt, preds = synthetic_coco(num_images=16, num_classes=3, gt_per_image=2, dets_per_image=6,
-                               image_size=(256, 256), missing_classes=(3,), seed=5)
+    gt, preds = synthetic_coco(
+        num_images=16,
+        num_classes=3,
+        gt_per_image=2,
+        dets_per_image=6,
+        image_size=(256, 256),
+        missing_classes=(3,),
+        seed=5,
+    )
     for img in gt["images"]:
         img["supervision"] = "full"
     # Category ids that are not 0..N-1, to exercise the contiguous-id mapping.
@@ -46,8 +53,9 @@ def _outputs(gt, preds, image_ids):
         boxes[:, 2:] += boxes[:, :2]
         inst.pred_boxes = Boxes(torch.from_numpy(boxes))
         inst.scores = torch.tensor([p["score"] for p in mine], dtype=torch.float32)
-        inst.pred_classes = torch.tensor([cat_to_contiguous[p["category_id"]] for p in mine],
-                                         dtype=torch.int64)
+        inst.pred_classes = torch.tensor(
+            [cat_to_contiguous[p["category_id"]] for p in mine], dtype=torch.int64
+        )
         inputs.append({"image_id": iid, "height": 256, "width": 256, "file_name": f"/nonexistent/{iid}.png"})
         outputs.append({"instances": inst, "global_scores": torch.tensor([0.1 * (iid % 7), 0.5, 0.2])})
     return inputs, outputs
@@ -65,8 +73,11 @@ def test_evaluator_matches_standalone_metrics(registered, tmp_path):
     ref = evaluate_detections(gt, as_float32).metrics
     assert set(res) == {"bbox", "froc", "auroc", "normals"}  # the test set has box-free (normal) images
     for s, fp in ref["normals"]["fp_per_normal_image_at_sensitivity"].items():
-        assert (math.isnan(res["normals"][f"fp@{s}"]) if fp is None
-                else res["normals"][f"fp@{s}"] == pytest.approx(fp))
+        assert (
+            math.isnan(res["normals"][f"fp@{s}"])
+            if fp is None
+            else res["normals"][f"fp@{s}"] == pytest.approx(fp)
+        )
     for key in ("mAP", "AP40", "AP75", "APs", "APm", "APl"):
         assert res["bbox"][key] == pytest.approx(100 * ref[key], abs=1e-4)
     assert math.isnan(res["bbox"]["AP-class 3"])  # no ground truth
@@ -86,10 +97,14 @@ def test_evaluator_restricts_ground_truth_to_processed_images(registered):
     ids = [img["id"] for img in gt["images"]][:5]
     ev.process(*_outputs(gt, preds, ids))
     res = ev.evaluate()
-    sub = dict(gt, images=[i for i in gt["images"] if i["id"] in ids],
-               annotations=[a for a in gt["annotations"] if a["image_id"] in ids])
-    ref = evaluate_detections(sub, [dict(p, bbox=[float(np.float32(v)) for v in p["bbox"]])
-                                    for p in preds if p["image_id"] in ids]).metrics
+    sub = dict(
+        gt,
+        images=[i for i in gt["images"] if i["id"] in ids],
+        annotations=[a for a in gt["annotations"] if a["image_id"] in ids],
+    )
+    ref = evaluate_detections(
+        sub, [dict(p, bbox=[float(np.float32(v)) for v in p["bbox"]]) for p in preds if p["image_id"] in ids]
+    ).metrics
     assert ev.result.metrics["settings"]["num_images"] == 5
     assert res["bbox"]["AP40"] == pytest.approx(100 * ref["AP40"], abs=1e-4)
 

@@ -1,4 +1,5 @@
 """FROC: a hand-computed case, the greedy matching against a plain loop, and its rules."""
+
 import numpy as np
 import pytest
 
@@ -10,11 +11,15 @@ from oxnet.evaluation.synthetic import synthetic_coco
 def _gt(images, anns, num_classes=1, image_extra=None):
     image_extra = image_extra or {}
     return {
-        "images": [dict({"id": i, "height": 100, "width": 100, "file_name": f"{i}.png"},
-                        **image_extra.get(i, {})) for i in images],
+        "images": [
+            dict({"id": i, "height": 100, "width": 100, "file_name": f"{i}.png"}, **image_extra.get(i, {}))
+            for i in images
+        ],
         "categories": [{"id": c + 1, "name": f"c{c + 1}"} for c in range(num_classes)],
-        "annotations": [{"id": j + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3],
-                         "iscrowd": 0} for j, (i, c, b) in enumerate(anns)],
+        "annotations": [
+            {"id": j + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            for j, (i, c, b) in enumerate(anns)
+        ],
     }
 
 
@@ -26,8 +31,12 @@ def _det(i, c, b, s):
 # Image 2: two lesions, hit by d4 (0.85) and by d5 (0.6, IoU 0.45); d6 (0.95) is elsewhere.
 HAND_GT = _gt([1, 2], [(1, 1, [0, 0, 10, 10]), (2, 1, [0, 0, 10, 10]), (2, 1, [50, 50, 10, 10])])
 HAND_DETS = [
-    _det(1, 1, [0, 0, 10, 10], 0.9), _det(1, 1, [0, 0, 10, 10], 0.8), _det(1, 1, [70, 70, 10, 10], 0.7),
-    _det(2, 1, [0, 0, 10, 10], 0.85), _det(2, 1, [50, 50, 10, 4.5], 0.6), _det(2, 1, [30, 30, 5, 5], 0.95),
+    _det(1, 1, [0, 0, 10, 10], 0.9),
+    _det(1, 1, [0, 0, 10, 10], 0.8),
+    _det(1, 1, [70, 70, 10, 10], 0.7),
+    _det(2, 1, [0, 0, 10, 10], 0.85),
+    _det(2, 1, [50, 50, 10, 4.5], 0.6),
+    _det(2, 1, [30, 30, 5, 5], 0.95),
 ]
 
 
@@ -68,7 +77,7 @@ def _loop_matching(gt, preds, iou, max_dets):
             for j in d:
                 if len(g) == 0:
                     continue
-                ious = _iou_rows(_xyxy(preds.boxes[j:j + 1]), _xyxy(gt.ann_boxes[g])[None])[0]
+                ious = _iou_rows(_xyxy(preds.boxes[j : j + 1]), _xyxy(gt.ann_boxes[g])[None])[0]
                 best, best_iou = None, -1.0
                 for gi, v in zip(g, ious):
                     if gi not in taken and v > best_iou:
@@ -81,8 +90,9 @@ def _loop_matching(gt, preds, iou, max_dets):
 
 @pytest.mark.parametrize("iou,max_dets", [(0.4, 100), (0.6, 100), (0.4, 2)])
 def test_vectorized_matching_equals_loop(iou, max_dets):
-    gt_dict, pred_list = synthetic_coco(num_images=40, num_classes=3, gt_per_image=4, dets_per_image=15,
-                                        image_size=(300, 300), seed=7)
+    gt_dict, pred_list = synthetic_coco(
+        num_images=40, num_classes=3, gt_per_image=4, dets_per_image=15, image_size=(300, 300), seed=7
+    )
     gt = load_ground_truth(gt_dict)
     preds = load_predictions(pred_list, gt)
     hit, evaluated = match_detections(gt, preds, iou=iou, max_dets=max_dets)
@@ -97,11 +107,16 @@ def test_vectorized_matching_equals_loop(iou, max_dets):
 
 
 def test_weak_and_unlabeled_images_are_left_out_of_box_metrics():
-    gt = _gt([1, 2, 3], [(1, 1, [0, 0, 10, 10])],
-             image_extra={2: {"supervision": "weak", "image_labels": {"c1": 1}},
-                          3: {"supervision": "unlabeled"}})
-    dets = [_det(1, 1, [0, 0, 10, 10], 0.9), _det(2, 1, [0, 0, 10, 10], 0.95),
-            _det(3, 1, [5, 5, 10, 10], 0.99)]
+    gt = _gt(
+        [1, 2, 3],
+        [(1, 1, [0, 0, 10, 10])],
+        image_extra={2: {"supervision": "weak", "image_labels": {"c1": 1}}, 3: {"supervision": "unlabeled"}},
+    )
+    dets = [
+        _det(1, 1, [0, 0, 10, 10], 0.9),
+        _det(2, 1, [0, 0, 10, 10], 0.95),
+        _det(3, 1, [5, 5, 10, 10], 0.99),
+    ]
     res = evaluate_detections(gt, dets)
     m = res.metrics
     assert m["settings"]["num_images_box_eval"] == 1 and m["settings"]["num_predictions_evaluated"] == 1

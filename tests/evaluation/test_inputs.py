@@ -1,4 +1,5 @@
 """Edge cases of the evaluation inputs: unknown ids, empty predictions, xyxy boxes, missing classes."""
+
 import json
 import logging
 
@@ -11,8 +12,15 @@ from oxnet.evaluation.synthetic import synthetic_coco
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_coco(num_images=40, num_classes=4, gt_per_image=2, dets_per_image=10,
-                          image_size=(400, 500), missing_classes=(3,), seed=11)
+    return synthetic_coco(
+        num_images=40,
+        num_classes=4,
+        gt_per_image=2,
+        dets_per_image=10,
+        image_size=(400, 500),
+        missing_classes=(3,),
+        seed=11,
+    )
 
 
 def test_unknown_image_id_is_named(data, tmp_path):
@@ -103,8 +111,11 @@ def test_xyxy_boxes_past_the_border_are_reported(data, caplog):
 
 
 def test_bad_ground_truth_is_named(tmp_path):
-    gt = {"images": [{"id": 1, "height": 10, "width": 10}], "categories": [{"id": 1, "name": "a"}],
-          "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]}
+    gt = {
+        "images": [{"id": 1, "height": 10, "width": 10}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+    }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     with pytest.raises(EvaluationInputError, match=r"gt\.json: annotation id 7 refers to unknown image id 2"):
@@ -123,9 +134,16 @@ def _as_predict_py_output(gt, preds):
     names = {c["id"]: c["name"] for c in gt["categories"]}
     files = {img["id"]: img["file_name"] for img in gt["images"]}
     order = {iid: pos for pos, iid in enumerate(sorted(files, reverse=True))}
-    return [dict(p, image_id=order[p["image_id"]], category_id=p["category_id"] - 1,
-                 file_name=f"/data/run/images/{files[p['image_id']]}", category_name=names[p["category_id"]])
-            for p in preds]
+    return [
+        dict(
+            p,
+            image_id=order[p["image_id"]],
+            category_id=p["category_id"] - 1,
+            file_name=f"/data/run/images/{files[p['image_id']]}",
+            category_name=names[p["category_id"]],
+        )
+        for p in preds
+    ]
 
 
 def test_predictions_are_matched_by_file_name_and_category_name(data, caplog, tmp_path):
@@ -140,10 +158,14 @@ def test_predictions_are_matched_by_file_name_and_category_name(data, caplog, tm
 
 
 def test_file_names_match_the_longest_ground_truth_suffix():
-    gt = {"images": [{"id": 10, "file_name": "a/x.png", "height": 100, "width": 100},
-                     {"id": 20, "file_name": "b/x.png", "height": 100, "width": 100}],
-          "annotations": [{"id": 1, "image_id": 20, "category_id": 1, "bbox": [10, 10, 20, 20]}],
-          "categories": [{"id": 1, "name": "nodule"}]}
+    gt = {
+        "images": [
+            {"id": 10, "file_name": "a/x.png", "height": 100, "width": 100},
+            {"id": 20, "file_name": "b/x.png", "height": 100, "width": 100},
+        ],
+        "annotations": [{"id": 1, "image_id": 20, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+        "categories": [{"id": 1, "name": "nodule"}],
+    }
     det = {"category_name": "nodule", "bbox": [10, 10, 20, 20], "score": 0.9}
     m = evaluate_detections(gt, [dict(det, file_name="/mnt/set/b/x.png")]).metrics
     assert m["mAP"] == 1.0
@@ -154,39 +176,61 @@ def test_file_names_match_the_longest_ground_truth_suffix():
     with pytest.raises(EvaluationInputError, match=r"no file_name matches.*first: '/mnt/set/c/y.png'"):
         evaluate_detections(gt, [dict(det, file_name="/mnt/set/c/y.png")])
     # A folder predicted whole: files outside the ground truth are left out, counted in a warning.
-    m = evaluate_detections(gt, [dict(det, file_name="/mnt/set/b/x.png"),
-                                 dict(det, file_name="/mnt/set/c/y.png"), dict(det, file_name="/mnt/set/c/y.png")])
+    m = evaluate_detections(
+        gt,
+        [
+            dict(det, file_name="/mnt/set/b/x.png"),
+            dict(det, file_name="/mnt/set/c/y.png"),
+            dict(det, file_name="/mnt/set/c/y.png"),
+        ],
+    )
     assert m.metrics["mAP"] == 1.0
-    assert any("2 prediction(s) on 1 file(s) that are not in the ground truth were left out" in w
-               for w in m.metrics["warnings"])
+    assert any(
+        "2 prediction(s) on 1 file(s) that are not in the ground truth were left out" in w
+        for w in m.metrics["warnings"]
+    )
 
 
 def test_unknown_category_name_lists_the_known_ones(data):
     gt, preds = data
     with pytest.raises(EvaluationInputError, match=r"entry 1 has category name 'Cardiomegally'.*'class 1'"):
-        evaluate_detections(gt, [dict(preds[0], category_name="class 1"),
-                                 dict(preds[0], category_name="Cardiomegally")])
+        evaluate_detections(
+            gt, [dict(preds[0], category_name="class 1"), dict(preds[0], category_name="Cardiomegally")]
+        )
 
 
 def test_zero_based_class_indices_are_refused_not_scored_zero():
     # Two classes, boxes of the second only: 0-based indices put every detection on the first.
-    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]}],
-          "categories": [{"id": 1, "name": "effusion"}, {"id": 2, "name": "nodule"}]}
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]}],
+        "categories": [{"id": 1, "name": "effusion"}, {"id": 2, "name": "nodule"}],
+    }
     preds = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]
-    with pytest.raises(EvaluationInputError, match="none of the detections has a class with ground-truth "
-                                                   "boxes.*nodule"):
+    with pytest.raises(
+        EvaluationInputError, match="none of the detections has a class with ground-truth boxes.*nodule"
+    ):
         evaluate_detections(gt, preds)
     # In process (a model being trained), a detector that finds only the wrong class scores 0.
     assert evaluate_detections(gt, preds, require_match=False).metrics["mAP"] == 0.0
 
 
 def test_predictions_only_on_images_without_box_ground_truth_are_refused():
-    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100},
-                     {"id": 2, "file_name": "b.png", "height": 100, "width": 100, "supervision": "weak",
-                      "image_labels": {"nodule": 1}}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
-          "categories": [{"id": 1, "name": "nodule"}]}
+    gt = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 100, "width": 100},
+            {
+                "id": 2,
+                "file_name": "b.png",
+                "height": 100,
+                "width": 100,
+                "supervision": "weak",
+                "image_labels": {"nodule": 1},
+            },
+        ],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+        "categories": [{"id": 1, "name": "nodule"}],
+    }
     preds = [{"image_id": 2, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]
     with pytest.raises(EvaluationInputError, match="none of the 1 detections is on an image"):
         evaluate_detections(gt, preds)
@@ -194,9 +238,14 @@ def test_predictions_only_on_images_without_box_ground_truth_are_refused():
 
 @pytest.mark.parametrize("width", [0, -512, None, float("nan")])
 def test_image_without_a_positive_size_is_named(width):
-    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100},
-                     {"id": 7, "file_name": "b.png", "height": 100, "width": width}],
-          "annotations": [], "categories": [{"id": 1, "name": "nodule"}]}
+    gt = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 100, "width": 100},
+            {"id": 7, "file_name": "b.png", "height": 100, "width": width},
+        ],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "nodule"}],
+    }
     with pytest.raises(EvaluationInputError, match=r"<ground truth in memory>: image id 7 \('b.png'\)"):
         evaluate_detections(gt, [])
 
@@ -206,9 +255,14 @@ def test_image_scores_as_predict_writes_them(data):
 
     gt, _ = data
     truth = load_ground_truth(gt)
-    listed = [{"image_id": 1000 + i, "file_name": f"/x/{img['file_name']}",
-               "global_scores": {n: 0.1 * k for k, n in enumerate(truth.class_names)}}
-              for i, img in enumerate(gt["images"][:3])]
+    listed = [
+        {
+            "image_id": 1000 + i,
+            "file_name": f"/x/{img['file_name']}",
+            "global_scores": {n: 0.1 * k for k, n in enumerate(truth.class_names)},
+        }
+        for i, img in enumerate(gt["images"][:3])
+    ]
     scores = load_image_scores(listed, truth)
     assert np.allclose(scores[:3], [[0.0, 0.1, 0.2, 0.3]] * 3) and np.isnan(scores[3:]).all()
     mapping = {img["id"]: [0.5] * 4 for img in gt["images"][:2]}

@@ -1,4 +1,5 @@
 """False alarms on normal images at a lesion sensitivity: hand-computed cases."""
+
 import numpy as np
 import pytest
 
@@ -21,9 +22,17 @@ MISS = [80, 80, 10, 10]
 # 7 is weak (image-level only), 8 is full without boxes but with a positive image label (not normal),
 # 9 is full with only a crowd box (not normal, no lesion).
 CASE = {
-    "images": [_img(1), _img(2), _img(3), _img(4), _img(5), _img(6, supervision="full"),
-               _img(7, supervision="weak", image_labels={"c1": 0}),
-               _img(8, supervision="full", image_labels={"c1": 1}), _img(9)],
+    "images": [
+        _img(1),
+        _img(2),
+        _img(3),
+        _img(4),
+        _img(5),
+        _img(6, supervision="full"),
+        _img(7, supervision="weak", image_labels={"c1": 0}),
+        _img(8, supervision="full", image_labels={"c1": 1}),
+        _img(9),
+    ],
     "categories": [{"id": 1, "name": "c1"}],
     "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": HIT, "iscrowd": 0},
@@ -38,12 +47,21 @@ CASE = {
 # [50, 50] of image 2 is never found. A duplicate on image 1 (0.85) and a miss on image 3 (0.7) are
 # false positives on lesion images, not on normals.
 DETS = [
-    _det(1, HIT, 0.9), _det(1, HIT, 0.85), _det(1, [50, 50, 10, 10], 0.4),
-    _det(2, HIT, 0.8), _det(3, HIT, 0.6), _det(3, MISS, 0.7),
+    _det(1, HIT, 0.9),
+    _det(1, HIT, 0.85),
+    _det(1, [50, 50, 10, 10], 0.4),
+    _det(2, HIT, 0.8),
+    _det(3, HIT, 0.6),
+    _det(3, MISS, 0.7),
     # normals: image 4 has 0.95, 0.65 and 0.3; image 5 has 0.5; image 6 none
-    _det(4, MISS, 0.95), _det(4, MISS, 0.65), _det(4, MISS, 0.3), _det(5, MISS, 0.5),
+    _det(4, MISS, 0.95),
+    _det(4, MISS, 0.65),
+    _det(4, MISS, 0.3),
+    _det(5, MISS, 0.5),
     # not normal: weak image 7, positive-labelled full image 8, crowd image 9
-    _det(7, MISS, 0.99), _det(8, MISS, 0.99), _det(9, MISS, 0.99),
+    _det(7, MISS, 0.99),
+    _det(8, MISS, 0.99),
+    _det(9, MISS, 0.99),
 ]
 
 
@@ -62,11 +80,14 @@ def test_false_alarms_per_normal_image_hand_computed():
     # At 0.6: detections 0.95 and 0.65 on image 4 -> 2 / 3 normal images; 1 of 3 flagged.
     # At 0.4: 0.95, 0.65 (image 4) and 0.5 (image 5) -> 3 / 3; 2 of 3 flagged.
     assert n["fp_per_normal_image_at_sensitivity"] == pytest.approx({"0.5": 2 / 3, "0.7": 1.0, "0.8": 1.0})
-    assert n["normal_images_flagged_at_sensitivity"] == pytest.approx({"0.5": 1 / 3, "0.7": 2 / 3,
-                                                                       "0.8": 2 / 3})
+    assert n["normal_images_flagged_at_sensitivity"] == pytest.approx(
+        {"0.5": 1 / 3, "0.7": 2 / 3, "0.8": 2 / 3}
+    )
     assert n["sensitivities"] == [0.5, 0.7, 0.8]
-    assert ("False alarms per normal image (3 normal, 3 lesion images) at lesion sensitivity 50%: 0.67, "
-            "70%: 1.00, 80%: 1.00") in format_table(evaluate_detections(CASE, DETS).metrics)
+    assert (
+        "False alarms per normal image (3 normal, 3 lesion images) at lesion sensitivity 50%: 0.67, "
+        "70%: 1.00, 80%: 1.00"
+    ) in format_table(evaluate_detections(CASE, DETS).metrics)
 
 
 def test_unreached_sensitivity_and_no_normals_are_none():
@@ -82,8 +103,9 @@ def test_unreached_sensitivity_and_no_normals_are_none():
     assert n["fp_per_normal_image_at_sensitivity"] == {"0.5": None, "0.7": None, "0.8": None}
     # No lesion at all (only normals): nothing is defined.
     only = dict(CASE, images=[i for i in CASE["images"] if i["id"] in (4, 5, 6)], annotations=[])
-    n = evaluate_detections(only, [d for d in DETS if d["image_id"] in (4, 5)],
-                            require_match=False).metrics["normals"]
+    n = evaluate_detections(only, [d for d in DETS if d["image_id"] in (4, 5)], require_match=False).metrics[
+        "normals"
+    ]
     assert (n["n_normal_images"], n["n_lesions"]) == (3, 0)
     assert n["fp_per_normal_image_at_sensitivity"] == {"0.5": None, "0.7": None, "0.8": None}
 

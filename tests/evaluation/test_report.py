@@ -1,4 +1,5 @@
 """Reports: metrics.json, report.md, report.html and non-empty PNG figures; the standalone command."""
+
 import html.parser
 import json
 import os
@@ -16,8 +17,15 @@ from oxnet.evaluation.synthetic import synthetic_coco
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    gt, preds = synthetic_coco(num_images=12, num_classes=3, gt_per_image=2, dets_per_image=8,
-                               image_size=(240, 320), missing_classes=(2,), seed=3)
+    gt, preds = synthetic_coco(
+        num_images=12,
+        num_classes=3,
+        gt_per_image=2,
+        dets_per_image=8,
+        image_size=(240, 320),
+        missing_classes=(2,),
+        seed=3,
+    )
     (root / "images").mkdir()
     rng = np.random.default_rng(0)
     for img in gt["images"]:
@@ -48,8 +56,20 @@ class _Links(html.parser.HTMLParser):
 
 def test_cli_writes_metrics_and_report(dataset, capsys):
     rep = dataset / "report"
-    rc = main(["--gt", str(dataset / "gt.json"), "--pred", str(dataset / "pred.json"), "--out", str(rep),
-               "--image-root", str(dataset / "images"), "--method", "RetinaNet"])
+    rc = main(
+        [
+            "--gt",
+            str(dataset / "gt.json"),
+            "--pred",
+            str(dataset / "pred.json"),
+            "--out",
+            str(rep),
+            "--image-root",
+            str(dataset / "images"),
+            "--method",
+            "RetinaNet",
+        ]
+    )
     assert rc == 0
     m = json.loads((rep / "metrics.json").read_text())
     for key in ("mAP", "AP40", "AP75", "APs", "APm", "APl"):
@@ -59,8 +79,17 @@ def test_cli_writes_metrics_and_report(dataset, capsys):
     printed = capsys.readouterr().out
     assert f"{100 * m['mAP']:.1f}" in printed and "n/a" in printed
     # The scored predictions, re-scored, give the same metrics.
-    rescored = main(["--gt", str(dataset / "gt.json"), "--pred", str(rep / "predictions.json"),
-                     "--out", str(dataset / "again"), "--metrics-only"])
+    rescored = main(
+        [
+            "--gt",
+            str(dataset / "gt.json"),
+            "--pred",
+            str(rep / "predictions.json"),
+            "--out",
+            str(dataset / "again"),
+            "--metrics-only",
+        ]
+    )
     assert rescored == 0
     again = json.loads((dataset / "again" / "metrics.json").read_text())
     assert again["mAP"] == m["mAP"] and again["froc"] == m["froc"]
@@ -108,11 +137,15 @@ def test_cli_reports_bad_input(dataset, tmp_path, capsys):
 def test_overlay_colours(dataset, tmp_path):
     """Ground truth yellow (dashed), true positives bluish green, false positives vermillion (dotted): the
     paper's Fig. 3 in Okabe-Ito colours."""
-    gt = {"images": [{"id": 1, "height": 200, "width": 200, "file_name": "a.png"}],
-          "categories": [{"id": 1, "name": "nodule"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 60, 60], "area": 3600}]}
-    dets = [{"image_id": 1, "category_id": 1, "bbox": [22, 22, 60, 60], "score": 0.9},
-            {"image_id": 1, "category_id": 1, "bbox": [120, 120, 50, 50], "score": 0.8}]
+    gt = {
+        "images": [{"id": 1, "height": 200, "width": 200, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "nodule"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 60, 60], "area": 3600}],
+    }
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [22, 22, 60, 60], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [120, 120, 50, 50], "score": 0.8},
+    ]
     cv2.imwrite(str(tmp_path / "a.png"), np.full((200, 200), 128, np.uint8))
     result = evaluate_detections(gt, dets)
     path = tmp_path / "ov.png"
@@ -123,7 +156,7 @@ def test_overlay_colours(dataset, tmp_path):
     assert 10 < top < 50  # below the caption band
 
     def has(colour, rows, cols):
-        r = img[top + rows[0]:top + rows[1], cols[0]:cols[1]]
+        r = img[top + rows[0] : top + rows[1], cols[0] : cols[1]]
         return (np.abs(r - np.array(colour)).sum(-1) < 90).any()
 
     yellow, green, vermillion = (240, 228, 66), (0, 158, 115), (213, 94, 0)

@@ -1,4 +1,5 @@
 """Pictures a radiologist can read: overlays, attention maps, contact-sheet labels, report links."""
+
 import html.parser
 import json
 
@@ -10,8 +11,16 @@ import torch
 
 from oxnet.evaluation import evaluate_detections
 from oxnet.evaluation.attention import attention_figure, write_attention_report
-from oxnet.evaluation.report import (OVERLAY_DRAW_ORDER, OVERLAY_STYLES, TABLE1_HEADER, draw_overlays,
-                                     link_attention_figures, overlay_legend, overlay_tile, write_report)
+from oxnet.evaluation.report import (
+    OVERLAY_DRAW_ORDER,
+    OVERLAY_STYLES,
+    TABLE1_HEADER,
+    draw_overlays,
+    link_attention_figures,
+    overlay_legend,
+    overlay_tile,
+    write_report,
+)
 
 RGB = {k: np.array(mplc.to_rgb(st["color"])) * 255 for k, st in OVERLAY_STYLES.items()}
 
@@ -22,22 +31,30 @@ def _near(img, colour, tol=90):
 
 def _disjoint(rects):
     for i, a in enumerate(rects):
-        for b in rects[i + 1:]:
+        for b in rects[i + 1 :]:
             if min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5:
                 return False
     return True
 
 
 def _inside(rect, bounds, tol=0.5):
-    return (rect[0] >= bounds[0] - tol and rect[1] >= bounds[1] - tol and rect[2] <= bounds[2] + tol
-            and rect[3] <= bounds[3] + tol)
+    return (
+        rect[0] >= bounds[0] - tol
+        and rect[1] >= bounds[1] - tol
+        and rect[2] <= bounds[2] + tol
+        and rect[3] <= bounds[3] + tol
+    )
 
 
 def _one_image(tmp_path, anns, dets, size=200):
-    gt = {"images": [{"id": 7, "height": size, "width": size, "file_name": "case_007.png"}],
-          "categories": [{"id": 1, "name": "nodule"}, {"id": 2, "name": "mass"}],
-          "annotations": [{"id": j + 1, "image_id": 7, "category_id": c, "bbox": b, "area": b[2] * b[3]}
-                          for j, (b, c) in enumerate(anns)]}
+    gt = {
+        "images": [{"id": 7, "height": size, "width": size, "file_name": "case_007.png"}],
+        "categories": [{"id": 1, "name": "nodule"}, {"id": 2, "name": "mass"}],
+        "annotations": [
+            {"id": j + 1, "image_id": 7, "category_id": c, "bbox": b, "area": b[2] * b[3]}
+            for j, (b, c) in enumerate(anns)
+        ],
+    }
     cv2.imwrite(str(tmp_path / "case_007.png"), np.full((size, size), 128, np.uint8))
     preds = [{"image_id": 7, "category_id": c, "bbox": b, "score": s} for b, c, s in dets]
     return gt, preds
@@ -55,7 +72,7 @@ def test_ground_truth_is_drawn_over_a_coincident_true_positive(tmp_path):
     assert draw_overlays(result, str(path), {7: str(tmp_path / "case_007.png")}, tile=200, read_fn=reader)
     img = cv2.imread(str(path))[:, :, ::-1]
     top = int(np.argmax(np.abs(img[:, 10].astype(int) - 128).sum(-1) < 10))
-    edge = img[top + 74:top + 87, 70:130]  # rows around the shared top edge (y = 80), away from the corners
+    edge = img[top + 74 : top + 87, 70:130]  # rows around the shared top edge (y = 80), away from the corners
     yellow_rows = _near(edge, RGB["gt"]).sum(1)
     centre = int(np.argmax(yellow_rows))
     assert yellow_rows[centre] > 0.35 * edge.shape[1]  # the dashes
@@ -66,17 +83,25 @@ def test_overlay_tile_labels_every_box_inside_the_tile(tmp_path):
     """Kind, class and score on each box; file name and id in the caption; labels inside the tile and not
     overlapping, also for boxes at the top border and crowded boxes."""
     img = np.full((300, 240, 3), 110, np.uint8)
-    gt_boxes = [(np.array([0., 0., 60., 40.]), "nodule"), (np.array([100., 100., 50., 50.]), "mass")]
-    dets = [(np.array([2., 1., 60., 40.]), "nodule", 0.91, True),
-            (np.array([5., 3., 50., 30.]), "nodule", 0.52, False),
-            (np.array([180., 0., 60., 30.]), "mass", 0.44, False),
-            (np.array([102., 98., 50., 52.]), "mass", 0.73, True)]
+    gt_boxes = [(np.array([0.0, 0.0, 60.0, 40.0]), "nodule"), (np.array([100.0, 100.0, 50.0, 50.0]), "mass")]
+    dets = [
+        (np.array([2.0, 1.0, 60.0, 40.0]), "nodule", 0.91, True),
+        (np.array([5.0, 3.0, 50.0, 30.0]), "nodule", 0.52, False),
+        (np.array([180.0, 0.0, 60.0, 30.0]), "mass", 0.44, False),
+        (np.array([102.0, 98.0, 50.0, 52.0]), "mass", 0.73, True),
+    ]
     out, labels = overlay_tile(img, gt_boxes, dets, "studies/case_007.png  (id 7)", tile=240)
     assert out.shape[1] == 240 and out.shape[0] > 240
     texts = [t for _, t, _ in labels]
     assert texts[0] == "studies/case_007.png  (id 7)"
-    assert {"GT nodule", "GT mass", "TP nodule 0.91", "FP nodule 0.52", "FP mass 0.44", "TP mass 0.73"} \
-        == set(texts[1:])
+    assert {
+        "GT nodule",
+        "GT mass",
+        "TP nodule 0.91",
+        "FP nodule 0.52",
+        "FP mass 0.44",
+        "TP mass 0.73",
+    } == set(texts[1:])
     band = out.shape[0] - 240
     rects = [r for _, _, r in labels]
     assert _inside(rects[0], (0, 0, 240, band))
@@ -105,15 +130,16 @@ def test_legend_has_an_entry_per_style_and_the_styles_differ_in_greyscale():
 
 
 def test_overlays_png_ends_with_the_legend(tmp_path):
-    gt, preds = _one_image(tmp_path, [([20, 20, 60, 60], 1)],
-                           [([22, 22, 60, 60], 1, 0.9), ([120, 120, 50, 50], 2, 0.8)])
+    gt, preds = _one_image(
+        tmp_path, [([20, 20, 60, 60], 1)], [([22, 22, 60, 60], 1, 0.9), ([120, 120, 50, 50], 2, 0.8)]
+    )
     result = evaluate_detections(gt, preds)
     path = tmp_path / "ov.png"
     reader = lambda p: cv2.imread(p)[:, :, ::-1].copy()  # noqa: E731
     draw_overlays(result, str(path), {7: str(tmp_path / "case_007.png")}, tile=200, read_fn=reader)
     img = cv2.imread(str(path))[:, :, ::-1]
     top = int(np.argmax(np.abs(img[:, 10].astype(int) - 128).sum(-1) < 10))
-    strip = img[top + 200:]  # below the tile
+    strip = img[top + 200 :]  # below the tile
     assert strip.shape[0] > 40 and (strip.reshape(-1, 3).std(0) > 5).all()
     for kind in ("gt", "tp", "fp"):
         assert _near(strip, RGB[kind], tol=60).any(), kind
@@ -133,8 +159,9 @@ def test_attention_colour_scales_are_shared_and_centred_for_signed_maps():
 
     image = np.full((64, 64), 100, np.uint8)
     boxes = [((36, 16, 52, 32), 1)]
-    fig, classes = attention_figure(image, _maps(), ["effusion", "nodule"], classes=[0, 1], gt_boxes=boxes,
-                                    title="case_007.png")
+    fig, classes = attention_figure(
+        image, _maps(), ["effusion", "nodule"], classes=[0, 1], gt_boxes=boxes, title="case_007.png"
+    )
     try:
         assert classes == [0, 1]
         assert fig.axes[0].texts[0].get_text() == "case_007.png"  # the title
@@ -158,7 +185,8 @@ def test_attention_colour_scales_are_shared_and_centred_for_signed_maps():
         assert len(bars) == 3
         labels = [b.get_xlabel() for b in bars]
         assert [b._colorbar.mappable.norm.vmax for b in bars] == [
-            axes[0, c].images[-1].norm.vmax for c in (1, 2, 3)]
+            axes[0, c].images[-1].norm.vmax for c in (1, 2, 3)
+        ]
         assert labels[0].endswith("values -2 to 3") and "centred at 0" in labels[0] and "from 0" in labels[1]
         # Ground truth on every panel of its class's row, above the maps.
         for ax in axes[1]:
@@ -175,11 +203,18 @@ def test_contact_sheet_labels_stay_inside_their_tile_and_apart():
     from oxnet.data.visualize import draw_boxes
 
     image = np.full((128, 128), 120, np.uint8)
-    boxes = [[0, 0, 30, 20], [2, 2, 34, 22], [98, 0, 128, 16], [40, 100, 128, 128], [45, 40, 70, 60],
-             [47, 42, 72, 62]]
+    boxes = [
+        [0, 0, 30, 20],
+        [2, 2, 34, 22],
+        [98, 0, 128, 16],
+        [40, 100, 128, 128],
+        [45, 40, 70, 60],
+        [47, 42, 72, 62],
+    ]
     names = ["pleural effusion", "pneumothorax", "aortic calcification", "cardiomegaly", "nodule", "mass"]
-    out, rects = draw_boxes(image, boxes, list(range(6)), names, size=96, caption="weak: nodule, mass",
-                            return_label_boxes=True)
+    out, rects = draw_boxes(
+        image, boxes, list(range(6)), names, size=96, caption="weak: nodule, mass", return_label_boxes=True
+    )
     assert out.shape[:2] == (96, 96)
     assert len(rects) == 7
     assert all(_inside(r, (0, 0, 96, 96)) for r in rects), rects
@@ -203,11 +238,22 @@ def _images(path):
 
 
 def _in_memory(tmp_path):
-    gt, preds = _one_image(tmp_path, [([20, 20, 60, 60], 1), ([100, 30, 40, 40], 2)],
-                           [([22, 22, 60, 60], 1, 0.9), ([120, 120, 50, 50], 2, 0.8)])
+    gt, preds = _one_image(
+        tmp_path,
+        [([20, 20, 60, 60], 1), ([100, 30, 40, 40], 2)],
+        [([22, 22, 60, 60], 1, 0.9), ([120, 120, 50, 50], 2, 0.8)],
+    )
     gt["images"].append({"id": 8, "height": 200, "width": 200, "file_name": "case_008.png"})
-    gt["images"].append({"id": 9, "height": 200, "width": 200, "file_name": "case_009.png",
-                         "supervision": "weak", "image_labels": {"mass": 1}})
+    gt["images"].append(
+        {
+            "id": 9,
+            "height": 200,
+            "width": 200,
+            "file_name": "case_009.png",
+            "supervision": "weak",
+            "image_labels": {"mass": 1},
+        }
+    )
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     return gt, preds
 
@@ -217,8 +263,14 @@ def test_report_names_the_files_and_counts_the_images(tmp_path):
     result = evaluate_detections(gt, preds)  # in memory, as the evaluator does
     assert result.metrics["settings"]["ground_truth"] == "<ground truth in memory>"
     out = tmp_path / "report"
-    paths = write_report(result, str(out), method="OXnet", counts={"full": 3, "weak": 5},
-                         gt_file=str(tmp_path / "gt.json"), pred_file=str(out / "predictions.json"))
+    paths = write_report(
+        result,
+        str(out),
+        method="OXnet",
+        counts={"full": 3, "weak": 5},
+        gt_file=str(tmp_path / "gt.json"),
+        pred_file=str(out / "predictions.json"),
+    )
     md = (out / "report.md").read_text()
     assert f"Ground truth: {tmp_path / 'gt.json'}; predictions: {out / 'predictions.json'}" in md
     assert "in memory" not in md and "in memory" not in (out / "report.html").read_text()
@@ -244,12 +296,20 @@ def test_attention_figures_drawn_after_the_report_are_linked(tmp_path):
         def attention_maps(self, batched_inputs):
             return [_maps() for _ in batched_inputs]
 
-    dicts = [{"image_id": i, "file_name": str(tmp_path / f"case_00{i}.png"), "image_labels": {1: 1},
-              "annotations": [{"bbox": [20, 20, 60, 60], "bbox_mode": 1, "category_id": 1}]} for i in (7, 8)]
+    dicts = [
+        {
+            "image_id": i,
+            "file_name": str(tmp_path / f"case_00{i}.png"),
+            "image_labels": {1: 1},
+            "annotations": [{"bbox": [20, 20, 60, 60], "bbox_mode": 1, "category_id": 1}],
+        }
+        for i in (7, 8)
+    ]
     cv2.imwrite(str(tmp_path / "case_008.png"), np.full((200, 200), 90, np.uint8))
     mapper = lambda d: dict(d, image=torch.zeros(3, 64, 64))  # noqa: E731
-    written = write_attention_report(FakeOXNet(), dicts, mapper, str(out / "attention"), n_images=2,
-                                     class_names=["effusion", "nodule"])
+    written = write_attention_report(
+        FakeOXNet(), dicts, mapper, str(out / "attention"), n_images=2, class_names=["effusion", "nodule"]
+    )
     assert len(written) == 2
     expected = ["attention/attention_7.png", "attention/attention_8.png"]
     srcs = _images(out / "report.html")

@@ -1,4 +1,5 @@
 """report.html in headless Chromium: every figure loads, and the page screenshot is not blank."""
+
 import importlib.util
 import json
 import pathlib
@@ -16,8 +17,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("screenshot_report_under_test",
-                                                  REPO / "tools" / "screenshot_report.py")
+    spec = importlib.util.spec_from_file_location(
+        "screenshot_report_under_test", REPO / "tools" / "screenshot_report.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -27,8 +29,10 @@ def _tool():
 def tool():
     module = _tool()
     if module.find_chromium() is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the report screenshot "
-                    "test needs it")
+        pytest.skip(
+            "chromium is not installed (Debian: apt-get install -y chromium); the report screenshot "
+            "test needs it"
+        )
     return module
 
 
@@ -36,22 +40,32 @@ def tool():
 def report(tmp_path_factory):
     """A small report from synthetic ground truth and predictions, with an attention figure drawn later."""
     root = tmp_path_factory.mktemp("shot")
-    gt, preds = synthetic_coco(num_images=6, num_classes=2, gt_per_image=2, dets_per_image=5,
-                               image_size=(160, 200), seed=1)
+    gt, preds = synthetic_coco(
+        num_images=6, num_classes=2, gt_per_image=2, dets_per_image=5, image_size=(160, 200), seed=1
+    )
     (root / "images").mkdir()
     yy, xx = np.mgrid[0:160, 0:200]
     for img in gt["images"]:
         cv2.imwrite(str(root / "images" / img["file_name"]), ((xx + yy) % 200 + 30).astype(np.uint8))
     (root / "gt.json").write_text(json.dumps(gt))
     out = root / "eval"
-    paths = write_report(evaluate_detections(gt, preds), str(out), method="OXnet",
-                         image_root=str(root / "images"), gt_file=str(root / "gt.json"))
+    paths = write_report(
+        evaluate_detections(gt, preds),
+        str(out),
+        method="OXnet",
+        image_root=str(root / "images"),
+        gt_file=str(root / "gt.json"),
+    )
     assert "overlays" in paths
     maps = {k: np.random.default_rng(0).normal(size=(2, 8, 10)).astype(np.float32) for k in ("cam", "daa")}
     maps["local"] = np.abs(maps["cam"])
     (out / "attention").mkdir()
-    draw_attention_maps(np.full((160, 200), 100, np.uint8), maps, ["class 1", "class 2"],
-                        str(out / "attention" / f"attention_{gt['images'][0]['id']}.png"))
+    draw_attention_maps(
+        np.full((160, 200), 100, np.uint8),
+        maps,
+        ["class 1", "class 2"],
+        str(out / "attention" / f"attention_{gt['images'][0]['id']}.png"),
+    )
     assert link_attention_figures(str(out)) == 1
     return out
 
@@ -59,8 +73,14 @@ def report(tmp_path_factory):
 def test_every_figure_of_the_report_loads_in_chromium(tool, report, tmp_path):
     info = tool.screenshot_report(str(report / "report.html"), str(tmp_path / "report.png"), width=1000)
     srcs = [i["src"] for i in info["images"]]
-    assert sorted(srcs) == sorted(["pr_curves.png", "froc_curves.png", "overlays.png",
-                                   next(s for s in srcs if s.startswith("attention/attention_"))])
+    assert sorted(srcs) == sorted(
+        [
+            "pr_curves.png",
+            "froc_curves.png",
+            "overlays.png",
+            next(s for s in srcs if s.startswith("attention/attention_")),
+        ]
+    )
     assert all(i["loaded"] and i["width"] > 100 for i in info["images"]), info["images"]
     assert info["ok"] and not info["blank"]
     shot = cv2.imread(info["screenshot"])

@@ -46,8 +46,9 @@ def test_sharpen_pushes_probabilities_away_from_one_half_and_keeps_the_order():
 
 
 def test_psm_selects_the_most_perturbation_sensitive_entries_per_image():
-    std = torch.tensor([[[0.0, 0.3], [0.1, 0.0]],
-                        [[0.2, 0.0], [0.0, 0.05]]])  # 2 images, 2 anchors, 2 classes
+    std = torch.tensor(
+        [[[0.0, 0.3], [0.1, 0.0]], [[0.2, 0.0], [0.0, 0.05]]]
+    )  # 2 images, 2 anchors, 2 classes
     mask = B.psm_select(std, fraction=0.25)  # one entry of four per image
     assert mask.tolist() == [[[False, True], [False, False]], [[True, False], [False, False]]]
     teacher = torch.full((2, 2, 2), 0.9)
@@ -63,8 +64,11 @@ def test_soft_target_focal_loss_is_focal_loss_for_hard_targets_zero_at_the_targe
 
     logits = torch.tensor([-1.0, 0.5, 2.0])
     hard = torch.tensor([0.0, 1.0, 1.0])
-    assert torch.allclose(B.soft_target_focal_loss(logits, hard, 0.25, 2.0),
-                          sigmoid_focal_loss(logits, hard, alpha=0.25, gamma=2.0), atol=1e-6)
+    assert torch.allclose(
+        B.soft_target_focal_loss(logits, hard, 0.25, 2.0),
+        sigmoid_focal_loss(logits, hard, alpha=0.25, gamma=2.0),
+        atol=1e-6,
+    )
     soft = torch.tensor([0.3, 0.6, 0.9])
     assert B.soft_target_focal_loss(torch.logit(soft), soft).abs().max() < 1e-7
     student = torch.zeros(3, requires_grad=True)
@@ -105,8 +109,15 @@ def _soft_batch(model, same_views):
     return full, unl
 
 
-@pytest.mark.parametrize("method,key", [("pi_model", "loss_pi"), ("mean_teacher", "loss_mt"),
-                                        ("mmt_psm", "loss_mmt"), ("focalmix_mt", "loss_focalmix")])
+@pytest.mark.parametrize(
+    "method,key",
+    [
+        ("pi_model", "loss_pi"),
+        ("mean_teacher", "loss_mt"),
+        ("mmt_psm", "loss_mmt"),
+        ("focalmix_mt", "loss_focalmix"),
+    ],
+)
 def test_model_losses_of_the_baselines(method, key):
     model = _model(method)
     full, unl = _soft_batch(model, same_views=method == "pi_model")

@@ -62,13 +62,17 @@ def test_gpa_losses_match_hand_computed_values():
 def test_gpa_losses_skip_unselected_pairs_and_missing_prototypes():
     feats = torch.randn(2, 3, 4, requires_grad=True)
     protos = torch.randn(3, 4)
-    intra, inter = gpa_losses(feats, protos, torch.zeros(2, 3, dtype=torch.bool), torch.ones(3, dtype=torch.bool))
+    intra, inter = gpa_losses(
+        feats, protos, torch.zeros(2, 3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)
+    )
     assert intra.item() == 0 and inter.item() == 0
     mask = torch.tensor([[True, False, False], [False, False, False]])
     valid = torch.tensor([False, True, True])  # class 0 has no prototype yet
     intra, inter = gpa_losses(feats, protos, mask, valid, margin=100.0)
     assert intra.item() == 0  # its own prototype is missing
-    expected = torch.stack([100 - (feats[0, 0] - protos[c]).pow(2).mean() for c in (1, 2)]).clamp(min=0).mean()
+    expected = (
+        torch.stack([100 - (feats[0, 0] - protos[c]).pow(2).mean() for c in (1, 2)]).clamp(min=0).mean()
+    )
     assert inter.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -84,7 +88,7 @@ def test_authors_form_by_hand():
     # The batch feature of class 0 is the mean [2, 2]: d to P_0 is 0, to P_1 (0 + 0.25) / 2 = 0.125.
     assert intra.item() == pytest.approx(0.0)
     gap = 1.0 - math.sqrt(0.125)
-    assert inter.item() == pytest.approx(gap ** 2 * gap ** 2, rel=1e-6)
+    assert inter.item() == pytest.approx(gap**2 * gap**2, rel=1e-6)
     # The paper's form on the same input: per-image features, hinge on d.
     from oxnet.modeling.gpa import gpa_losses
 
@@ -108,7 +112,10 @@ def test_gpa_form_option_reaches_the_model():
         cfg.OXNET.GPA.FORM = form
         torch.manual_seed(0)
         model = build_model(cfg).train()
-        batch = [random_input("weak", labels=[1, 1, 0], seed=1), random_input("weak", labels=[1, 1, 0], seed=2)]
+        batch = [
+            random_input("weak", labels=[1, 1, 0], seed=1),
+            random_input("weak", labels=[1, 1, 0], seed=2),
+        ]
         with EventStorage(0):
             model(batch)  # first step: prototypes are set from this batch
             values[form] = {k: v.item() for k, v in model(batch).items()}

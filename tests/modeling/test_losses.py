@@ -62,6 +62,8 @@ def test_masked_bce_mean_is_the_mean_over_known_entries_of_all_images():
     known = [(2.0, 1), (-1.0, 0), (0.3, 0), (1.5, 1)]
     expected = sum(bce(x, y) for x, y in known)
     assert masked_bce_with_logits(logits, labels).item() == pytest.approx(expected / 4, rel=1e-6)
-    assert masked_bce_with_logits(logits, labels, "sum_classes").item() == pytest.approx(expected / 2, rel=1e-6)
+    assert masked_bce_with_logits(logits, labels, "sum_classes").item() == pytest.approx(
+        expected / 2, rel=1e-6
+    )
     with pytest.raises(ValueError, match="sum_classes"):
         masked_bce_with_logits(logits, labels, "sum")

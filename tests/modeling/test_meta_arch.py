@@ -90,8 +90,15 @@ def test_losses_of_each_stream():
     weak["teacher_probs"], unl["teacher_probs"] = probs[0] * 0.5, probs[1] * 0.5
     with EventStorage(0):
         losses = model([full, weak, unl])
-    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_global", "loss_gpa_intra", "loss_gpa_inter", "loss_sfl",
-                           "loss_weak_negative"}
+    assert set(losses) == {
+        "loss_cls",
+        "loss_box_reg",
+        "loss_global",
+        "loss_gpa_intra",
+        "loss_gpa_inter",
+        "loss_sfl",
+        "loss_weak_negative",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_box_reg"] > 0 and losses["loss_sfl"] > 0
     assert model.prototypes.initialized.tolist() == [False, True, False]  # only class 1 had positives

@@ -1,5 +1,6 @@
 """Pretrained backbones (OXNET.BACKBONE.PRETRAINED): torchvision, timm and torchxrayvision ResNets converted
 to detectron2's ResNet give the source network's features; bad files and settings are clear errors."""
+
 import os
 
 import pytest
@@ -10,8 +11,14 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from oxnet.config import add_oxnet_config
-from oxnet.modeling.pretrained import (TORCHVISION_FILES, XRV_FILES, PretrainedWeightsError, config_overrides,
-                                       load_pretrained_backbone, pixel_stats)
+from oxnet.modeling.pretrained import (
+    TORCHVISION_FILES,
+    XRV_FILES,
+    PretrainedWeightsError,
+    config_overrides,
+    load_pretrained_backbone,
+    pixel_stats,
+)
 from oxnet.utils.testing import REPO_ROOT, tiny_cfg
 
 SIZE = 64
@@ -115,8 +122,9 @@ def test_torchvision_resnet18_by_name_matches_source():
     net = source_resnet("resnet18")
     save(net.state_dict(), os.path.join(torch.hub.get_dir(), "checkpoints", TORCHVISION_FILES["resnet18"]))
     grey = grey_image()
-    assert_same_features(model_cfg("oxnet_R101_imagenet.yaml", 18), "torchvision://resnet18", net,
-                         imagenet_input(grey), grey)
+    assert_same_features(
+        model_cfg("oxnet_R101_imagenet.yaml", 18), "torchvision://resnet18", net, imagenet_input(grey), grey
+    )
 
 
 def test_torchvision_resnet50_file_matches_source(tmp_path):
@@ -137,14 +145,19 @@ def test_timm_safetensors_in_hub_cache_matches_source(tmp_path):
     os.makedirs(snapshot)
     save_file(state, str(snapshot / "model.safetensors"))
     grey = grey_image(3)
-    assert_same_features(model_cfg("oxnet_R101_imagenet.yaml", 50), "timm://resnet50.a1_in1k", net,
-                         imagenet_input(grey), grey)
+    assert_same_features(
+        model_cfg("oxnet_R101_imagenet.yaml", 50), "timm://resnet50.a1_in1k", net, imagenet_input(grey), grey
+    )
 
 
 def test_stem_1_to_1_xrv_by_name_on_grey_input():
     net = source_resnet("resnet50", in_channels=1, num_classes=18, seed=3)
-    save(net.state_dict(), os.path.join(os.path.expanduser("~"), ".torchxrayvision", "models_data",
-                                        XRV_FILES["resnet50-res512-all"]))
+    save(
+        net.state_dict(),
+        os.path.join(
+            os.path.expanduser("~"), ".torchxrayvision", "models_data", XRV_FILES["resnet50-res512-all"]
+        ),
+    )
     grey = grey_image(4)
     cfg = model_cfg("oxnet_R50_xrv.yaml", 50, channels=1, kind="xrv")
     assert cfg.MODEL.PIXEL_MEAN == [127.5]
@@ -191,12 +204,16 @@ def test_truncated_and_wrong_files_name_the_file(tmp_path):
     with pytest.raises(PretrainedWeightsError, match=r"cannot read .*truncated\.pth.*truncated"):
         load_pretrained_backbone(model, _tiny_r18_cfg(), str(truncated))
     other = save({"encoder.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
-    with pytest.raises(PretrainedWeightsError, match=r"other\.pth is not a torchvision-layout ResNet: "
-                                                     r"no conv1\.weight.*encoder\.weight"):
+    with pytest.raises(
+        PretrainedWeightsError,
+        match=r"other\.pth is not a torchvision-layout ResNet: "
+        r"no conv1\.weight.*encoder\.weight",
+    ):
         load_pretrained_backbone(model, _tiny_r18_cfg(), other)
     detector = save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}}, tmp_path / "d2.pth")
-    with pytest.raises(PretrainedWeightsError,
-                       match=r"d2\.pth is a detectron2 detector checkpoint.*MODEL\.WEIGHTS"):
+    with pytest.raises(
+        PretrainedWeightsError, match=r"d2\.pth is a detectron2 detector checkpoint.*MODEL\.WEIGHTS"
+    ):
         load_pretrained_backbone(model, _tiny_r18_cfg(), detector)
     with pytest.raises(PretrainedWeightsError, match=r"no such file .*absent\.pth"):
         load_pretrained_backbone(model, _tiny_r18_cfg(), str(tmp_path / "absent.pth"))
@@ -210,29 +227,39 @@ def test_depth_mismatch_names_file_and_depths(tmp_path):
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     before = model.backbone.bottom_up.stem.conv1.weight.clone()
-    with pytest.raises(PretrainedWeightsError, match=r"resnet50\.pth.*holds a ResNet-50 but "
-                                                     r"MODEL\.RESNETS\.DEPTH is 101"):
+    with pytest.raises(
+        PretrainedWeightsError,
+        match=r"resnet50\.pth.*holds a ResNet-50 but "
+        r"MODEL\.RESNETS\.DEPTH is 101",
+    ):
         load_pretrained_backbone(model, cfg, path)
     assert torch.equal(model.backbone.bottom_up.stem.conv1.weight, before)  # nothing loaded
     r18 = save(source_resnet("resnet18").state_dict(), tmp_path / "resnet18.pth")
     cfg50 = model_cfg("oxnet_R101_imagenet.yaml", 50)
-    with pytest.raises(PretrainedWeightsError,
-                       match=r"resnet18\.pth.*holds a ResNet-18 but MODEL\.RESNETS\.DEPTH is 50"):
+    with pytest.raises(
+        PretrainedWeightsError, match=r"resnet18\.pth.*holds a ResNet-18 but MODEL\.RESNETS\.DEPTH is 50"
+    ):
         load_pretrained_backbone(build_model(cfg50), cfg50, r18)
 
 
 def test_config_that_does_not_fit_the_weights(tmp_path):
     xrv = save(source_resnet("resnet18", in_channels=1, num_classes=18).state_dict(), tmp_path / "xrv18.pt")
     cfg = _tiny_r18_cfg()  # ImageNet normalization: a 1-channel conv1 (auto: torchxrayvision's) refuses it
-    with pytest.raises(PretrainedWeightsError, match=r"xrv18\.pt.*xrv normalization: MODEL\.PIXEL_MEAN "
-                                                     r"\[127\.5, 127\.5, 127\.5\]"):
+    with pytest.raises(
+        PretrainedWeightsError,
+        match=r"xrv18\.pt.*xrv normalization: MODEL\.PIXEL_MEAN "
+        r"\[127\.5, 127\.5, 127\.5\]",
+    ):
         load_pretrained_backbone(build_model(cfg), cfg, xrv)
     cfg.OXNET.BACKBONE.PRETRAINED_INPUT = "none"  # the user's own normalization
     load_pretrained_backbone(build_model(cfg), cfg, xrv)
     imagenet = save(source_resnet("resnet18").state_dict(), tmp_path / "r18.pth")
     gn = _tiny_r18_cfg(**{"MODEL.RESNETS.NORM": "GN", "MODEL.RESNETS.STRIDE_IN_1X1": True})
-    with pytest.raises(PretrainedWeightsError, match=r"NORM is 'GN'.*STRIDE_IN_1X1 is True.*need: OXNET\."
-                                                     r"BACKBONE\.PRETRAINED .*MODEL\.RESNETS\.NORM FrozenBN"):
+    with pytest.raises(
+        PretrainedWeightsError,
+        match=r"NORM is 'GN'.*STRIDE_IN_1X1 is True.*need: OXNET\."
+        r"BACKBONE\.PRETRAINED .*MODEL\.RESNETS\.NORM FrozenBN",
+    ):
         load_pretrained_backbone(build_model(gn), gn, imagenet)
 
 
@@ -298,12 +325,15 @@ def test_training_starts_from_pretrained_and_resumes_without_it(tmp_path):
         assert torch.equal(v, trained[k]), k
 
 
-@pytest.mark.parametrize("config,method,depth,spec,kind", [
-    ("oxnet_R101_imagenet.yaml", "oxnet", 101, "torchvision://resnet101", "imagenet"),
-    ("retinanet_R101_imagenet.yaml", "retinanet", 101, "torchvision://resnet101", "imagenet"),
-    ("oxnet_R50_xrv.yaml", "oxnet", 50, "xrv://resnet50-res512-all", "xrv"),
-    ("retinanet_R50_xrv.yaml", "retinanet", 50, "xrv://resnet50-res512-all", "xrv"),
-])
+@pytest.mark.parametrize(
+    "config,method,depth,spec,kind",
+    [
+        ("oxnet_R101_imagenet.yaml", "oxnet", 101, "torchvision://resnet101", "imagenet"),
+        ("retinanet_R101_imagenet.yaml", "retinanet", 101, "torchvision://resnet101", "imagenet"),
+        ("oxnet_R50_xrv.yaml", "oxnet", 50, "xrv://resnet50-res512-all", "xrv"),
+        ("retinanet_R50_xrv.yaml", "retinanet", 50, "xrv://resnet50-res512-all", "xrv"),
+    ],
+)
 def test_shipped_configs_describe_their_weights(config, method, depth, spec, kind):
     """Each config is its base's setting (oxnet_R101 / retinanet_R101) plus the overrides its weights need."""
     cfg = get_cfg()
@@ -327,8 +357,9 @@ def test_command_line_prints_overrides_and_names_missing_files(capsys):
     assert out[out.index("MODEL.PIXEL_MEAN") + 1] == "'[127.5]'"
     assert main(["where", "xrv://resnet50-res512-all"]) == 2
     err = capsys.readouterr().err
-    want = os.path.join(os.path.expanduser("~"), ".torchxrayvision", "models_data",
-                        XRV_FILES["resnet50-res512-all"])
+    want = os.path.join(
+        os.path.expanduser("~"), ".torchxrayvision", "models_data", XRV_FILES["resnet50-res512-all"]
+    )
     assert want in err and "fetch xrv://resnet50-res512-all" in err
     assert main(["fetch", "foo://bar"]) == 2
     assert "unknown scheme 'foo'" in capsys.readouterr().err

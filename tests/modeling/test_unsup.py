@@ -1,4 +1,5 @@
 """The losses on images without boxes: the registry, and SFL as the authors' code applies it."""
+
 import pytest
 import torch
 from detectron2.modeling import build_model

@@ -1,4 +1,5 @@
 """Weak negatives: a class labelled 0 on a weak image trains the detector like a box-free image."""
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -18,7 +19,7 @@ def test_loss_by_hand_and_only_on_absent_classes():
 
     def focal_negative(x):  # (1 - alpha) p^gamma (-log(1 - p)) with p = sigmoid(x)
         p = torch.sigmoid(torch.tensor(x))
-        return 0.75 * p ** 2 * -torch.log(1 - p)
+        return 0.75 * p**2 * -torch.log(1 - p)
 
     assert loss.item() == pytest.approx(float(focal_negative(0.5) + focal_negative(-0.3)), rel=1e-6)
     loss.backward()
@@ -41,7 +42,9 @@ def test_all_negative_weak_image_equals_a_box_free_full_image():
 def test_only_methods_with_image_labels_use_it():
     assert uses_weak_negatives(tiny_cfg("retinanet_neg")) and uses_weak_negatives(tiny_cfg("oxnet"))
     assert uses_weak_negatives(tiny_cfg("gap"))
-    assert not uses_weak_negatives(tiny_cfg("retinanet")) and not uses_weak_negatives(tiny_cfg("mean_teacher"))
+    assert not uses_weak_negatives(tiny_cfg("retinanet")) and not uses_weak_negatives(
+        tiny_cfg("mean_teacher")
+    )
     cfg = tiny_cfg("oxnet")
     cfg.OXNET.WEAK.NEGATIVE_FOCAL = False
     assert not uses_weak_negatives(cfg)

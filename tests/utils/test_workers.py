@@ -1,4 +1,5 @@
 """oxnet.utils.workers.worker_map: the same results inline and in a pool, in order or as they finish."""
+
 import os
 
 from oxnet.utils.workers import worker_map

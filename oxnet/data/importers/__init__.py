@@ -4,6 +4,7 @@ Each ``load_<source>(...)`` returns ``(coco, report)``: an OXnet-COCO dict in th
 vocabulary and a dict of counts. :func:`~oxnet.data.importers.class_map.apply_class_map` renames,
 merges or drops classes; :func:`~oxnet.data.importers.common.write_output` validates and writes.
 """
+
 from .chestx_det import load_chestx_det
 from .class_map import ClassMap, apply_class_map, load_class_map
 from .coco import load_coco

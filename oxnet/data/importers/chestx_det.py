@@ -5,10 +5,18 @@ Each entry: ``{"file_name", "syms": [class, ...], "boxes": [[x1, y1, x2, y2], ..
 The images are NIH ChestX-ray14 PNGs (1024x1024, the size recorded when images are missing); boxes are
 xyxy in their pixels. An entry with no boxes is a negative ("full" with no boxes).
 """
+
 import numpy as np
 
-from .common import (IMAGE_EXTENSIONS, ImportDataError, _finite_number, check_boxes_xywh, new_coco, read_json,
-                     resolve_images)
+from .common import (
+    IMAGE_EXTENSIONS,
+    ImportDataError,
+    _finite_number,
+    check_boxes_xywh,
+    new_coco,
+    read_json,
+    resolve_images,
+)
 from .nih import NIH_PNG_SIZE
 
 __all__ = ["load_chestx_det"]
@@ -28,8 +36,9 @@ def load_chestx_det(json_file, images=None, allow_missing_images=False, clip_box
     """
     entries = read_json(json_file)
     if not isinstance(entries, list):
-        raise ImportDataError(json_file, None,
-                              f"expected a JSON list of entries, got {type(entries).__name__}")
+        raise ImportDataError(
+            json_file, None, f"expected a JSON list of entries, got {type(entries).__name__}"
+        )
     seen = {}
     box_rows, box_list, box_classes = [], [], []
     for i, e in enumerate(entries, 1):
@@ -44,15 +53,18 @@ def load_chestx_det(json_file, images=None, allow_missing_images=False, clip_box
         seen[name] = i
         syms, boxes = e["syms"], e["boxes"]
         if not isinstance(syms, list) or not isinstance(boxes, list) or len(syms) != len(boxes):
-            raise ImportDataError(json_file, where,
-                                  f"'syms' and 'boxes' must be lists of equal length ({name})")
+            raise ImportDataError(
+                json_file, where, f"'syms' and 'boxes' must be lists of equal length ({name})"
+            )
         for s, b in zip(syms, boxes):
             if not isinstance(s, str) or not s:
-                raise ImportDataError(json_file, where,
-                                      f"class name must be a non-empty string, got {s!r} ({name})")
+                raise ImportDataError(
+                    json_file, where, f"class name must be a non-empty string, got {s!r} ({name})"
+                )
             if not isinstance(b, list) or len(b) != 4 or not all(_is_number(v) for v in b):
-                raise ImportDataError(json_file, where,
-                                      f"box must be 4 numbers [x1, y1, x2, y2], got {b!r} ({name})")
+                raise ImportDataError(
+                    json_file, where, f"box must be 4 numbers [x1, y1, x2, y2], got {b!r} ({name})"
+                )
             box_rows.append(i)
             box_list.append(b)
             box_classes.append(s)
@@ -65,22 +77,44 @@ def load_chestx_det(json_file, images=None, allow_missing_images=False, clip_box
     xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
     img_idx = np.asarray(box_rows, int) - 1
     rows = [f"entry {r}" for r in box_rows]
-    xywh, clipped = check_boxes_xywh(xywh, width[img_idx], height[img_idx], np.array(rows, dtype=object),
-                                     json_file, clip=clip_boxes)
+    xywh, clipped = check_boxes_xywh(
+        xywh, width[img_idx], height[img_idx], np.array(rows, dtype=object), json_file, clip=clip_boxes
+    )
 
     classes = sorted(set(box_classes))
     cat_id = {c: i + 1 for i, c in enumerate(classes)}
     coco = new_coco("chestx_det", "ChestX-Det (Liu, Lian, Yu 2020) on NIH ChestX-ray14 images")
     coco["categories"] = [{"id": i, "name": c} for c, i in cat_id.items()]
     for i, name in enumerate(names):
-        coco["images"].append({"id": i + 1, "file_name": paths[i] or name, "width": int(width[i]),
-                               "height": int(height[i]), "supervision": "full", "source": "chestx_det"})
+        coco["images"].append(
+            {
+                "id": i + 1,
+                "file_name": paths[i] or name,
+                "width": int(width[i]),
+                "height": int(height[i]),
+                "supervision": "full",
+                "source": "chestx_det",
+            }
+        )
     for k, (b, c) in enumerate(zip(xywh, box_classes)):
-        coco["annotations"].append({"id": k + 1, "image_id": int(img_idx[k]) + 1, "category_id": cat_id[c],
-                                    "bbox": [float(v) for v in b], "area": float(b[2] * b[3]), "iscrowd": 0})
+        coco["annotations"].append(
+            {
+                "id": k + 1,
+                "image_id": int(img_idx[k]) + 1,
+                "category_id": cat_id[c],
+                "bbox": [float(v) for v in b],
+                "area": float(b[2] * b[3]),
+                "iscrowd": 0,
+            }
+        )
     class_rows = {}
     for r, c in zip(box_rows, box_classes):
         class_rows.setdefault(c, (str(json_file), f"entry {r}"))
-    report = {"images": len(names), "boxes": len(box_list), "missing_images": n_missing,
-              "boxes_clipped": clipped, "class_rows": class_rows}
+    report = {
+        "images": len(names),
+        "boxes": len(box_list),
+        "missing_images": n_missing,
+        "boxes_clipped": clipped,
+        "class_rows": class_rows,
+    }
     return coco, report

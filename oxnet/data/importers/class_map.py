@@ -19,6 +19,7 @@ in which some source classes do not occur; they are reported with the rule ``abs
 Merged image labels: positive if any merged source is positive, else uncertain if any is uncertain,
 else negative if all merged sources present in the image are negative.
 """
+
 import difflib
 import os
 from collections import Counter, defaultdict
@@ -51,8 +52,9 @@ class ClassMap:
         if self.targets is not None:
             unknown = sorted(set(self.mapping.values()) - set(self.targets))
             if unknown:
-                raise ImportDataError(path, None,
-                                      f"targets {unknown} are not in the target classes {list(self.targets)}")
+                raise ImportDataError(
+                    path, None, f"targets {unknown} are not in the target classes {list(self.targets)}"
+                )
 
 
 def load_class_map(path):
@@ -72,8 +74,9 @@ def load_class_map(path):
         raise ImportDataError(path, None, f"unknown keys {unknown_keys} (expected map, drop, targets)")
     mapping = spec.get("map") or {}
     drop = spec.get("drop") or []
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                for k, v in mapping.items()):
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
         raise ImportDataError(path, None, "'map' must map source class names to target class names")
     if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
         raise ImportDataError(path, None, "'drop' must be a list of source class names")
@@ -118,7 +121,8 @@ def _check_sources(class_map, sources):
             text += f", did you mean {close[0]!r}?"
         details.append(text)
     raise ImportDataError(
-        class_map.path, class_map.lines.get(unknown[0]),
+        class_map.path,
+        class_map.lines.get(unknown[0]),
         f"{len(unknown)} source classes of the class map are not in the data: {'; '.join(details)}. "
         f"The data has the classes {sorted(sources)}. A class map shared with other datasets may name "
         "classes this input lacks: accept them with --allow-absent-classes (absent_sources='ignore')",
@@ -194,7 +198,8 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None, absent_so
 
         details = "; ".join(f"{s!r} ({boxes[s]} boxes, {labels[s]} labels{where(s)})" for s in unmapped_found)
         raise ImportDataError(
-            first[0], first[1],
+            first[0],
+            first[1],
             f"{len(unmapped_found)} classes are not in the class map {class_map.path} (strict mode): "
             f"{details}",
         )
@@ -230,24 +235,43 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None, absent_so
             if img["supervision"] == "full" and not img["image_labels"]:
                 del img["image_labels"]
         images.append(img)
-    out = dict(coco, images=images, annotations=annotations,
-               categories=[{"id": new_id[n], "name": n} for n in names])
+    out = dict(
+        coco, images=images, annotations=annotations, categories=[{"id": new_id[n], "name": n} for n in names]
+    )
     report = [
-        {"source": s, "target": target_of[s], "rule": rules[s], "boxes": boxes[s], "labels": labels[s],
-         "positive_labels": positives[s]}
+        {
+            "source": s,
+            "target": target_of[s],
+            "rule": rules[s],
+            "boxes": boxes[s],
+            "labels": labels[s],
+            "positive_labels": positives[s],
+        }
         for s in sources
     ]
     absent = [s for s in list(class_map.mapping) + sorted(class_map.drop) if s not in sources]
-    report += [{"source": s, "target": class_map.mapping.get(s), "rule": "absent", "boxes": 0, "labels": 0,
-                "positive_labels": 0} for s in absent]
+    report += [
+        {
+            "source": s,
+            "target": class_map.mapping.get(s),
+            "rule": "absent",
+            "boxes": 0,
+            "labels": 0,
+            "positive_labels": 0,
+        }
+        for s in absent
+    ]
     return out, report
 
 
 def format_class_report(report):
     """A human-readable table of :func:`apply_class_map`'s report."""
-    lines = [f"{'source class':32s} {'rule':14s} {'target':24s} "
-             f"{'boxes':>8s} {'labels':>8s} {'positive':>8s}"]
+    lines = [
+        f"{'source class':32s} {'rule':14s} {'target':24s} {'boxes':>8s} {'labels':>8s} {'positive':>8s}"
+    ]
     for r in report:
-        lines.append(f"{r['source'][:32]:32s} {r['rule']:14s} {str(r['target'] or '-')[:24]:24s} "
-                     f"{r['boxes']:8d} {r['labels']:8d} {r['positive_labels']:8d}")
+        lines.append(
+            f"{r['source'][:32]:32s} {r['rule']:14s} {str(r['target'] or '-')[:24]:24s} "
+            f"{r['boxes']:8d} {r['labels']:8d} {r['positive_labels']:8d}"
+        )
     return "\n".join(lines)

@@ -6,14 +6,22 @@
 Removed boxes are counted in the report. Image fields other than the COCO ones (``patient_id``...) are
 kept.
 """
+
 import os
 
 import numpy as np
 
 from oxnet.data.format import SUPERVISION_LEVELS
 
-from .common import (ImportDataError, _finite_number, check_boxes_xywh, check_sizes, new_coco, read_json,
-                     resolve_paths)
+from .common import (
+    ImportDataError,
+    _finite_number,
+    check_boxes_xywh,
+    check_sizes,
+    new_coco,
+    read_json,
+    resolve_paths,
+)
 
 __all__ = ["load_coco"]
 
@@ -30,13 +38,16 @@ def _is_id(v):
 def _checked_labels(labels, names, json_file, where):
     """The ``image_labels`` of a source image: {known category name: 1 | 0 | -1}."""
     if not isinstance(labels, dict):
-        raise ImportDataError(json_file, where, f"'image_labels' must be an object, got {type(labels).__name__}")
+        raise ImportDataError(
+            json_file, where, f"'image_labels' must be an object, got {type(labels).__name__}"
+        )
     for name, value in labels.items():
         if name not in names:
             raise ImportDataError(json_file, where, f"'image_labels' names unknown category {name!r}")
         if value not in (1, 0, -1) or not isinstance(value, int):
-            raise ImportDataError(json_file, where,
-                                  f"'image_labels' has value {value!r} for {name!r}; must be 1, 0 or -1")
+            raise ImportDataError(
+                json_file, where, f"'image_labels' has value {value!r} for {name!r}; must be 1, 0 or -1"
+            )
     return labels
 
 
@@ -52,20 +63,30 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
     if supervision not in SUPERVISION_LEVELS:
         raise ValueError(f"supervision must be one of {SUPERVISION_LEVELS}, got {supervision!r}")
     src = read_json(json_file)
-    if not (isinstance(src, dict) and isinstance(src.get("images"), list)
-            and isinstance(src.get("categories"), list)):
-        raise ImportDataError(json_file, None,
-                              "not a COCO detection file (needs 'images' and 'categories' lists)")
+    if not (
+        isinstance(src, dict)
+        and isinstance(src.get("images"), list)
+        and isinstance(src.get("categories"), list)
+    ):
+        raise ImportDataError(
+            json_file, None, "not a COCO detection file (needs 'images' and 'categories' lists)"
+        )
     anns = src.get("annotations", [])
     if not isinstance(anns, list):
         raise ImportDataError(json_file, None, "'annotations' must be a list")
 
     cats = {}
     for i, c in enumerate(src["categories"]):
-        if not (isinstance(c, dict) and isinstance(c.get("id"), int) and not isinstance(c["id"], bool)
-                and isinstance(c.get("name"), str) and c["name"]):
-            raise ImportDataError(json_file, f"categories[{i}]",
-                                  "a category needs an integer 'id' and a 'name'")
+        if not (
+            isinstance(c, dict)
+            and isinstance(c.get("id"), int)
+            and not isinstance(c["id"], bool)
+            and isinstance(c.get("name"), str)
+            and c["name"]
+        ):
+            raise ImportDataError(
+                json_file, f"categories[{i}]", "a category needs an integer 'id' and a 'name'"
+            )
         if c["id"] in cats:
             raise ImportDataError(json_file, f"categories[{i}]", f"duplicate category id {c['id']}")
         if c["name"] in cats.values():
@@ -75,13 +96,19 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
     index, names = {}, set()
     for i, img in enumerate(src["images"]):
         where = f"images[{i}]"
-        if not (isinstance(img, dict) and _is_id(img.get("id")) and isinstance(img.get("file_name"), str)
-                and img["file_name"]):
-            raise ImportDataError(json_file, where,
-                                  "an image needs an 'id' (integer or string) and a non-empty 'file_name'")
+        if not (
+            isinstance(img, dict)
+            and _is_id(img.get("id"))
+            and isinstance(img.get("file_name"), str)
+            and img["file_name"]
+        ):
+            raise ImportDataError(
+                json_file, where, "an image needs an 'id' (integer or string) and a non-empty 'file_name'"
+            )
         if img["id"] in index:
-            raise ImportDataError(json_file, where,
-                                  f"duplicate image id {img['id']!r} (also images[{index[img['id']]}])")
+            raise ImportDataError(
+                json_file, where, f"duplicate image id {img['id']!r} (also images[{index[img['id']]}])"
+            )
         if img["file_name"] in names:
             raise ImportDataError(json_file, where, f"duplicate file_name {img['file_name']!r}")
         for k in ("width", "height"):
@@ -97,8 +124,11 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
     sizes, n_missing = resolve_paths(file_names, images, allow_missing_images, json_file)
     for i, size in enumerate(sizes):
         if size is not None and tuple(size) != (int(W[i]), int(H[i])):
-            raise ImportDataError(json_file, f"images[{i}]", f"{file_names[i]} is {size[0]}x{size[1]} "
-                                  f"but the JSON says {W[i]:g}x{H[i]:g}")
+            raise ImportDataError(
+                json_file,
+                f"images[{i}]",
+                f"{file_names[i]} is {size[0]}x{size[1]} but the JSON says {W[i]:g}x{H[i]:g}",
+            )
 
     rows, img_idx, boxes, classes = [], [], [], []
     for i, a in enumerate(anns):
@@ -107,8 +137,9 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
             got = a.get("image_id") if isinstance(a, dict) else a
             raise ImportDataError(json_file, where, f"'image_id' {got!r} is not an image id")
         if not _is_id(a.get("category_id")) or a["category_id"] not in cats:
-            raise ImportDataError(json_file, where,
-                                  f"'category_id' {a.get('category_id')!r} is not a category id")
+            raise ImportDataError(
+                json_file, where, f"'category_id' {a.get('category_id')!r} is not a category id"
+            )
         crowd = a.get("iscrowd", 0)
         if crowd not in (0, 1) or not isinstance(crowd, int):
             raise ImportDataError(json_file, where, f"'iscrowd' must be 0 or 1, got {crowd!r}")
@@ -120,8 +151,14 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
         boxes.append(b)
         classes.append(a["category_id"])
     img_idx = np.asarray(img_idx, int)
-    xywh, clipped = check_boxes_xywh(np.asarray(boxes, np.float64).reshape(-1, 4), W[img_idx], H[img_idx],
-                                     np.array(rows, dtype=object), json_file, clip=clip_boxes)
+    xywh, clipped = check_boxes_xywh(
+        np.asarray(boxes, np.float64).reshape(-1, 4),
+        W[img_idx],
+        H[img_idx],
+        np.array(rows, dtype=object),
+        json_file,
+        clip=clip_boxes,
+    )
 
     coco = new_coco("coco", f"imported from {os.path.basename(os.fspath(json_file))}")
     if isinstance(src.get("info"), dict) and src["info"].get("description"):
@@ -138,21 +175,33 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
             positive = {cats[classes[k]] for k in box_ids}
             new["image_labels"] = {n: int(n in positive) for n in cats.values()}
         elif supervision == "full" and img.get("image_labels") is not None:
-            new["image_labels"] = _checked_labels(img["image_labels"], set(cats.values()), json_file,
-                                                  f"images[{i}]")
+            new["image_labels"] = _checked_labels(
+                img["image_labels"], set(cats.values()), json_file, f"images[{i}]"
+            )
         coco["images"].append(new)
         if supervision == "full":
             for k in box_ids:
                 b = xywh[k]
-                coco["annotations"].append({
-                    "id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": classes[k],
-                    "bbox": [float(v) for v in b], "area": float(b[2] * b[3]),
-                    "iscrowd": int(anns[k].get("iscrowd", 0)),
-                })
+                coco["annotations"].append(
+                    {
+                        "id": len(coco["annotations"]) + 1,
+                        "image_id": i + 1,
+                        "category_id": classes[k],
+                        "bbox": [float(v) for v in b],
+                        "area": float(b[2] * b[3]),
+                        "iscrowd": int(anns[k].get("iscrowd", 0)),
+                    }
+                )
     class_rows = {}
     for r, c in zip(rows, classes):
         class_rows.setdefault(cats[c], (str(json_file), r))
-    report = {"images": len(src["images"]), "boxes": len(anns), "missing_images": n_missing,
-              "boxes_clipped": clipped, "supervision": supervision,
-              "boxes_removed": 0 if supervision == "full" else len(anns), "class_rows": class_rows}
+    report = {
+        "images": len(src["images"]),
+        "boxes": len(anns),
+        "missing_images": n_missing,
+        "boxes_clipped": clipped,
+        "supervision": supervision,
+        "boxes_removed": 0 if supervision == "full" else len(anns),
+        "class_rows": class_rows,
+    }
     return coco, report

@@ -4,6 +4,7 @@ Every problem in the input raises :class:`ImportDataError`, whose message names 
 1-based line number in the file, the header being line 1) and the problem. Nothing is dropped silently:
 whatever an importer leaves out on purpose is counted in its report.
 """
+
 import csv
 import gzip
 import io
@@ -14,7 +15,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from oxnet.data.format import _is_number as _finite_number, write_omni_coco
+from oxnet.data.format import _is_number as _finite_number
+from oxnet.data.format import write_omni_coco
 
 __all__ = [
     "ImportDataError",
@@ -138,7 +140,8 @@ def read_csv_table(path, columns, optional=()):
                         )
                     if any(v.strip() for v in row[n:]):
                         raise ImportDataError(
-                            path, reader.line_num,
+                            path,
+                            reader.line_num,
                             f"expected {n} fields as in the header, got {len(row)} (extra values {row[n:]})",
                         )
                     row = row[:n]
@@ -160,13 +163,15 @@ def read_csv_table(path, columns, optional=()):
             if not hits:
                 if required:
                     raise ImportDataError(
-                        path, 1,
+                        path,
+                        1,
                         f"column {canonical!r} is missing (accepted names: {accepted}; header: {header})",
                     )
                 continue
             if len(hits) > 1:
-                raise ImportDataError(path, 1,
-                                      f"column {canonical!r} appears {len(hits)} times in the header")
+                raise ImportDataError(
+                    path, 1, f"column {canonical!r} appears {len(hits)} times in the header"
+                )
             picked[canonical] = hits[0]
     array = np.array(rows, dtype=object).reshape(len(rows), n)
     df = pd.DataFrame({c: pd.Series(array[:, i], dtype=object).str.strip() for c, i in picked.items()})
@@ -190,7 +195,8 @@ def numeric_column(df, column, path, allow_empty=False, integer=False):
         kind = "an integer" if integer else "a number"
         name = df.attrs.get("header", {}).get(column, column)
         raise ImportDataError(
-            path, rows[0],
+            path,
+            rows[0],
             f"column {name!r} must be {kind}, got {df.loc[bad, column].iloc[0]!r} "
             f"({len(rows)} bad rows: {_shown(rows)})",
         )
@@ -204,7 +210,8 @@ def check_sizes(width, height, lines, path, what="image size"):
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ImportDataError(
-            path, _row(lines[i]),
+            path,
+            _row(lines[i]),
             f"{what} must be positive, got {width[i]:g}x{height[i]:g} ({int(bad.sum())} bad rows: "
             f"{_shown(np.asarray(lines)[bad].tolist())})",
         )
@@ -227,7 +234,8 @@ def check_boxes_xywh(boxes, width, height, lines, path, clip=False):
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ImportDataError(
-            path, _row(lines[i]),
+            path,
+            _row(lines[i]),
             f"box {boxes[i].round(2).tolist()} (x, y, w, h) has non-positive width or height "
             f"({int(bad.sum())} such rows: {_shown(lines[bad].tolist())})",
         )
@@ -241,7 +249,8 @@ def check_boxes_xywh(boxes, width, height, lines, path, clip=False):
     if outside.any() and not clip:
         i = int(np.flatnonzero(outside)[0])
         raise ImportDataError(
-            path, _row(lines[i]),
+            path,
+            _row(lines[i]),
             f"box {boxes[i].round(2).tolist()} (x, y, w, h) lies outside the {W[i]:g}x{H[i]:g} image "
             f"({int(outside.sum())} such rows: {_shown(lines[outside].tolist())}; --clip-boxes clips them)",
         )
@@ -253,8 +262,9 @@ def check_boxes_xywh(boxes, width, height, lines, path, clip=False):
         empty = known & ((kx2 <= kx1) | (ky2 <= ky1))
         if empty.any():
             i = int(np.flatnonzero(empty)[0])
-            raise ImportDataError(path, _row(lines[i]),
-                                  f"box {boxes[i].round(2).tolist()} has no area inside the image")
+            raise ImportDataError(
+                path, _row(lines[i]), f"box {boxes[i].round(2).tolist()} has no area inside the image"
+            )
         boxes = np.stack([kx1, ky1, kx2 - kx1, ky2 - ky1], axis=1)
     return boxes, int(outside.sum())
 
@@ -285,11 +295,18 @@ def _dicom_size(path):
     if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
         raise ValueError("no pixel data (or no Rows/Columns): truncated or not an image")
     if not ds.file_meta.TransferSyntaxUID.is_compressed:
-        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-                    * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
+        expected = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1))
+            * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.BitsAllocated)
+            + 7
+        ) // 8
         if len(ds.PixelData) < expected:
-            raise ValueError(f"pixel data has {len(ds.PixelData)} bytes, {expected} expected: "
-                             "the file is truncated")
+            raise ValueError(
+                f"pixel data has {len(ds.PixelData)} bytes, {expected} expected: the file is truncated"
+            )
     return int(ds.Columns), int(ds.Rows)
 
 
@@ -322,8 +339,10 @@ def resolve_images(keys, images_dir, allow_missing, source_file, extensions, rea
     if images_dir is None:
         if not allow_missing:
             raise ImportDataError(
-                source_file, None, "no --images folder given; pass --allow-missing-images to record the "
-                "entries without image files"
+                source_file,
+                None,
+                "no --images folder given; pass --allow-missing-images to record the "
+                "entries without image files",
             )
         return [None] * len(keys), [None] * len(keys), len(keys)
     index = find_images(images_dir, extensions)
@@ -331,7 +350,8 @@ def resolve_images(keys, images_dir, allow_missing, source_file, extensions, rea
     missing = [k for k, p in zip(keys, paths) if p is None]
     if missing and not allow_missing:
         raise ImportDataError(
-            source_file, None,
+            source_file,
+            None,
             f"{len(missing)} of {len(keys)} images are missing under {images_dir}: {_shown(missing)} "
             "(--allow-missing-images records them without files)",
         )
@@ -355,15 +375,18 @@ def resolve_paths(paths, images_dir, allow_missing, source_file, read_sizes=True
     if images_dir is None:
         if not allow_missing:
             raise ImportDataError(
-                source_file, None, "no --images folder given; pass --allow-missing-images to record the "
-                "entries without image files"
+                source_file,
+                None,
+                "no --images folder given; pass --allow-missing-images to record the "
+                "entries without image files",
             )
         return [None] * len(paths), len(paths)
     found = [os.path.isfile(os.path.join(images_dir, p)) for p in paths]
     missing = [p for p, ok in zip(paths, found) if not ok]
     if missing and not allow_missing:
         raise ImportDataError(
-            source_file, None,
+            source_file,
+            None,
             f"{len(missing)} of {len(paths)} images are missing under {images_dir}: {_shown(missing)} "
             "(--allow-missing-images records them without files)",
         )
@@ -371,16 +394,24 @@ def resolve_paths(paths, images_dir, allow_missing, source_file, read_sizes=True
     if read_sizes:
         from tqdm import tqdm
 
-        for i in tqdm([i for i, ok in enumerate(found) if ok], desc="reading image headers", unit="img",
-                      disable=len(paths) - len(missing) < 1000):
+        for i in tqdm(
+            [i for i, ok in enumerate(found) if ok],
+            desc="reading image headers",
+            unit="img",
+            disable=len(paths) - len(missing) < 1000,
+        ):
             sizes[i] = read_image_size(os.path.join(images_dir, paths[i]))
     return sizes, len(missing)
 
 
 def new_coco(source, description):
     """An empty OXnet-COCO dict."""
-    return {"info": {"description": description, "source": source}, "images": [], "annotations": [],
-            "categories": []}
+    return {
+        "info": {"description": description, "source": source},
+        "images": [],
+        "annotations": [],
+        "categories": [],
+    }
 
 
 def write_output(path, coco, image_root=None):

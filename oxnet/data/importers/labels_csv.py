@@ -7,6 +7,7 @@ class: where it is 1, the blank classes of that row become negative (0). Any oth
 MIMIC-CXR's ``mimic-cxr-2.0.0-chexpert.csv`` is per study: join it with the metadata to get one row
 per image with a path column first.
 """
+
 import re
 
 import numpy as np
@@ -18,17 +19,35 @@ __all__ = ["load_labels_csv", "CHEXPERT_CLASSES"]
 
 #: The 13 CheXpert observations besides "No Finding".
 CHEXPERT_CLASSES = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
-    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
     "Support Devices",
 )
 _VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1, "": None}
 _PATIENT_IN_PATH = re.compile(r"patient(\d+)")
 
 
-def load_labels_csv(csv_file, images=None, allow_missing_images=False, path_column="Path", label_columns=None,
-                    patient_column=None, view_column=None, no_finding_column="No Finding",
-                    frontal_only=False):
+def load_labels_csv(
+    csv_file,
+    images=None,
+    allow_missing_images=False,
+    path_column="Path",
+    label_columns=None,
+    patient_column=None,
+    view_column=None,
+    no_finding_column="No Finding",
+    frontal_only=False,
+):
     """Import a label table into an OXnet-COCO dict of "weak" images.
 
     Args:
@@ -58,8 +77,9 @@ def load_labels_csv(csv_file, images=None, allow_missing_images=False, path_colu
     if label_columns is None:
         label_columns = [c for c in CHEXPERT_CLASSES if c in header]
         if not label_columns:
-            raise ImportDataError(csv_file, 1,
-                                  "no CheXpert observation columns; name the classes with --label-columns")
+            raise ImportDataError(
+                csv_file, 1, "no CheXpert observation columns; name the classes with --label-columns"
+            )
     missing = [c for c in label_columns if c not in header]
     if missing:
         raise ImportDataError(csv_file, 1, f"label columns {missing} are missing (header: {header})")
@@ -84,8 +104,9 @@ def load_labels_csv(csv_file, images=None, allow_missing_images=False, path_colu
         raise ImportDataError(csv_file, int(lines[empty][0]), f"empty {path_column!r}")
     dup = df["path"].duplicated().to_numpy()
     if dup.any():
-        raise ImportDataError(csv_file, int(lines[dup][0]),
-                              f"duplicate image {df['path'].iloc[np.flatnonzero(dup)[0]]!r}")
+        raise ImportDataError(
+            csv_file, int(lines[dup][0]), f"duplicate image {df['path'].iloc[np.flatnonzero(dup)[0]]!r}"
+        )
     report = {"rows": len(df), "dropped_not_frontal": 0}
     if frontal_only:
         if "frontal" not in df:
@@ -100,9 +121,12 @@ def load_labels_csv(csv_file, images=None, allow_missing_images=False, path_colu
         mapped = np.array([_VALUES.get(v, "bad") for v in col], dtype=object)
         bad = mapped == "bad"
         if bad.any():
-            raise ImportDataError(csv_file, int(lines[bad][0]),
-                                  f"column {c!r} must be 1, 0, -1 or blank, got "
-                                  f"{col.iloc[np.flatnonzero(bad)[0]]!r} ({int(bad.sum())} bad rows)")
+            raise ImportDataError(
+                csv_file,
+                int(lines[bad][0]),
+                f"column {c!r} must be 1, 0, -1 or blank, got "
+                f"{col.iloc[np.flatnonzero(bad)[0]]!r} ({int(bad.sum())} bad rows)",
+            )
         values[c] = mapped
     nf = values.pop("No Finding", None)
 
@@ -124,15 +148,28 @@ def load_labels_csv(csv_file, images=None, allow_missing_images=False, path_colu
                     labels[c] = 0
                     filled += 1
         w, h = sizes[i] if sizes[i] else (None, None)
-        img = {"id": i + 1, "file_name": df["path"].iat[i], "width": w, "height": h,
-               "supervision": "weak", "image_labels": labels, "source": "labels_csv"}
+        img = {
+            "id": i + 1,
+            "file_name": df["path"].iat[i],
+            "width": w,
+            "height": h,
+            "supervision": "weak",
+            "image_labels": labels,
+            "source": "labels_csv",
+        }
         if patients[i] is not None:
             img["patient_id"] = patients[i]
         if views is not None and views[i]:
             img["view"] = views[i]
         coco["images"].append(img)
-    report.update(images=len(coco["images"]), missing_images=n_missing, negatives_from_no_finding=filled,
-                  labels={c: {str(v): sum(x == v for x in values[c] if x is not None) for v in (1, 0, -1)}
-                          for c in label_columns},
-                  class_rows={c: (str(csv_file), 1) for c in label_columns})
+    report.update(
+        images=len(coco["images"]),
+        missing_images=n_missing,
+        negatives_from_no_finding=filled,
+        labels={
+            c: {str(v): sum(x == v for x in values[c] if x is not None) for v in (1, 0, -1)}
+            for c in label_columns
+        },
+        class_rows={c: (str(csv_file), 1) for c in label_columns},
+    )
     return coco, report

@@ -10,13 +10,22 @@
 * Images with boxes are "full" (their Data_Entry labels kept in ``image_labels``), the others "weak"
   (or "unlabeled" with ``unboxed="unlabeled"``).
 """
+
 import os
 
 import numpy as np
 import pandas as pd
 
-from .common import (IMAGE_EXTENSIONS, ImportDataError, check_boxes_xywh, check_sizes, new_coco,
-                     numeric_column, read_csv_table, resolve_images)
+from .common import (
+    IMAGE_EXTENSIONS,
+    ImportDataError,
+    check_boxes_xywh,
+    check_sizes,
+    new_coco,
+    numeric_column,
+    read_csv_table,
+    resolve_images,
+)
 
 __all__ = ["load_nih", "NIH_PNG_SIZE", "NO_FINDING"]
 
@@ -53,14 +62,22 @@ def _duplicates(df, column, path):
         first = df[dup].iloc[0][column]
         lines = df.loc[df[column] == first, "line"].tolist()
         raise ImportDataError(
-            path, lines[1],
+            path,
+            lines[1],
             f"duplicate image id {first!r} (rows {lines}); "
             f"{int(df[column].duplicated().sum())} duplicates in all",
         )
 
 
-def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False, absent="negative",
-             unboxed="weak", clip_boxes=False):
+def load_nih(
+    data_entry,
+    bbox_list=None,
+    images=None,
+    allow_missing_images=False,
+    absent="negative",
+    unboxed="weak",
+    clip_boxes=False,
+):
     """Import NIH ChestX-ray14 label files into an OXnet-COCO dict in NIH's vocabulary.
 
     Args:
@@ -82,16 +99,21 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
         raise ValueError(f"unboxed must be 'weak' or 'unlabeled', got {unboxed!r}")
     de = read_csv_table(data_entry, DATA_ENTRY_COLUMNS, DATA_ENTRY_OPTIONAL)
     if (de["image"] == "").any():
-        raise ImportDataError(data_entry, int(de.loc[de["image"] == "", "line"].iloc[0]),
-                              "empty 'Image Index'")
+        raise ImportDataError(
+            data_entry, int(de.loc[de["image"] == "", "line"].iloc[0]), "empty 'Image Index'"
+        )
     _duplicates(de, "image", data_entry)
     empty = de["findings"] == ""
     if empty.any():
-        raise ImportDataError(data_entry, int(de.loc[empty, "line"].iloc[0]),
-                              "empty 'Finding Labels' (use 'No Finding' for a negative image)")
+        raise ImportDataError(
+            data_entry,
+            int(de.loc[empty, "line"].iloc[0]),
+            "empty 'Finding Labels' (use 'No Finding' for a negative image)",
+        )
     if (de["patient"] == "").any():
-        raise ImportDataError(data_entry, int(de.loc[de["patient"] == "", "line"].iloc[0]),
-                              "empty 'Patient ID'")
+        raise ImportDataError(
+            data_entry, int(de.loc[de["patient"] == "", "line"].iloc[0]), "empty 'Patient ID'"
+        )
     if "width" in de and "height" in de:
         ow = numeric_column(de, "width", data_entry)
         oh = numeric_column(de, "height", data_entry)
@@ -102,14 +124,19 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
     bad = pd.Series([(NO_FINDING in f and len(f) > 1) or "" in f for f in findings], index=de.index)
     if bad.any():
         row = de[bad].iloc[0]
-        raise ImportDataError(data_entry, int(row["line"]),
-                              f"bad 'Finding Labels' {row['findings']!r} "
-                              "(empty item or 'No Finding' with findings)")
+        raise ImportDataError(
+            data_entry,
+            int(row["line"]),
+            f"bad 'Finding Labels' {row['findings']!r} (empty item or 'No Finding' with findings)",
+        )
     classes = sorted({x for f in findings for x in f} - {NO_FINDING})
 
     boxes_by_image = {}
-    report = {"data_entry_rows": len(de), "patients": int(de["patient"].nunique()),
-              "no_finding": int((de["findings"] == NO_FINDING).sum())}
+    report = {
+        "data_entry_rows": len(de),
+        "patients": int(de["patient"].nunique()),
+        "no_finding": int((de["findings"] == NO_FINDING).sum()),
+    }
     class_rows = {}
     exploded = de["line"].repeat(findings.str.len()).to_numpy()
     first_line = {}
@@ -122,12 +149,16 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
         xywh = np.stack([numeric_column(bb, k, bbox_list) for k in "xywh"], axis=1)
         unknown = ~bb["image"].isin(de["image"])
         if unknown.any():
-            raise ImportDataError(bbox_list, int(bb.loc[unknown, "line"].iloc[0]),
-                                  f"image {bb.loc[unknown, 'image'].iloc[0]!r} is not in {data_entry} "
-                                  f"({int(unknown.sum())} such rows)")
+            raise ImportDataError(
+                bbox_list,
+                int(bb.loc[unknown, "line"].iloc[0]),
+                f"image {bb.loc[unknown, 'image'].iloc[0]!r} is not in {data_entry} "
+                f"({int(unknown.sum())} such rows)",
+            )
         if (bb["label"] == "").any():
-            raise ImportDataError(bbox_list, int(bb.loc[bb["label"] == "", "line"].iloc[0]),
-                                  "empty 'Finding Label'")
+            raise ImportDataError(
+                bbox_list, int(bb.loc[bb["label"] == "", "line"].iloc[0]), "empty 'Finding Label'"
+            )
         renamed = bb["label"].isin(list(BOX_CLASS_RENAMES))
         report["box_class_renamed"] = {k: int((bb["label"] == k).sum()) for k in BOX_CLASS_RENAMES}
         bb["label"] = bb["label"].replace(BOX_CLASS_RENAMES)
@@ -142,8 +173,9 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
     cat_id = {c: i + 1 for i, c in enumerate(classes)}
 
     names = de["image"].tolist()
-    paths, sizes, n_missing = resolve_images(names, images, allow_missing_images, data_entry,
-                                             IMAGE_EXTENSIONS)
+    paths, sizes, n_missing = resolve_images(
+        names, images, allow_missing_images, data_entry, IMAGE_EXTENSIONS
+    )
     width = np.array([s[0] if s else NIH_PNG_SIZE for s in sizes], dtype=np.float64)
     height = np.array([s[1] if s else NIH_PNG_SIZE for s in sizes], dtype=np.float64)
     report["missing_images"] = n_missing
@@ -153,8 +185,9 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
     if boxes_by_image:
         row_of = {n: i for i, n in enumerate(names)}
         img_idx = np.array([row_of[n] for n in bb["image"]])
-        xywh, clipped = check_boxes_xywh(xywh, width[img_idx], height[img_idx], bb["line"].to_numpy(),
-                                         bbox_list, clip=clip_boxes)
+        xywh, clipped = check_boxes_xywh(
+            xywh, width[img_idx], height[img_idx], bb["line"].to_numpy(), bbox_list, clip=clip_boxes
+        )
         report["boxes_clipped"] = clipped
     views = de["view"].tolist() if "view" in de else None
     patients = de["patient"].tolist()
@@ -170,8 +203,15 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
             labels.update({c: 1 for c in f})
         box_rows = boxes_by_image.get(name)
         sup = "full" if box_rows is not None else unboxed
-        img = {"id": i + 1, "file_name": paths[i] or name, "width": int(width[i]), "height": int(height[i]),
-               "supervision": sup, "patient_id": patients[i], "source": "nih"}
+        img = {
+            "id": i + 1,
+            "file_name": paths[i] or name,
+            "width": int(width[i]),
+            "height": int(height[i]),
+            "supervision": sup,
+            "patient_id": patients[i],
+            "source": "nih",
+        }
         if views is not None:
             img["view"] = views[i]
         if ow is not None:
@@ -182,12 +222,16 @@ def load_nih(data_entry, bbox_list=None, images=None, allow_missing_images=False
                 if labels.get(c) != 1:
                     label_added += 1
                     labels[c] = 1
-                coco["annotations"].append({
-                    "id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": cat_id[c],
-                    "bbox": [round(float(v), 3) for v in xywh[r]],
-                    "area": round(float(xywh[r, 2] * xywh[r, 3]), 3),
-                    "iscrowd": 0,
-                })
+                coco["annotations"].append(
+                    {
+                        "id": len(coco["annotations"]) + 1,
+                        "image_id": i + 1,
+                        "category_id": cat_id[c],
+                        "bbox": [round(float(v), 3) for v in xywh[r]],
+                        "area": round(float(xywh[r, 2] * xywh[r, 3]), 3),
+                        "iscrowd": 0,
+                    }
+                )
         if sup != "unlabeled":
             img["image_labels"] = labels
         coco["images"].append(img)

@@ -10,17 +10,32 @@ reader is one model with weight 1, each box has score 1, boxes of one class over
 boxes it merged; ``min_readers`` (default 1: keep every finding) drops fused boxes with fewer readers,
 counted in the report. ``fusion="none"`` keeps every reader's box with its ``rad_id``.
 """
+
 import numpy as np
 
-from .common import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImportDataError, check_boxes_xywh, new_coco,
-                     numeric_column, read_csv_table, resolve_images)
+from .common import (
+    DICOM_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    ImportDataError,
+    check_boxes_xywh,
+    new_coco,
+    numeric_column,
+    read_csv_table,
+    resolve_images,
+)
 
 __all__ = ["load_vindr", "NO_FINDING"]
 
 NO_FINDING = "No finding"
 COLUMNS = {
-    "image": ["image_id"], "class_name": ["class_name"], "class_id": ["class_id"], "rad_id": ["rad_id"],
-    "x_min": ["x_min"], "y_min": ["y_min"], "x_max": ["x_max"], "y_max": ["y_max"],
+    "image": ["image_id"],
+    "class_name": ["class_name"],
+    "class_id": ["class_id"],
+    "rad_id": ["rad_id"],
+    "x_min": ["x_min"],
+    "y_min": ["y_min"],
+    "x_max": ["x_max"],
+    "y_max": ["y_max"],
 }
 
 
@@ -39,14 +54,22 @@ def _fuse(xyxy, labels, readers, iou_thr):
         boxes_list.append(((xyxy[m] - origin) / scale).tolist())
         scores_list.append([1.0] * int(m.sum()))
         labels_list.append(labels[m].tolist())
-    boxes, scores, out_labels = weighted_boxes_fusion(boxes_list, scores_list, labels_list, iou_thr=iou_thr,
-                                                      skip_box_thr=0.0, conf_type="avg")
+    boxes, scores, out_labels = weighted_boxes_fusion(
+        boxes_list, scores_list, labels_list, iou_thr=iou_thr, skip_box_thr=0.0, conf_type="avg"
+    )
     num = np.rint(np.asarray(scores) * len(names)).astype(int)
     return np.asarray(boxes, np.float64) * scale + origin, np.asarray(out_labels).astype(int), num
 
 
-def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf", iou_thr=0.55, min_readers=1,
-               clip_boxes=False):
+def load_vindr(
+    train_csv,
+    images=None,
+    allow_missing_images=False,
+    fusion="wbf",
+    iou_thr=0.55,
+    min_readers=1,
+    clip_boxes=False,
+):
     """Import VinDr-CXR ``train.csv`` into an OXnet-COCO dict in VinDr's vocabulary (all images "full").
 
     Args:
@@ -76,10 +99,15 @@ def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf",
     for name, ids in pairs.items():
         if len(ids) > 1:
             rows = df.loc[(df["class_name"] == name) & (class_id != ids[0]), "line"]
-            raise ImportDataError(train_csv, int(rows.iloc[0]),
-                                  f"class {name!r} has several class_id values {sorted(ids.tolist())}")
-    coords = np.stack([numeric_column(df, c, train_csv, allow_empty=True)
-                       for c in ("x_min", "y_min", "x_max", "y_max")], axis=1)
+            raise ImportDataError(
+                train_csv,
+                int(rows.iloc[0]),
+                f"class {name!r} has several class_id values {sorted(ids.tolist())}",
+            )
+    coords = np.stack(
+        [numeric_column(df, c, train_csv, allow_empty=True) for c in ("x_min", "y_min", "x_max", "y_max")],
+        axis=1,
+    )
     has_box = np.isfinite(coords).all(axis=1)
     partial = np.isfinite(coords).any(axis=1) & ~has_box
     no_finding = (df["class_name"] == NO_FINDING).to_numpy()
@@ -92,21 +120,30 @@ def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf",
             raise ImportDataError(train_csv, int(lines[bad][0]), f"{problem} ({int(bad.sum())} such rows)")
     dup = df.duplicated(["image", "class_name", "rad_id", "x_min", "y_min", "x_max", "y_max"], keep="first")
     if dup.any():
-        raise ImportDataError(train_csv, int(lines[dup.to_numpy()][0]),
-                              f"duplicate row (same image, class, reader and box; {int(dup.sum())} "
-                              "such rows)")
+        raise ImportDataError(
+            train_csv,
+            int(lines[dup.to_numpy()][0]),
+            f"duplicate row (same image, class, reader and box; {int(dup.sum())} such rows)",
+        )
 
     image_ids = list(dict.fromkeys(df["image"]))
     row_of = {k: i for i, k in enumerate(image_ids)}
     img_idx = df["image"].map(row_of).to_numpy()
-    paths, sizes, n_missing = resolve_images(image_ids, images, allow_missing_images, train_csv,
-                                             DICOM_EXTENSIONS + IMAGE_EXTENSIONS)
+    paths, sizes, n_missing = resolve_images(
+        image_ids, images, allow_missing_images, train_csv, DICOM_EXTENSIONS + IMAGE_EXTENSIONS
+    )
     width = np.array([s[0] if s else np.nan for s in sizes], dtype=np.float64)
     height = np.array([s[1] if s else np.nan for s in sizes], dtype=np.float64)
     xywh = np.concatenate([coords[:, :2], coords[:, 2:] - coords[:, :2]], axis=1)
     box_rows = np.flatnonzero(has_box)
-    checked, clipped = check_boxes_xywh(xywh[box_rows], width[img_idx[box_rows]], height[img_idx[box_rows]],
-                                        lines[box_rows], train_csv, clip=clip_boxes)
+    checked, clipped = check_boxes_xywh(
+        xywh[box_rows],
+        width[img_idx[box_rows]],
+        height[img_idx[box_rows]],
+        lines[box_rows],
+        train_csv,
+        clip=clip_boxes,
+    )
     xywh[box_rows] = checked
 
     findings = df.loc[~no_finding].assign(cid=class_id[~no_finding])
@@ -121,30 +158,45 @@ def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf",
     bounds = np.searchsorted(img_idx[order], np.arange(len(image_ids) + 1))
     coco = new_coco("vindr", "VinDr-CXR (Nguyen et al., Scientific Data 2022)")
     coco["categories"] = [{"id": i, "name": c} for c, i in cat_id.items()]
-    report = {"rows": len(df), "images": len(image_ids), "boxes_before_fusion": int(has_box.sum()),
-              "missing_images": n_missing, "boxes_clipped": clipped, "fusion": fusion,
-              "dropped_below_min_readers": 0}
+    report = {
+        "rows": len(df),
+        "images": len(image_ids),
+        "boxes_before_fusion": int(has_box.sum()),
+        "missing_images": n_missing,
+        "boxes_clipped": clipped,
+        "fusion": fusion,
+        "dropped_below_min_readers": 0,
+    }
     all_no_finding = 0
     from tqdm import tqdm
 
     for i, key in enumerate(tqdm(image_ids, desc="VinDr images", unit="img", mininterval=2, disable=None)):
-        rows = order[bounds[i]:bounds[i + 1]]
+        rows = order[bounds[i] : bounds[i + 1]]
         img_readers = sorted(set(readers[rows]))
         nf_readers = sorted(set(readers[rows][no_finding[rows]]))
         all_no_finding += len(nf_readers) == len(img_readers) and not has_box[rows].any()
         w, h = width[i], height[i]
-        img = {"id": i + 1, "file_name": paths[i] or f"{key}.dicom",
-               "width": None if np.isnan(w) else int(w), "height": None if np.isnan(h) else int(h),
-               "supervision": "full", "source": "vindr", "readers": img_readers,
-               "readers_no_finding": nf_readers}
+        img = {
+            "id": i + 1,
+            "file_name": paths[i] or f"{key}.dicom",
+            "width": None if np.isnan(w) else int(w),
+            "height": None if np.isnan(h) else int(h),
+            "supervision": "full",
+            "source": "vindr",
+            "readers": img_readers,
+            "readers_no_finding": nf_readers,
+        }
         coco["images"].append(img)
         rows = rows[has_box[rows]]
         if not len(rows):
             continue
         if fusion == "none":
             for r in rows:
-                coco["annotations"].append(_ann(len(coco["annotations"]) + 1, i + 1, cat_id[names[r]],
-                                                xywh[r], rad_id=str(readers[r])))
+                coco["annotations"].append(
+                    _ann(
+                        len(coco["annotations"]) + 1, i + 1, cat_id[names[r]], xywh[r], rad_id=str(readers[r])
+                    )
+                )
             continue
         labels = np.array([cat_id[n] for n in names[rows]])
         xyxy = np.concatenate([xywh[rows, :2], xywh[rows, :2] + xywh[rows, 2:]], axis=1)
@@ -154,8 +206,9 @@ def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf",
                 report["dropped_below_min_readers"] += 1
                 continue
             box = np.array([b[0], b[1], b[2] - b[0], b[3] - b[1]])
-            coco["annotations"].append(_ann(len(coco["annotations"]) + 1, i + 1, int(c), box,
-                                            num_readers=int(n)))
+            coco["annotations"].append(
+                _ann(len(coco["annotations"]) + 1, i + 1, int(c), box, num_readers=int(n))
+            )
     report["images_all_readers_no_finding"] = int(all_no_finding)
     report["boxes"] = len(coco["annotations"])
     report["class_rows"] = class_rows
@@ -163,6 +216,12 @@ def load_vindr(train_csv, images=None, allow_missing_images=False, fusion="wbf",
 
 
 def _ann(aid, image_id, category_id, xywh, **extra):
-    return {"id": aid, "image_id": image_id, "category_id": category_id,
-            "bbox": [round(float(v), 2) for v in xywh], "area": round(float(xywh[2] * xywh[3]), 2),
-            "iscrowd": 0, **extra}
+    return {
+        "id": aid,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [round(float(v), 2) for v in xywh],
+        "area": round(float(xywh[2] * xywh[3]), 2),
+        "iscrowd": 0,
+        **extra,
+    }

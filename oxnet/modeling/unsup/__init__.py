@@ -4,7 +4,8 @@ A method's ``unsup`` component (:data:`oxnet.config.METHODS`) names a loss regis
 :data:`UNSUP_LOSS_REGISTRY`; a new semi-supervised method is a new module here with a registered
 :class:`UnsupLoss` subclass, not a new branch in the meta-architecture.
 """
-from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, build_unsup_loss
+
 from . import focalmix, mean_teacher, mmt_psm, pi_model, sfl  # noqa: F401  (register the losses)
+from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, build_unsup_loss
 
 __all__ = ["UNSUP_LOSS_REGISTRY", "UnsupLoss", "build_unsup_loss"]

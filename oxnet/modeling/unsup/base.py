@@ -1,4 +1,5 @@
 """The interface of the losses on images without boxes."""
+
 from detectron2.utils.registry import Registry
 
 __all__ = ["UNSUP_LOSS_REGISTRY", "UnsupLoss", "build_unsup_loss"]
@@ -78,7 +79,9 @@ def teacher_targets(inputs, student_logits, device):
 
     targets = torch.stack([x["teacher_probs"] for x in inputs]).to(device)
     if targets.shape != student_logits.shape:
-        raise ValueError(f"teacher_probs of shape {tuple(targets.shape[1:])} do not match the student's "
-                         f"anchors {tuple(student_logits.shape[1:])}: the two views must share their "
-                         "geometry")
+        raise ValueError(
+            f"teacher_probs of shape {tuple(targets.shape[1:])} do not match the student's "
+            f"anchors {tuple(student_logits.shape[1:])}: the two views must share their "
+            "geometry"
+        )
     return targets

@@ -2,6 +2,7 @@
 2020), Table 1 row 5: a soft-target focal loss of the student on MixUp of the images and their
 sharpened teacher targets (:func:`oxnet.modeling.baselines.mixup`,
 :func:`oxnet.modeling.baselines.soft_target_focal_loss`)."""
+
 import numpy as np
 import torch
 
@@ -20,8 +21,9 @@ class FocalMixLoss(UnsupLoss):
         from oxnet.modeling.meta_arch import current_iteration
 
         f = self.cfg.OXNET.FOCALMIX
-        targets = baselines.sharpen(teacher_targets(inputs, student_logits, student_logits.device),
-                                    f.TEMPERATURE)
+        targets = baselines.sharpen(
+            teacher_targets(inputs, student_logits, student_logits.device), f.TEMPERATURE
+        )
         rng = np.random.default_rng(current_iteration() + 7919)  # a function of the iteration: resumable
         lam = float(rng.beta(f.MIXUP_ALPHA, f.MIXUP_ALPHA))
         lam = max(lam, 1.0 - lam)

@@ -1,6 +1,7 @@
 """Mean Teacher (Tarvainen & Valpola, NeurIPS 2017), Table 1 row 3: the squared difference between
 the student's class probabilities and the EMA teacher's on the weak view
 (:func:`oxnet.modeling.baselines.mean_teacher_consistency`)."""
+
 from oxnet.modeling import baselines
 
 from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, teacher_targets

@@ -1,6 +1,7 @@
 """Pi model (Laine & Aila, "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017), Table 1
 row 2: the squared difference between the class probabilities of two stochastic views of an image,
 both through the student (:func:`oxnet.modeling.baselines.pi_consistency`)."""
+
 from oxnet.modeling import baselines
 
 from .base import UNSUP_LOSS_REGISTRY, UnsupLoss

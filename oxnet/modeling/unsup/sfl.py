@@ -12,6 +12,7 @@ their teacher box (RetinaNet's box loss, ``loss_sfl_box``). Both terms are divid
 number of positive anchors and averaged over the images. Unlabeled images have no labels to filter
 with: ``OXNET.SFL.UNLABELED`` "dense" gives them the dense form, "skip" leaves them out.
 """
+
 import torch
 from detectron2.structures import Boxes, pairwise_iou
 from fvcore.nn import giou_loss, smooth_l1_loss
@@ -34,8 +35,19 @@ def filter_teacher_boxes(boxes, classes, labels):
     return boxes[keep], classes[keep]
 
 
-def filtered_sfl_image(student_logits, student_deltas, teacher_probs, boxes, anchors, box2box_transform,
-                       alpha=0.9, eps=0.05, gamma=2.0, box_loss="smooth_l1", smooth_l1_beta=0.1):
+def filtered_sfl_image(
+    student_logits,
+    student_deltas,
+    teacher_probs,
+    boxes,
+    anchors,
+    box2box_transform,
+    alpha=0.9,
+    eps=0.05,
+    gamma=2.0,
+    box_loss="smooth_l1",
+    smooth_l1_beta=0.1,
+):
     """The authors' consistency loss on one image against the kept teacher boxes.
 
     Args:
@@ -109,15 +121,28 @@ class SoftFocalLoss(UnsupLoss):
                     counted += 1
                 continue
             counted += 1
-            boxes, _ = filter_teacher_boxes(x["teacher_boxes"].to(student_logits.device),
-                                            x["teacher_classes"].to(student_logits.device), x["image_labels"])
+            boxes, _ = filter_teacher_boxes(
+                x["teacher_boxes"].to(student_logits.device),
+                x["teacher_classes"].to(student_logits.device),
+                x["image_labels"],
+            )
             if len(boxes) == 0:
                 continue  # no teacher box of a labelled class: no loss for this image
             if anchor_boxes is None:
                 anchor_boxes = anchors()
-            cls, reg, _ = filtered_sfl_image(student_logits[j], student_deltas[j], targets[j], boxes,
-                                             anchor_boxes, model.box2box_transform, self.alpha, self.eps,
-                                             self.gamma, model.box_reg_loss_type, model.smooth_l1_beta)
+            cls, reg, _ = filtered_sfl_image(
+                student_logits[j],
+                student_deltas[j],
+                targets[j],
+                boxes,
+                anchor_boxes,
+                model.box2box_transform,
+                self.alpha,
+                self.eps,
+                self.gamma,
+                model.box_reg_loss_type,
+                model.smooth_l1_beta,
+            )
             cls_total, box_total = cls_total + cls, box_total + reg
         n = max(counted, 1)
         return {"loss_sfl": self.weight * cls_total / n, "loss_sfl_box": self.weight * box_total / n}

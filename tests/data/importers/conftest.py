@@ -7,5 +7,6 @@ def nih_public(shared_data):
     from oxnet.data.importers import load_nih
 
     d = shared_data / "public-annotations" / "nih-cxr14"
-    return load_nih(d / "Data_Entry_2017_v2020.csv.gz", d / "BBox_List_2017.csv.gz",
-                    allow_missing_images=True)
+    return load_nih(
+        d / "Data_Entry_2017_v2020.csv.gz", d / "BBox_List_2017.csv.gz", allow_missing_images=True
+    )

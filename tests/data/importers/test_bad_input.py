@@ -1,20 +1,34 @@
 """Bad input: a clear ImportDataError naming the file, the row and the problem; nothing dropped silently."""
+
 import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from oxnet.data.importers import (ImportDataError, apply_class_map, load_chestx_det, load_class_map,
-                                  load_coco, load_labels_csv, load_nih, load_rsna, load_vindr)
+from oxnet.data.importers import (
+    ImportDataError,
+    apply_class_map,
+    load_chestx_det,
+    load_class_map,
+    load_coco,
+    load_labels_csv,
+    load_nih,
+    load_rsna,
+    load_vindr,
+)
 
 DATASETS = pathlib.Path(__file__).resolve().parents[3] / "datasets"
 
-DE_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-             "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
-DE_ROWS = ["a.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143\n",
-           "b.png,No Finding,0,2,58,M,AP,2500,2048,0.143,0.143\n",
-           "c.png,Effusion|Mass,0,2,58,M,AP,2500,2048,0.143,0.143\n"]
+DE_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+)
+DE_ROWS = [
+    "a.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143\n",
+    "b.png,No Finding,0,2,58,M,AP,2500,2048,0.143,0.143\n",
+    "c.png,Effusion|Mass,0,2,58,M,AP,2500,2048,0.143,0.143\n",
+]
 BB_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\r\n"
 BB_ROWS = ["a.png,Cardiomegaly,300.5,400.25,450,380\r\n", "c.png,Infiltrate,10,20,30,40\r\n"]
 
@@ -54,18 +68,27 @@ def test_odd_header_missing_column(tmp_path):
         _nih(tmp_path, de_header=DE_HEADER.replace("Patient ID", "Patient"))
 
 
-@pytest.mark.parametrize("row,problem", [
-    ("d.png,Nodule,0,3,40,F,PA,2500\n", "expected 11 fields as in the header, got 8"),
-    ("d.png,Nodule,0,3,40,F,PA,2500,2048,0.1,0.1,7\n", "extra values"),
-    ('d.png,"Nodule,0,3,40,F,PA,2500,2048,0.1,0.1\n', "expected 11 fields|malformed CSV"),
-])
+@pytest.mark.parametrize(
+    "row,problem",
+    [
+        ("d.png,Nodule,0,3,40,F,PA,2500\n", "expected 11 fields as in the header, got 8"),
+        ("d.png,Nodule,0,3,40,F,PA,2500,2048,0.1,0.1,7\n", "extra values"),
+        ('d.png,"Nodule,0,3,40,F,PA,2500,2048,0.1,0.1\n', "expected 11 fields|malformed CSV"),
+    ],
+)
 def test_malformed_rows(tmp_path, row, problem):
     with _raises("Data_Entry.csv", 5, problem):
         _nih(tmp_path, de_rows=DE_ROWS + [row])
 
 
-@pytest.mark.parametrize("size,problem", [("abc,2048", "must be a number, got 'abc'"),
-                                          ("-2500,2048", "must be positive"), ("2500,0", "must be positive")])
+@pytest.mark.parametrize(
+    "size,problem",
+    [
+        ("abc,2048", "must be a number, got 'abc'"),
+        ("-2500,2048", "must be positive"),
+        ("2500,0", "must be positive"),
+    ],
+)
 def test_bad_sizes(tmp_path, size, problem):
     rows = DE_ROWS[:2] + [f"c.png,Effusion,0,2,58,M,AP,{size},0.143,0.143\n"]
     with _raises("Data_Entry.csv", 4, problem):
@@ -98,8 +121,9 @@ def test_unknown_class_strict(tmp_path):
     strict = r"BBox_List.csv, row 3: 1 classes are not in the class map .*nih.yaml \(strict mode\): "
     strict += r"'Infiltration' \(1 boxes"
     with pytest.raises(ImportDataError, match=strict):
-        apply_class_map(coco, class_map, unmapped="error", class_rows=report["class_rows"],
-                        absent_sources="ignore")
+        apply_class_map(
+            coco, class_map, unmapped="error", class_rows=report["class_rows"], absent_sources="ignore"
+        )
     out, rules = apply_class_map(coco, class_map, unmapped="drop", absent_sources="ignore")
     dropped = {r["source"]: r["boxes"] for r in rules if r["rule"] == "drop-unmapped"}
     assert dropped == {"Infiltration": 1} and len(out["annotations"]) == 1
@@ -116,12 +140,15 @@ def test_missing_images_listed(tmp_path):
 VINDR_HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
 
 
-@pytest.mark.parametrize("row,problem", [
-    ("i1,No finding,14,R1,1,2,3,4\n", "must not have a box"),
-    ("i1,Nodule/Mass,8,R1,,,,\n", "needs a box"),
-    ("i1,Nodule/Mass,8,R1,10,10,5,20\n", "non-positive width or height"),
-    ("i1,Nodule/Mass,9,R1,10,10,50,20\n", "several class_id values"),
-])
+@pytest.mark.parametrize(
+    "row,problem",
+    [
+        ("i1,No finding,14,R1,1,2,3,4\n", "must not have a box"),
+        ("i1,Nodule/Mass,8,R1,,,,\n", "needs a box"),
+        ("i1,Nodule/Mass,8,R1,10,10,5,20\n", "non-positive width or height"),
+        ("i1,Nodule/Mass,9,R1,10,10,50,20\n", "several class_id values"),
+    ],
+)
 def test_vindr_bad_rows(tmp_path, row, problem):
     f = _write(tmp_path / "train.csv", VINDR_HEADER + "i0,Nodule/Mass,8,R2,1,2,30,40\n" + row)
     with pytest.raises(ImportDataError, match=rf"train.csv, row \d: .*{problem}"):
@@ -161,12 +188,15 @@ def test_rsna_dicom_sizes_and_truncated_dicom(tmp_path):
         load_rsna(f, images=images)
 
 
-@pytest.mark.parametrize("rows,line,problem", [
-    ("p1,,,,,0\np1,1,2,3,4,1\n", 3, "both Target 0 and Target 1"),
-    ("p1,,,,,0\np1,,,,,0\n", 3, "duplicate row"),
-    ("p1,,,,,2\n", 2, "must be 0 or 1"),
-    ("p1,1000,2,100,4,1\n", 2, "outside the 1024x1024 image"),
-])
+@pytest.mark.parametrize(
+    "rows,line,problem",
+    [
+        ("p1,,,,,0\np1,1,2,3,4,1\n", 3, "both Target 0 and Target 1"),
+        ("p1,,,,,0\np1,,,,,0\n", 3, "duplicate row"),
+        ("p1,,,,,2\n", 2, "must be 0 or 1"),
+        ("p1,1000,2,100,4,1\n", 2, "outside the 1024x1024 image"),
+    ],
+)
 def test_rsna_bad_rows(tmp_path, rows, line, problem):
     f = _write(tmp_path / "labels.csv", "patientId,x,y,width,height,Target\n" + rows)
     with _raises("labels.csv", line, problem):
@@ -175,8 +205,14 @@ def test_rsna_bad_rows(tmp_path, rows, line, problem):
 
 def test_chestx_det_bad_entries(tmp_path):
     f = tmp_path / "train.json"
-    f.write_text(json.dumps([{"file_name": "a.png", "syms": ["Mass"], "boxes": [[1, 2, 30, 40]]},
-                             {"file_name": "a.png", "syms": [], "boxes": []}]))
+    f.write_text(
+        json.dumps(
+            [
+                {"file_name": "a.png", "syms": ["Mass"], "boxes": [[1, 2, 30, 40]]},
+                {"file_name": "a.png", "syms": [], "boxes": []},
+            ]
+        )
+    )
     with pytest.raises(ImportDataError, match=r"train.json, entry 2: duplicate image 'a.png'"):
         load_chestx_det(f, allow_missing_images=True)
     f.write_text(json.dumps([{"file_name": "a.png", "syms": ["Mass"], "boxes": [[1, 2, 3000, 40]]}]))
@@ -188,16 +224,22 @@ def test_chestx_det_bad_entries(tmp_path):
 
 
 def test_coco_bad_entries(tmp_path):
-    base = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]}],
-            "categories": [{"id": 1, "name": "TB"}]}
+    base = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]}],
+        "categories": [{"id": 1, "name": "TB"}],
+    }
     f = tmp_path / "c.json"
     for change, problem in [
-        (lambda d: d["images"].append(dict(d["images"][0], file_name="b.png")),
-         r"images\[1\]: duplicate image id 1"),
+        (
+            lambda d: d["images"].append(dict(d["images"][0], file_name="b.png")),
+            r"images\[1\]: duplicate image id 1",
+        ),
         (lambda d: d["images"][0].update(width=-5), r"images\[0\]: image size must be positive"),
-        (lambda d: d["annotations"][0].update(bbox=[95, 2, 10, 10]),
-         r"annotations\[0\]: .*outside the 100x80"),
+        (
+            lambda d: d["annotations"][0].update(bbox=[95, 2, 10, 10]),
+            r"annotations\[0\]: .*outside the 100x80",
+        ),
         (lambda d: d["annotations"][0].update(category_id=7), r"annotations\[0\]: 'category_id' 7"),
     ]:
         d = json.loads(json.dumps(base))
@@ -213,13 +255,18 @@ def test_coco_bad_entries(tmp_path):
 
 def test_labels_csv_values(tmp_path):
     header = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Cardiomegaly,Pneumonia\n"
-    f = _write(tmp_path / "train.csv", header
-               + "train/patient00001/study1/view1_frontal.jpg,F,68,Frontal,AP,1.0,,\n"
-               + "train/patient00002/study1/view1_frontal.jpg,M,50,Frontal,PA,,1.0,-1.0\n"
-               + "train/patient00002/study1/view2_lateral.jpg,M,50,Lateral,,,0.0,\n")
+    f = _write(
+        tmp_path / "train.csv",
+        header
+        + "train/patient00001/study1/view1_frontal.jpg,F,68,Frontal,AP,1.0,,\n"
+        + "train/patient00002/study1/view1_frontal.jpg,M,50,Frontal,PA,,1.0,-1.0\n"
+        + "train/patient00002/study1/view2_lateral.jpg,M,50,Lateral,,,0.0,\n",
+    )
     coco, report = load_labels_csv(f, allow_missing_images=True, frontal_only=True)
-    assert [img["image_labels"] for img in coco["images"]] == [{"Cardiomegaly": 0, "Pneumonia": 0},
-                                                               {"Cardiomegaly": 1, "Pneumonia": -1}]
+    assert [img["image_labels"] for img in coco["images"]] == [
+        {"Cardiomegaly": 0, "Pneumonia": 0},
+        {"Cardiomegaly": 1, "Pneumonia": -1},
+    ]
     assert [img["patient_id"] for img in coco["images"]] == ["patient00001", "patient00002"]
     assert report["dropped_not_frontal"] == 1
     _write(f, header + "train/patient00001/study1/view1_frontal.jpg,F,68,Frontal,AP,,2,\n")

@@ -1,4 +1,5 @@
 """The prepared image cache: contents, original sizes, resuming, and use from worker processes."""
+
 import pathlib
 import pickle
 
@@ -9,8 +10,8 @@ from oxnet.data import cache as cache_module
 from oxnet.data.cache import ImageCache, build_cache, decode_resized
 from oxnet.data.io import ImageReadError, write_dicom, write_png
 
-
 DATASETS = pathlib.Path(__file__).resolve().parents[3] / "datasets"
+
 
 @pytest.fixture
 def images(tmp_path):
@@ -74,11 +75,20 @@ def test_workers_and_json_input(shared_data, tmp_path):
 
     src = json.loads((shared_data / "tbx11k-tb500" / "annotations.json").read_text())
     images = src["images"][:8]
-    coco = {"images": [dict(img, supervision="unlabeled") for img in images], "annotations": [],
-            "categories": src["categories"]}
+    coco = {
+        "images": [dict(img, supervision="unlabeled") for img in images],
+        "annotations": [],
+        "categories": src["categories"],
+    }
     write_omni_coco(tmp_path / "tb8.json", coco)
-    cache = build_cache(tmp_path / "tb8.json", tmp_path / "tb8", size=64, workers=2,
-                        image_root=shared_data / "tbx11k-tb500" / "images", progress=False)
+    cache = build_cache(
+        tmp_path / "tb8.json",
+        tmp_path / "tb8",
+        size=64,
+        workers=2,
+        image_root=shared_data / "tbx11k-tb500" / "images",
+        progress=False,
+    )
     for img in images:
         path = shared_data / "tbx11k-tb500" / "images" / img["file_name"]
         assert np.array_equal(cache.read(path)[:, :, 1], decode_resized(str(path), 64)[0])
@@ -90,13 +100,25 @@ def test_prepare_cache_script(images, tmp_path):
 
     from oxnet.data.format import write_omni_coco
 
-    coco = {"images": [{"id": i + 1, "file_name": d["file_name"].rsplit("/", 1)[1], "width": 1, "height": 1,
-                        "supervision": "unlabeled"} for i, d in enumerate(images)],
-            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    coco = {
+        "images": [
+            {
+                "id": i + 1,
+                "file_name": d["file_name"].rsplit("/", 1)[1],
+                "width": 1,
+                "height": 1,
+                "supervision": "unlabeled",
+            }
+            for i, d in enumerate(images)
+        ],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "x"}],
+    }
     write_omni_coco(tmp_path / "set.json", coco)
     spec = importlib.util.spec_from_file_location("prepare_cache_script", f"{DATASETS}/prepare_cache.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    cache = script.main(["--json", str(tmp_path / "set.json"), "--out", str(tmp_path / "cache" / "s24"),
-                         "--size", "24"])
+    cache = script.main(
+        ["--json", str(tmp_path / "set.json"), "--out", str(tmp_path / "cache" / "s24"), "--size", "24"]
+    )
     assert len(cache) == 4 and cache.read(tmp_path / "img1.png").shape == (24, 24, 3)

@@ -1,4 +1,5 @@
 """Class maps naming source classes the input does not have: an error by default, accepted on request."""
+
 import importlib.util
 import pathlib
 
@@ -9,10 +10,12 @@ from oxnet.data.importers.cli import run
 
 DATASETS = pathlib.Path(__file__).resolve().parents[3] / "datasets"
 
-DATA_ENTRY = ("Image Index,Finding Labels,Follow-up #,Patient ID\n"
-              "a.png,Cardiomegaly,0,1\n"
-              "b.png,No Finding,0,2\n"
-              "c.png,Effusion|Mass,0,3\n")
+DATA_ENTRY = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID\n"
+    "a.png,Cardiomegaly,0,1\n"
+    "b.png,No Finding,0,2\n"
+    "c.png,Effusion|Mass,0,3\n"
+)
 
 
 @pytest.fixture
@@ -30,13 +33,16 @@ def _class_map(tmp_path, text):
 
 def test_misspelled_source_is_an_error(tmp_path, nih):
     coco, _ = nih
-    class_map = _class_map(tmp_path, "targets: paper\nmap:\n  Effusion: pleural effusion\n"
-                                     "  Cardiomegally: cardiomegaly\ndrop: [Mass]\n")
+    class_map = _class_map(
+        tmp_path,
+        "targets: paper\nmap:\n  Effusion: pleural effusion\n  Cardiomegally: cardiomegaly\ndrop: [Mass]\n",
+    )
     with pytest.raises(ImportDataError) as info:
         apply_class_map(coco, class_map)
     message = str(info.value)
-    assert message.startswith(f"{tmp_path / 'map.yaml'}, row 4: 1 source classes of the class map are "
-                              "not in the data")
+    assert message.startswith(
+        f"{tmp_path / 'map.yaml'}, row 4: 1 source classes of the class map are not in the data"
+    )
     assert "'Cardiomegally' (map, line 4), did you mean 'Cardiomegaly'?" in message
     assert "The data has the classes ['Cardiomegaly', 'Effusion', 'Mass']" in message
     assert "--allow-absent-classes" in message
@@ -52,12 +58,19 @@ def test_unknown_drop_entries_are_listed_too(tmp_path, nih):
 
 def test_absent_sources_ignored_on_request(tmp_path, nih):
     coco, _ = nih
-    class_map = _class_map(tmp_path, "targets: paper\nmap:\n  Cardiomegaly: cardiomegaly\n"
-                                     "  Pneumothorax: pneumothorax\n")
+    class_map = _class_map(
+        tmp_path, "targets: paper\nmap:\n  Cardiomegaly: cardiomegaly\n  Pneumothorax: pneumothorax\n"
+    )
     out, report = apply_class_map(coco, class_map, absent_sources="ignore")
     rows = {r["source"]: r for r in report}
-    assert rows["Pneumothorax"] == {"source": "Pneumothorax", "target": "pneumothorax", "rule": "absent",
-                                    "boxes": 0, "labels": 0, "positive_labels": 0}
+    assert rows["Pneumothorax"] == {
+        "source": "Pneumothorax",
+        "target": "pneumothorax",
+        "rule": "absent",
+        "boxes": 0,
+        "labels": 0,
+        "positive_labels": 0,
+    }
     assert rows["Cardiomegaly"]["rule"] == "rename"
     assert sum(img["image_labels"].get("cardiomegaly") == 1 for img in out["images"]) == 1
     with pytest.raises(ValueError, match="absent_sources must be one of"):

@@ -2,6 +2,7 @@
 either import into a valid OXnet-COCO dict or raise ImportDataError naming the input file; never a bare
 KeyError/TypeError/..., a hang or a huge allocation. ``make fuzz`` runs many more examples.
 """
+
 import csv
 import io
 import json
@@ -12,17 +13,62 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from oxnet.data.format import validate_omni_coco
-from oxnet.data.importers import (ImportDataError, load_chestx_det, load_coco, load_labels_csv, load_nih,
-                                  load_rsna, load_vindr)
+from oxnet.data.importers import (
+    ImportDataError,
+    load_chestx_det,
+    load_coco,
+    load_labels_csv,
+    load_nih,
+    load_rsna,
+    load_vindr,
+)
 from oxnet.utils.fuzzing import byte_mutations, csv_mutations, fuzz_settings, guarded, json_mutations
 
 NIH_ENTRY = [
-    ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-     "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]", ""],
+    [
+        "Image Index",
+        "Finding Labels",
+        "Follow-up #",
+        "Patient ID",
+        "Patient Age",
+        "Patient Gender",
+        "View Position",
+        "OriginalImage[Width",
+        "Height]",
+        "OriginalImagePixelSpacing[x",
+        "y]",
+        "",
+    ],
     ["00000001_000.png", "Cardiomegaly", "0", "1", "58", "M", "PA", "2682", "2749", "0.143", "0.143", ""],
-    ["00000001_001.png", "Cardiomegaly|Emphysema", "1", "1", "58", "M", "PA", "2894", "2729", "0.143", "0.143", ""],
+    [
+        "00000001_001.png",
+        "Cardiomegaly|Emphysema",
+        "1",
+        "1",
+        "58",
+        "M",
+        "PA",
+        "2894",
+        "2729",
+        "0.143",
+        "0.143",
+        "",
+    ],
     ["00000002_000.png", "No Finding", "0", "2", "81", "M", "AP", "2500", "2048", "0.171", "0.171", ""],
-    ["00000003_000.png", "Infiltration|Nodule", "0", "3", "74", "F", "PA", "2048", "2500", "0.168", "0.168", ""],
+    [
+        "00000003_000.png",
+        "Infiltration|Nodule",
+        "0",
+        "3",
+        "74",
+        "F",
+        "PA",
+        "2048",
+        "2500",
+        "0.168",
+        "0.168",
+        "",
+    ],
 ]
 NIH_BBOX = [
     ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]", "", "", ""],
@@ -47,30 +93,75 @@ RSNA = [
     ["p3", "", "", "", "", "0"],
 ]
 LABELS = [
-    ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Cardiomegaly", "Edema",
-     "Pleural Effusion"],
-    ["CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg", "Female", "68", "Frontal", "AP", "1.0",
-     "", "", "0.0"],
-    ["CheXpert-v1.0/train/patient00002/study2/view1_frontal.jpg", "Female", "87", "Frontal", "AP", "",
-     "-1.0", "1.0", ""],
-    ["CheXpert-v1.0/train/patient00002/study2/view2_lateral.jpg", "Female", "87", "Lateral", "", "", "1",
-     "", "-1"],
+    [
+        "Path",
+        "Sex",
+        "Age",
+        "Frontal/Lateral",
+        "AP/PA",
+        "No Finding",
+        "Cardiomegaly",
+        "Edema",
+        "Pleural Effusion",
+    ],
+    [
+        "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg",
+        "Female",
+        "68",
+        "Frontal",
+        "AP",
+        "1.0",
+        "",
+        "",
+        "0.0",
+    ],
+    [
+        "CheXpert-v1.0/train/patient00002/study2/view1_frontal.jpg",
+        "Female",
+        "87",
+        "Frontal",
+        "AP",
+        "",
+        "-1.0",
+        "1.0",
+        "",
+    ],
+    [
+        "CheXpert-v1.0/train/patient00002/study2/view2_lateral.jpg",
+        "Female",
+        "87",
+        "Lateral",
+        "",
+        "",
+        "1",
+        "",
+        "-1",
+    ],
 ]
 CHESTX_DET = [
-    {"file_name": "36204.png", "syms": ["Effusion", "Nodule"],
-     "boxes": [[100, 120, 300, 400], [500, 500, 540, 530]]},
+    {
+        "file_name": "36204.png",
+        "syms": ["Effusion", "Nodule"],
+        "boxes": [[100, 120, 300, 400], [500, 500, 540, 530]],
+    },
     {"file_name": "36205.png", "syms": [], "boxes": []},
     {"file_name": "36206.png", "syms": ["Effusion"], "boxes": [[10.5, 20, 200, 220.25]]},
 ]
 COCO = {
     "info": {"description": "toy"},
-    "images": [{"id": 10, "file_name": "a.png", "width": 512, "height": 512, "patient_id": "p1"},
-               {"id": 11, "file_name": "b.png", "width": 400, "height": 300},
-               {"id": 12, "file_name": "c.png", "width": 512, "height": 512}],
-    "annotations": [{"id": 1, "image_id": 10, "category_id": 1, "bbox": [10, 10, 100, 50], "area": 5000,
-                     "iscrowd": 0},
-                    {"id": 2, "image_id": 11, "category_id": 2, "bbox": [0, 0, 400, 300], "iscrowd": 0}],
-    "categories": [{"id": 1, "name": "ActiveTuberculosis"}, {"id": 2, "name": "ObsoletePulmonaryTuberculosis"}],
+    "images": [
+        {"id": 10, "file_name": "a.png", "width": 512, "height": 512, "patient_id": "p1"},
+        {"id": 11, "file_name": "b.png", "width": 400, "height": 300},
+        {"id": 12, "file_name": "c.png", "width": 512, "height": 512},
+    ],
+    "annotations": [
+        {"id": 1, "image_id": 10, "category_id": 1, "bbox": [10, 10, 100, 50], "area": 5000, "iscrowd": 0},
+        {"id": 2, "image_id": 11, "category_id": 2, "bbox": [0, 0, 400, 300], "iscrowd": 0},
+    ],
+    "categories": [
+        {"id": 1, "name": "ActiveTuberculosis"},
+        {"id": 2, "name": "ObsoletePulmonaryTuberculosis"},
+    ],
 }
 
 
@@ -126,8 +217,9 @@ def test_the_seed_inputs_import(work):
     assert (len(coco["images"]), len(coco["annotations"])) == (3, 3)
     (work / "s.json").write_text(json.dumps(COCO))
     for sup in ("full", "weak"):
-        coco = check_import(lambda: load_coco(work / "s.json", allow_missing_images=True, supervision=sup),
-                            [], "o")
+        coco = check_import(
+            lambda: load_coco(work / "s.json", allow_missing_images=True, supervision=sup), [], "o"
+        )
         assert len(coco["images"]) == 3 and len(coco["annotations"]) == (2 if sup == "full" else 0)
 
 
@@ -144,8 +236,15 @@ def test_fuzzed_nih(which, data, work):
 @given(data=csv_inputs(VINDR))
 @example(data=csv_bytes(VINDR[:1] + [["img9", "Nodule/Mass", "8", "R2", "-50", "-60", "-10", "-20"]]))
 @example(data=csv_bytes(VINDR[:1]))  # a header without rows
-@example(data=csv_bytes(VINDR[:2] + [["img1", "\x00rtic", "0", "R8", "1", "1", "9", "9"],
-                                     ["img1", "\x00ortic", "0", "R7", "1", "1", "9", "9"]]))  # NULs
+@example(
+    data=csv_bytes(
+        VINDR[:2]
+        + [
+            ["img1", "\x00rtic", "0", "R8", "1", "1", "9", "9"],
+            ["img1", "\x00ortic", "0", "R7", "1", "1", "9", "9"],
+        ]
+    )
+)  # NULs
 def test_fuzzed_vindr(data, work):
     path = work / "vindr.csv"
     path.write_bytes(data)
@@ -181,14 +280,21 @@ def test_fuzzed_chestx_det(data, work):
 
 @fuzz_settings(120)
 @given(data=json_inputs(COCO), supervision=st.sampled_from(["full", "weak", "unlabeled"]))
-@example(data=json.dumps({**COCO, "annotations": [dict(COCO["annotations"][0], image_id=[10])]}).encode(),
-         supervision="full")
-@example(data=json.dumps({**COCO, "annotations": [dict(COCO["annotations"][0], iscrowd="x")]}).encode(),
-         supervision="full")
-@example(data=json.dumps({**COCO, "images": [dict(COCO["images"][0], image_labels={"x": 5})]}).encode(),
-         supervision="full")
+@example(
+    data=json.dumps({**COCO, "annotations": [dict(COCO["annotations"][0], image_id=[10])]}).encode(),
+    supervision="full",
+)
+@example(
+    data=json.dumps({**COCO, "annotations": [dict(COCO["annotations"][0], iscrowd="x")]}).encode(),
+    supervision="full",
+)
+@example(
+    data=json.dumps({**COCO, "images": [dict(COCO["images"][0], image_labels={"x": 5})]}).encode(),
+    supervision="full",
+)
 def test_fuzzed_coco(data, supervision, work):
     path = work / "coco.json"
     path.write_bytes(data)
-    check_import(lambda: load_coco(path, allow_missing_images=True, supervision=supervision), [path],
-                 work / "out.json")
+    check_import(
+        lambda: load_coco(path, allow_missing_images=True, supervision=supervision), [path], work / "out.json"
+    )

@@ -1,4 +1,5 @@
 """Real images: the NIH sample and TBX11K-TB500 import through the CLI, register and load in detectron2."""
+
 import json
 import pathlib
 
@@ -6,9 +7,8 @@ import pytest
 
 from oxnet.data import register_omni_coco
 
-
-
 DATASETS = pathlib.Path(__file__).resolve().parents[3] / "datasets"
+
 
 def _run(script, argv):
     import importlib.util
@@ -23,9 +23,21 @@ def _run(script, argv):
 def nih_sample(shared_data, tmp_path_factory):
     d = shared_data / "nih-cxr14-sample"
     out = tmp_path_factory.mktemp("nih") / "nih_sample.json"
-    _run("prepare_nih", ["--data-entry", d / "Data_Entry_2017_v2020.csv", "--bbox", d / "BBox_List_2017.csv",
-                         "--images", d / "images", "--class-map", DATASETS / "class_maps" / "nih.yaml",
-                         "--out", out])
+    _run(
+        "prepare_nih",
+        [
+            "--data-entry",
+            d / "Data_Entry_2017_v2020.csv",
+            "--bbox",
+            d / "BBox_List_2017.csv",
+            "--images",
+            d / "images",
+            "--class-map",
+            DATASETS / "class_maps" / "nih.yaml",
+            "--out",
+            out,
+        ],
+    )
     return out, d / "images"
 
 
@@ -41,8 +53,17 @@ def test_nih_sample_registers(nih_sample):
     assert len(full) == 12 and sum(len(d["annotations"]) for d in full) == 12
     assert all(d["supervision"] == "weak" and d["image_labels"] for d in dicts if d not in full)
     assert all((d["height"], d["width"]) == (1024, 1024) for d in dicts)
-    assert meta.thing_classes[:9] == ["aortic calcification", "cardiomegaly", "fracture", "mass", "nodule",
-                                      "pleural effusion", "pneumonia", "pneumothorax", "tuberculosis"]
+    assert meta.thing_classes[:9] == [
+        "aortic calcification",
+        "cardiomegaly",
+        "fracture",
+        "mass",
+        "nodule",
+        "pleural effusion",
+        "pneumonia",
+        "pneumothorax",
+        "tuberculosis",
+    ]
     effusion = meta.thing_classes.index("pleural effusion")
     coco = json.loads(json_file.read_text())
     n_effusion = sum(img["image_labels"].get("pleural effusion") == 1 for img in coco["images"])
@@ -55,10 +76,23 @@ def test_tbx500_registers(shared_data, tmp_path, supervision):
 
     d = shared_data / "tbx11k-tb500"
     out = tmp_path / f"tbx_{supervision}.json"
-    _run("prepare_coco", ["--json", d / "annotations.json", "--images", d / "images",
-                          "--supervision", supervision, "--drop-unmapped", "--out", out,
-                          "--class-map", DATASETS / "class_maps" / "tbx11k.yaml",
-                          "--allow-absent-classes"])  # the sample lacks TBX11K's PulmonaryTuberculosis
+    _run(
+        "prepare_coco",
+        [
+            "--json",
+            d / "annotations.json",
+            "--images",
+            d / "images",
+            "--supervision",
+            supervision,
+            "--drop-unmapped",
+            "--out",
+            out,
+            "--class-map",
+            DATASETS / "class_maps" / "tbx11k.yaml",
+            "--allow-absent-classes",
+        ],
+    )  # the sample lacks TBX11K's PulmonaryTuberculosis
     name = f"test_importers_tbx500_{supervision}"
     register_omni_coco(name, out, d / "images")
     dicts = DatasetCatalog.get(name)

@@ -1,12 +1,19 @@
 """The importers on the complete public label files (no images): counts against the published figures."""
+
 import json
 import pathlib
 from collections import Counter
 
 import pytest
 
-from oxnet.data.importers import (apply_class_map, load_chestx_det, load_class_map, load_rsna,
-                                  load_vindr, write_output)
+from oxnet.data.importers import (
+    apply_class_map,
+    load_chestx_det,
+    load_class_map,
+    load_rsna,
+    load_vindr,
+    write_output,
+)
 
 DATASETS = pathlib.Path(__file__).resolve().parents[3] / "datasets"
 
@@ -35,8 +42,9 @@ def test_nih_data_entry(nih):
     assert len({img["patient_id"] for img in images}) == 30_805
     negatives = [img for img in images if not any(v == 1 for v in img["image_labels"].values())]
     assert len(negatives) == 60_361
-    assert all(set(img["image_labels"].values()) == {0} and len(img["image_labels"]) == 14
-               for img in negatives)
+    assert all(
+        set(img["image_labels"].values()) == {0} and len(img["image_labels"]) == 14 for img in negatives
+    )
     assert Counter(img["view"] for img in images).keys() == {"PA", "AP"}
 
 

@@ -1,4 +1,5 @@
 """Patient splits and omni-supervised settings on the complete NIH label file."""
+
 import pathlib
 from collections import Counter
 
@@ -8,8 +9,8 @@ from oxnet.data.importers import ImportDataError, apply_class_map, load_class_ma
 from oxnet.data.omni import TABLE2_SETTINGS, make_omni, table2_settings
 from oxnet.data.split import image_classes, split_by_patient
 
-
 DATASETS = pathlib.Path(__file__).resolve().parents[3] / "datasets"
+
 
 @pytest.fixture(scope="module")
 def nih(nih_public):
@@ -122,14 +123,29 @@ def test_split_script(nih, tmp_path):
     from oxnet.data.format import write_omni_coco
 
     keep = {img["id"] for img in nih["images"][:3000]}
-    small = dict(nih, images=nih["images"][:3000],
-                 annotations=[a for a in nih["annotations"] if a["image_id"] in keep])
+    small = dict(
+        nih, images=nih["images"][:3000], annotations=[a for a in nih["annotations"] if a["image_id"] in keep]
+    )
     write_omni_coco(tmp_path / "nih.json", small)
     spec = importlib.util.spec_from_file_location("split_script", f"{DATASETS}/split.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    script.main(["--json", str(tmp_path / "nih.json"), "--out-dir", str(tmp_path / "s"),
-                 "--fractions", "0.8", "0.2", "--names", "train", "test", "--seed", "5"])
+    script.main(
+        [
+            "--json",
+            str(tmp_path / "nih.json"),
+            "--out-dir",
+            str(tmp_path / "s"),
+            "--fractions",
+            "0.8",
+            "0.2",
+            "--names",
+            "train",
+            "test",
+            "--seed",
+            "5",
+        ]
+    )
     parts = [json.loads((tmp_path / "s" / f"nih_{n}.json").read_text()) for n in ("train", "test")]
     assert sum(len(p["images"]) for p in parts) == 3000
     assert not {i["patient_id"] for i in parts[0]["images"]} & {i["patient_id"] for i in parts[1]["images"]}
