@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.oxnet-installed
 DEMO_OUT ?= output/demo
 
-.PHONY: demo test install clean-venv bench fuzz
+.PHONY: demo test lint format install clean-venv bench fuzz
 
 install: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/constraints.txt tools/install_detectron2.py setup.cfg setup.py
+$(STAMP): requirements/base.txt requirements/constraints.txt tools/install_detectron2.py setup.cfg setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements/base.txt -c requirements/constraints.txt
 	$(PY) tools/install_detectron2.py
@@ -20,8 +20,18 @@ $(STAMP): requirements/base.txt requirements/constraints.txt tools/install_detec
 demo: $(STAMP)
 	$(PY) tools/demo.py --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: lint
 	OMP_NUM_THREADS=2 $(PY) -m pytest tests
+
+# ruff's lint rules and formatting (pyproject.toml says which rules and why): any finding fails, so
+# `make test` and CI fail too. `make format` rewrites the tree and fixes what ruff can fix safely.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # The readers' fuzz tests with many random examples (`make test` runs a few derandomized ones).
 FUZZ_EXAMPLES ?= 2000

@@ -23,7 +23,7 @@ import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401
 from oxnet.config import add_oxnet_config
 from oxnet.engine.clipping import add_gradient_clipping
-from oxnet.utils.testing import REPO_ROOT
+from oxnet.testing import REPO_ROOT
 
 
 def main(argv=None):

@@ -19,7 +19,6 @@ images/s to the eager predictor. Every backend's results are compared with the e
 import argparse
 import datetime
 import glob
-import json
 import os
 import platform
 import sys
@@ -197,7 +196,8 @@ def main(argv=None):
             f"({v['boxes']} eager boxes)"
         )
     print(
-        "| backend | batch | images/s | p50 ms/batch | p99 ms/batch | images/s vs eager | per batch vs eager (median) |"
+        "| backend | batch | images/s | p50 ms/batch | p99 ms/batch | images/s vs eager "
+        "| per batch vs eager (median) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for bs in args.batch_sizes:

@@ -48,7 +48,7 @@ from oxnet.data.io import write_png
 from oxnet.data.mapper import OmniDatasetMapper
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.engine import MeanTeacherHook, OXnetTrainer
-from oxnet.utils.testing import REPO_ROOT
+from oxnet.testing import REPO_ROOT
 
 BREAKDOWN_METHODS = ("retinanet", "sfl", "daa", "daa_gpa")
 
@@ -125,7 +125,7 @@ def build_plain_retinanet(cfg):
 
 def make_inputs(cfg, n_full, n_weak, n_unlabeled, seed, folder):
     """Mapped training inputs of synthetic chest X-rays: (OXnet's batch, the same images all "full")."""
-    from oxnet.data.classes import PAPER_CLASSES
+    from oxnet.config import PAPER_CLASSES
 
     size, num_classes = cfg.OXNET.INPUT_SIZE, cfg.MODEL.RETINANET.NUM_CLASSES
     gen = SyntheticCXR(size=size, seed=seed)

@@ -2,6 +2,19 @@
 
 from detectron2.config import CfgNode as CN
 
+#: The nine thoracic diseases of the OXnet paper (Sec. 3.1), in contiguous-id order.
+PAPER_CLASSES = (
+    "aortic calcification",
+    "cardiomegaly",
+    "fracture",
+    "mass",
+    "nodule",
+    "pleural effusion",
+    "pneumonia",
+    "pneumothorax",
+    "tuberculosis",
+)
+
 #: Which components each method enables (paper Table 1).
 #: ``global_head``: "" (none), "gap" (GAP + sigmoid, the "+MT" baselines) or "daa" (Eq. 2-3);
 #: ``gpa``: global prototype alignment (Eq. 4-6); ``unsup``: the loss on images without boxes (weak
@@ -298,8 +311,6 @@ def class_names(cfg):
             )
         return names
     if num_classes == 9:
-        from oxnet.data.classes import PAPER_CLASSES
-
         return PAPER_CLASSES
     return tuple(f"class{i}" for i in range(num_classes))
 

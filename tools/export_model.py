@@ -2,7 +2,8 @@
 """Export a trained OXnet detector as TorchScript or ONNX, with its preprocessing in model.json.
 
     python tools/export_model.py --weights output/demo/model/model_final.pth --format onnx \\
-        --out output/demo/export_onnx [--config-file CFG] [--opset 17] [--check-image X.png ...] [KEY VALUE ...]
+        --out output/demo/export_onnx [--config-file CFG] [--opset 17] [--check-image X.png ...] \\
+        [KEY VALUE ...]
 
 The model's config is the ``config.yaml`` beside the weights unless ``--config-file`` names one. The
 output folder gets ``model.onnx`` or ``model.ts``, ``model.json`` (input size, pixel mean/std, class
@@ -63,8 +64,9 @@ def main(argv=None):
         kind = "weights" if isinstance(e, WeightsMismatchError) else "input"
         sys.exit(f"error ({kind}): {e}")
     copy_thresholds(os.path.dirname(os.path.abspath(args.weights)), args.out)
+    model_file = os.path.join(args.out, "model.ts" if args.format == "torchscript" else "model.onnx")
     print(
-        f"{args.format} model: {os.path.join(args.out, 'model.ts' if args.format == 'torchscript' else 'model.onnx')}"
+        f"{args.format} model: {model_file}"
         f" ({len(info['class_names'])} classes, input {info['input_size']} px, "
         f"image-level scores: {'yes' if info['has_global_head'] else 'no'})"
     )

@@ -191,7 +191,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     text = render()
     if args.check:
-        current = open(args.out, encoding="utf-8").read() if os.path.exists(args.out) else None
+        current = None
+        if os.path.exists(args.out):
+            with open(args.out, encoding="utf-8") as f:
+                current = f.read()
         if current != text:
             print(f"{args.out} is not up to date: run python tools/gen_config_docs.py", file=sys.stderr)
             return 1

@@ -34,7 +34,10 @@ import tempfile
 SDIST = "pb1-detectron2==0.6"
 SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 
-PLACEHOLDER = '''"""Placeholder for detectron2's compiled ops (installed by OXnet's tools/install_detectron2.py)."""
+PLACEHOLDER = '''"""Placeholder for detectron2's compiled ops.
+
+Installed by OXnet's tools/install_detectron2.py.
+"""
 _MESSAGE = (
     "this detectron2 was installed without compiled ops; install detectron2 from source for "
     "rotated boxes/deformable conv (https://detectron2.readthedocs.io/en/latest/tutorials/install.html)"

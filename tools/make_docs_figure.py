@@ -10,7 +10,7 @@ import os
 from PIL import Image
 
 import oxnet  # noqa: F401  (before detectron2)
-from oxnet.data.classes import PAPER_CLASSES
+from oxnet.config import PAPER_CLASSES
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.data.visualize import draw_boxes, tile_grid
 from oxnet.utils.atomic import atomic_open

@@ -23,22 +23,19 @@ import tempfile
 __all__ = ["find_chromium", "check_page", "screenshot", "screenshot_report"]
 
 _CHECK_ID = "oxnet-report-check"
-_CHECK_SCRIPT = (
-    """<script>
+_CHECK_SCRIPT = """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.map.call(document.images, function (img) {
     return {src: img.getAttribute("src"), loaded: img.complete && img.naturalWidth > 0,
             width: img.naturalWidth, height: img.naturalHeight};
   });
   var out = document.createElement("pre");
-  out.id = "%s";
+  out.id = "{check_id}";
   out.textContent = JSON.stringify({images: images, width: document.documentElement.scrollWidth,
                                     height: document.documentElement.scrollHeight});
   document.body.appendChild(out);
 });
-</script>"""
-    % _CHECK_ID
-)
+</script>""".replace("{check_id}", _CHECK_ID)
 
 
 def find_chromium():

@@ -165,7 +165,8 @@ def main(argv=None):
     except ValueError as e:
         logging.getLogger("oxnet.bench").error(str(e))
         return 2
-    print(open(path, encoding="utf-8").read())
+    with open(path, encoding="utf-8") as f:
+        print(f.read())
     print(f"written {path}")
     return 0
 

@@ -394,7 +394,7 @@ def _prepare_data(spec, out_dir):
         test = generate_split(folder, "test", n_full=n_test, size=size, seed=seed, start_index=n_train)
         image_root = os.path.join(folder, "images")
     elif kind == "toy":
-        from oxnet.utils.testing import write_toy_dataset
+        from oxnet.data.toy import write_toy_dataset
 
         n_train, n_test = int(d["n_train"]), int(d["n_test"])
         toy = read_omni_coco(

@@ -13,7 +13,7 @@ keys; missing keys take :data:`DEFAULTS`):
     (:func:`oxnet.data.split.split_by_patient`); relative paths are relative to the spec file (to the
     repository root for presets);
   - ``{"kind": "toy", "n_train", "n_test", "size", "num_classes", "seed"}``: bright squares
-    (:func:`oxnet.utils.testing.write_toy_dataset`), only to test the wiring;
+    (:func:`oxnet.data.toy.write_toy_dataset`), only to test the wiring;
   - ``{"kind": "omni", "boxes": {...}, "weak": [{...}, ...], "merge_classes" or "class_map", "seed"}``:
     real omni-supervised data, box-labeled images plus images that only ever had image labels:
 

@@ -127,7 +127,7 @@ def build_cache(dataset, out_path, size=512, workers=0, image_root=None, save_ev
     )
     last = time.monotonic()
 
-    def save():
+    def save(array):
         array.flush()
         _save_done(done_path, done)
         atomic_write_json(index_path, index)
@@ -140,10 +140,10 @@ def build_cache(dataset, out_path, size=512, workers=0, image_root=None, save_ev
                 done[i] = True
                 bar.update(1)
                 if k % save_every == 0 or time.monotonic() - last > 30:
-                    save()
+                    save(array)
                     last = time.monotonic()
     finally:
-        save()
+        save(array)
         bar.close()
     index["complete"] = True
     atomic_write_json(index_path, index)

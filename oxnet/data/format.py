@@ -40,7 +40,7 @@ def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x):
+def is_finite_number(x):
     """A finite int or float (not a bool; an int beyond the float range is not finite)."""
     if not isinstance(x, (int, float)) or isinstance(x, bool):
         return False
@@ -109,7 +109,7 @@ def _check_image(img, where, file, category_names, allow_unknown_sizes=False):
                 "--allow-missing-images and the file was absent); rerun the importer with --images to "
                 "train or evaluate on this file"
             )
-        if not _is_number(value) or value <= 0:
+        if not is_finite_number(value) or value <= 0:
             problem = "is missing" if key not in img else f"must be a positive number, got {value!r}"
             raise OmniFormatError(f"{file}: {where}: field '{key}' {problem}")
     labels = img.get("image_labels", {})
@@ -133,7 +133,7 @@ def _check_image(img, where, file, category_names, allow_unknown_sizes=False):
 
 def _check_box(ann, where, file, img):
     bbox = ann.get("bbox")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
         raise OmniFormatError(
             f"{file}: {where}: field 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}"
         )

@@ -276,7 +276,7 @@ def write_png(path, array):
         raise TypeError(f"write_png({path}): expected uint8 or uint16, got {array.dtype}")
     ok, buf = cv2.imencode(".png", array)
     if not ok:
-        raise IOError(f"could not encode {path} as PNG (shape {array.shape})")
+        raise OSError(f"could not encode {path} as PNG (shape {array.shape})")
     with atomic_open(path, "wb") as f:
         f.write(buf.tobytes())
 

@@ -8,7 +8,6 @@ first). ``python -m oxnet.data.validate FILE --decode`` finds such files before 
 """
 
 import logging
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -50,7 +49,7 @@ def _too_many(name, failed, n, fraction):
     )
 
 
-def split_by_supervision(dataset_dicts) -> Dict[str, List[dict]]:
+def split_by_supervision(dataset_dicts) -> dict[str, list[dict]]:
     """Group dataset dicts by their ``supervision`` level (missing means "full")."""
     streams = {name: [] for name in STREAMS}
     for d in dataset_dicts:
@@ -84,8 +83,8 @@ class OmniBatches(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        streams: Dict[str, List[dict]],
-        batch_sizes: Dict[str, int],
+        streams: dict[str, list[dict]],
+        batch_sizes: dict[str, int],
         mapper,
         seed=0,
         rank=0,

@@ -33,7 +33,8 @@ def compute_stats(coco):
 
     Returns:
         dict: ``images``, ``boxes``, ``patients`` (distinct ``patient_id``), ``images_without_patient_id``,
-        ``images_with_unknown_size`` (``width`` or ``height`` null), ``supervision`` ({level: {"images", "boxes"}}) and ``categories`` ({name: {"boxes",
+        ``images_with_unknown_size`` (``width`` or ``height`` null), ``supervision``
+        ({level: {"images", "boxes"}}) and ``categories`` ({name: {"boxes",
         "images_with_boxes", "positive", "negative", "uncertain"}}, in category-id order).
     """
     cats = sorted(coco["categories"], key=lambda c: c["id"])

@@ -21,7 +21,7 @@ import os
 import cv2
 import numpy as np
 
-from oxnet.data.classes import PAPER_CLASSES
+from oxnet.config import PAPER_CLASSES
 from oxnet.utils.workers import worker_map
 
 __all__ = ["SyntheticCXR", "Finding", "generate_split", "synthetic_categories", "contact_sheet"]

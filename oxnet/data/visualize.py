@@ -53,7 +53,7 @@ def layout_labels(boxes_xyxy, sizes, bounds, reserved=(), gap=1.0):
         x0, y0, x1, y1 = (float(v) for v in box)
         w, h = float(w), float(h)
 
-        def clamp(x, y):
+        def clamp(x, y, w=w, h=h):
             x = min(max(x, bx0), max(bx1 - w, bx0))
             y = min(max(y, by0), max(by1 - h, by0))
             return (x, y, x + w, y + h)

@@ -251,7 +251,10 @@ def grid_anchors(anchor_info):
     return out
 
 
-def _apply_deltas(deltas, anchors, weights, scale_clamp=math.log(1000.0 / 16)):
+_SCALE_CLAMP = math.log(1000.0 / 16)  # detectron2's _DEFAULT_SCALE_CLAMP
+
+
+def _apply_deltas(deltas, anchors, weights, scale_clamp=_SCALE_CLAMP):
     """detectron2's ``Box2BoxTransform.apply_deltas`` in float32."""
     deltas = deltas.astype(np.float32, copy=False)
     widths = anchors[:, 2] - anchors[:, 0]

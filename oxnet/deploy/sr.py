@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Class name -> (code value, coding scheme designator, code meaning). SNOMED CT concepts; the nine
-#: classes of the paper's data (oxnet.data.classes.PAPER_CLASSES) and the common chest X-ray classes
+#: classes of the paper's data (oxnet.config.PAPER_CLASSES) and the common chest X-ray classes
 #: of public datasets (ChestX-ray14, ChestX-Det10, TBX11K). Names are matched after
 #: :func:`normalize_name` (lower case, "_"/"-" as spaces).
 FINDING_CODES = {
@@ -272,12 +272,12 @@ def build_sr(
     sop_uid = str(ref.SOPInstanceUID)
     rows, cols = ref.get("Rows"), ref.get("Columns")
     width, height = result.get("width"), result.get("height")
-    if rows is not None and cols is not None and width is not None and height is not None:
-        if (int(width), int(height)) != (int(cols), int(rows)):
-            raise SRBuildError(
-                f"image {sop_uid}: the result is for a {width}x{height} image, the source is "
-                f"{cols}x{rows} (boxes must be in the source's pixel grid)"
-            )
+    known = rows is not None and cols is not None and width is not None and height is not None
+    if known and (int(width), int(height)) != (int(cols), int(rows)):
+        raise SRBuildError(
+            f"image {sop_uid}: the result is for a {width}x{height} image, the source is "
+            f"{cols}x{rows} (boxes must be in the source's pixel grid)"
+        )
     width = float(cols if cols is not None else width)
     height = float(rows if rows is not None else height)
     frame_numbers = [int(frame)] if _is_multiframe(ref) else None

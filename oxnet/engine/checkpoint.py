@@ -7,8 +7,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from oxnet.utils.atomic import atomic_open
-
-from .safe_load import SafeLoadingMixin
+from oxnet.utils.safe_load import SafeLoadingMixin
 
 
 class CheckpointWriteError(OSError):
@@ -25,7 +24,7 @@ class AtomicCheckpointer(SafeLoadingMixin, DetectionCheckpointer):
     A write that fails (a full disk: ``ENOSPC``) removes its temporary file, leaves the previous
     checkpoint and tag as they were and raises :class:`CheckpointWriteError`.
 
-    Files are loaded without running code from them (:class:`oxnet.engine.safe_load.SafeLoadingMixin`;
+    Files are loaded without running code from them (:class:`oxnet.utils.safe_load.SafeLoadingMixin`;
     ``allow_pickle=True`` also reads detectron2 ``.pkl`` weights).
     """
 
@@ -51,7 +50,10 @@ class AtomicCheckpointer(SafeLoadingMixin, DetectionCheckpointer):
     def _write_error(self, path, error):
         problem = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else str(error)
         tag = os.path.join(self.save_dir, "last_checkpoint")
-        previous = open(tag).read().strip() if os.path.isfile(tag) else None
+        previous = None
+        if os.path.isfile(tag):
+            with open(tag) as f:
+                previous = f.read().strip()
         kept = (
             f"the previous checkpoint {previous} and the last_checkpoint tag are intact (resume "
             "from them with --resume)"

@@ -14,8 +14,7 @@ import os
 from detectron2.checkpoint import DetectionCheckpointer
 
 from oxnet.utils.atomic import atomic_open
-
-from .safe_load import SafeLoadingMixin
+from oxnet.utils.safe_load import SafeLoadingMixin
 
 __all__ = [
     "CONFIG_NAME",
@@ -42,7 +41,7 @@ class StrictCheckpointer(SafeLoadingMixin, DetectionCheckpointer):
     """``DetectionCheckpointer`` that refuses weights not matching the model: parameters or buffers with
     another shape, missing from the file, or in the file but not in the model. Files are loaded
     without running code from them; detectron2 ``.pkl`` files only with ``allow_pickle=True``
-    (:mod:`oxnet.engine.safe_load`)."""
+    (:mod:`oxnet.utils.safe_load`)."""
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)

@@ -106,7 +106,7 @@ class OXnetPredictor:
     or ``OXnetPredictor(cfg)`` with ``cfg.MODEL.WEIGHTS`` the checkpoint. Weights that do not fit the
     model the config builds are an error (:class:`oxnet.engine.model_files.WeightsMismatchError`).
     Weights are loaded without running code from the file; detectron2 ``.pkl`` files (pickles) only
-    with ``allow_pickle=True``, for weights the user names (:mod:`oxnet.engine.safe_load`).
+    with ``allow_pickle=True``, for weights the user names (:mod:`oxnet.utils.safe_load`).
 
     Each output is a dict with ``"instances"`` (boxes in the image's original pixels, on the CPU) and,
     for models with a global head, ``"global_scores"`` (K,) image-level class probabilities.

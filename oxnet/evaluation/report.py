@@ -495,7 +495,7 @@ def link_attention_figures(out_dir):
         section = _attention_section(out_dir, markdown)
         pattern = re.compile(re.escape(ATTENTION_BEGIN) + ".*?" + re.escape(ATTENTION_END), re.S)
         if pattern.search(text):
-            text = pattern.sub(lambda _: section, text, count=1)
+            text = pattern.sub(lambda _, section=section: section, text, count=1)
         elif not markdown and "</body>" in text:
             text = text.replace("</body>", section + "\n</body>", 1)
         else:

@@ -1,14 +1,12 @@
 """Dual attention alignment (DAA, Sec. 2.1): local attention from RetinaNet's class maps (Eq. 2)
 and attention-weighted pooling of the global class activation map (Eq. 3)."""
 
-from typing import List
-
 import torch
 from torch.nn import functional as F
 
 
 def local_attention(
-    cls_logits: List[torch.Tensor], num_classes: int, out_size, align_corners: bool = False
+    cls_logits: list[torch.Tensor], num_classes: int, out_size, align_corners: bool = False
 ) -> torch.Tensor:
     """Local attention ``A`` of Eq. 2 on the global head's grid.
 

@@ -31,10 +31,7 @@ def masked_bce_with_logits(logits, labels, reduction="mean"):
     per_entry = F.binary_cross_entropy_with_logits(
         logits, labels.clamp(min=0).to(logits.dtype), reduction="none"
     )
-    if reduction == "mean":
-        denominator = valid.sum().clamp(min=1)
-    else:
-        denominator = valid.any(dim=1).sum().clamp(min=1)
+    denominator = valid.sum().clamp(min=1) if reduction == "mean" else valid.any(dim=1).sum().clamp(min=1)
     return (per_entry * valid).sum() / denominator
 
 

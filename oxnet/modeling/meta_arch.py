@@ -1,7 +1,6 @@
 """The OXnet meta-architecture: RetinaNet + global head (GAP or DAA) + GPA + soft focal loss."""
 
 import math
-from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
@@ -10,12 +9,12 @@ from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 from detectron2.modeling.meta_arch import retinanet as d2_retinanet
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss
 from torch import distributed as dist
 from torch import nn
 
 from oxnet.config import method_components, uses_weak_negatives
+from oxnet.utils.events import current_iteration
 
 from .attention import ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention, normalize_attention
 from .global_head import GlobalHead
@@ -25,14 +24,6 @@ from .unsup import UnsupLoss, build_unsup_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
 IMAGE_LABEL_LEVELS = ("full", "weak")  # weak losses are applied to D_W and D_F (Sec. 2.4)
-
-
-def current_iteration():
-    """The training iteration of the current EventStorage (0 outside a training loop)."""
-    try:
-        return max(get_event_storage().iter, 0)
-    except AssertionError:
-        return 0
 
 
 def _group_norm(channels):
@@ -223,7 +214,7 @@ class OXNet(RetinaNet):
             logits, deltas = [self.head.cls_score(self.head.cls_subnet(f)) for f in features], None
         return images, features, logits, deltas
 
-    def _global_logits(self, logits: List[torch.Tensor]):
+    def _global_logits(self, logits: list[torch.Tensor]):
         """Global-head logits (B, K) plus the maps they pool: CAM X, attention R (DAA only), M."""
         feats_m = self._bottom_up_features[self.global_in_feature]
         self._bottom_up_features = None
@@ -236,7 +227,7 @@ class OXNet(RetinaNet):
         return daa_logits(cam, attention), cam, attention, feats_m
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+    def forward(self, batched_inputs: list[dict[str, torch.Tensor]]):
         images, features, logits, deltas = self._run_network(batched_inputs)
         global_out = self._global_logits(logits) if self.global_mode else None
         if self.training:

@@ -229,7 +229,7 @@ def read_state_dict(path):
                 "MODEL.WEIGHTS, not as " + SETTING
             )
         else:
-            from oxnet.engine.safe_load import load_weights_file
+            from oxnet.utils.safe_load import load_weights_file
 
             data = load_weights_file(path)
     except PretrainedWeightsError:
@@ -386,7 +386,7 @@ def config_overrides(spec, channels=3, kind=None):
 def _check_config(cfg, spec, path, depth, kind, channels):
     res = cfg.MODEL.RESNETS
     problems = []
-    if res.DEPTH != depth:
+    if depth != res.DEPTH:
         problems.append(f"the file holds a ResNet-{depth} but MODEL.RESNETS.DEPTH is {res.DEPTH}")
     if res.NORM != "FrozenBN":
         problems.append(f"MODEL.RESNETS.NORM is {res.NORM!r}; the weights' batch norms load as 'FrozenBN'")
@@ -407,13 +407,10 @@ def _check_config(cfg, spec, path, depth, kind, channels):
         want_mean, want_std = pixel_stats(kind, channels)
         have_mean = [float(v) for v in cfg.MODEL.PIXEL_MEAN]
         have_std = [float(v) for v in cfg.MODEL.PIXEL_STD]
-        close = lambda a, b: (
-            len(a) == len(b)
-            and all(
-                abs(x - y) <= 1e-4 * max(1.0, abs(y))  # noqa: E731
-                for x, y in zip(a, b)
-            )
-        )
+
+        def close(a, b):
+            return len(a) == len(b) and all(abs(x - y) <= 1e-4 * max(1.0, abs(y)) for x, y in zip(a, b))
+
         if not (close(have_mean, want_mean) and close(have_std, want_std)):
             problems.append(
                 f"the weights were trained on {kind} normalization: MODEL.PIXEL_MEAN {want_mean} "

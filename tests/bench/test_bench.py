@@ -6,6 +6,7 @@ import torch
 
 from oxnet.bench import PRESETS, TABLE1_ROWS, load_spec, run_table, runner, table1_rows, table2_rows
 from oxnet.bench.__main__ import main
+from oxnet.testing import read_json, read_text
 
 
 def test_table1_rows_use_the_non_box_images_as_the_paper_does():
@@ -55,7 +56,7 @@ def test_spec_files_resolve_relative_paths_and_bad_specs_are_named(tmp_path):
 
 
 def _table_rows(path):
-    lines = open(path, encoding="utf-8").read().splitlines()
+    lines = read_text(path).splitlines()
     return [
         [c.strip() for c in line.strip("|").split("|")]
         for line in lines
@@ -86,16 +87,15 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert list(rows) == ["RetinaNet", "OXnet (SFL+DAA+GPA)"]  # a --rows subset: a table of those rows
     assert rows["RetinaNet"][1:4] == ["3", "0", "0"] and rows["OXnet (SFL+DAA+GPA)"][1:4] == ["3", "9", "0"]
     assert all(c != "pending" for name in ("RetinaNet", "OXnet (SFL+DAA+GPA)") for c in rows[name][4:])
-    results = json.load(open(os.path.join(out, "results.json")))
+    results = read_json(os.path.join(out, "results.json"))
     assert len(results) == 2
     threads = torch.get_num_threads()
     assert all(
         r["device"].endswith(f"cores, {threads} thread" + "s" * (threads != 1))  # the CPU here
         for r in results.values()
     )
-    assert (
-        "Runs trained on: " + next(iter(results.values()))["device"]
-        in open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    assert "Runs trained on: " + next(iter(results.values()))["device"] in read_text(
+        os.path.join(out, "table1.md")
     )
     assert all(set(r["metrics"]) == {"mAP", "AP40", "AP75", "APs", "APm", "APl"} for r in results.values())
     assert not any(f.endswith(".pth") for _, _, files in os.walk(out) for f in files)  # weights dropped
@@ -104,10 +104,10 @@ def test_table1_and_table2_run_end_to_end_and_resume(tmp_path, monkeypatch):
     path = run_table("table2", spec, out, iters=2, progress=False)
     rows = _table_rows(path)
     assert [r[:4] for r in rows] == [["RetinaNet", "3", "0", "0"], ["OXnet (SFL+DAA+GPA)", "3", "6", "3"]]
-    train = json.load(open(os.path.join(out, "data", "train_f3_w6_u3.json")))
+    train = read_json(os.path.join(out, "data", "train_f3_w6_u3.json"))
     levels = sorted(i["supervision"] for i in train["images"])
     assert levels == ["full"] * 3 + ["unlabeled"] * 3 + ["weak"] * 6
-    assert len(json.load(open(os.path.join(out, "results.json")))) == 4
+    assert len(read_json(os.path.join(out, "results.json"))) == 4
 
     # a second call finds every run in results.json and trains nothing
     def no_training(*args, **kwargs):
@@ -204,7 +204,7 @@ def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts
         )
         == 0
     )
-    results = json.load(open(os.path.join(out, "results.json")))
+    results = read_json(os.path.join(out, "results.json"))
     # one warm start (both rows share the 3 box-labeled images and seed 0), then the two rows
     assert sorted(results) == [
         "init/retinanet_f3_w0_u0/seed0/iters3",
@@ -224,7 +224,7 @@ def test_warm_start_trains_one_retinanet_per_boxes_and_seed_and_every_row_starts
     seen = []
 
     def check_start(cfg, test_name, keep_weights=False):
-        assert cfg.MODEL.WEIGHTS == weights and cfg.SOLVER.BASE_LR == pytest.approx(1e-4)
+        assert weights == cfg.MODEL.WEIGHTS and pytest.approx(1e-4) == cfg.SOLVER.BASE_LR
         trainer = OXnetTrainer(cfg)
         trainer.resume_or_load(resume=True)
         init = torch.load(weights, map_location="cpu", weights_only=True)["model"]
@@ -297,7 +297,7 @@ def test_shards_split_the_runs_without_overlap_and_keep_a_warm_start_with_its_ro
         (m, s) for m in ("retinanet", "oxnet", "sfl") for s in (0, 1)
     )  # each run once
     assert [len(p) for p in per_shard] == [2, 2, 2]
-    assert len(json.load(open(os.path.join(out, "results.json")))) == 6  # all shards' results kept
+    assert len(read_json(os.path.join(out, "results.json"))) == 6  # all shards' results kept
 
     # with a warm start, the rows sharing one (boxes, seed) warm start stay in one shard, which
     # trains that warm start once: 2 seeds over 2 shards, each trains 1 warm start + 3 rows
@@ -314,7 +314,7 @@ def test_eval_period_records_a_learning_curve(tmp_path):
     out = str(tmp_path / "bench")
     spec = dict(load_spec("toy"), eval_period=1)
     run_table("table1", spec, out, iters=2, rows=["retinanet"], progress=False)
-    (record,) = json.load(open(os.path.join(out, "results.json"))).values()
+    (record,) = read_json(os.path.join(out, "results.json")).values()
     assert sorted(record["curve"]) == ["1", "2"]  # evaluated after iterations 1 and 2
     assert record["curve"]["2"]["mAP"] == pytest.approx(record["metrics"]["mAP"], abs=1e-3)
 
@@ -342,9 +342,8 @@ def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkey
     ]
     assert main(args + ["--eval-period", "0.25", "MODEL.RETINANET.NUM_CONVS", "3"]) == 0
     assert len(seen) == 2 and all(s[:2] == (3, 2) and len(s[2]) == 1 for s in seen)  # 8 x 0.25 = 2
-    assert (
-        "Config overrides for every run: `MODEL.RETINANET.NUM_CONVS 3`."
-        in open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    assert "Config overrides for every run: `MODEL.RETINANET.NUM_CONVS 3`." in read_text(
+        os.path.join(out, "table1.md")
     )
     assert main(args + ["MODEL.RETINANET.NUM_CONVS"]) == 2  # a key without its value
     assert main(args + ["MODEL.NO_SUCH_KEY", "1"]) == 2
@@ -353,7 +352,7 @@ def test_command_line_overrides_and_eval_period_reach_every_run(tmp_path, monkey
 
 def test_fingerprint_omits_options_at_their_neutral_value_and_sees_any_other():
     from oxnet.config import NEUTRAL_OPTIONS
-    from oxnet.utils.testing import tiny_cfg
+    from oxnet.testing import tiny_cfg
 
     today = tiny_cfg("oxnet")
     cfg = tiny_cfg("oxnet")

@@ -11,7 +11,7 @@ from oxnet.bench import PRESETS, load_spec, table1_rows
 from oxnet.bench.__main__ import main
 from oxnet.bench.data import prepare_data
 from oxnet.config import METHODS
-from oxnet.utils.testing import write_toy_dataset
+from oxnet.testing import read_json, read_text, write_toy_dataset
 
 N_WEAK = 20  # rows of the toy label table: even rows normal, odd rows positive for class0, row 19 blank
 SITES = ["A"] * 12 + ["B"] * 8
@@ -153,7 +153,7 @@ def test_omni_table_runs_end_to_end_with_false_alarms_and_image_auroc(tmp_path):
         )
         == 0
     )
-    results = json.load(open(os.path.join(out, "results.json")))
+    results = read_json(os.path.join(out, "results.json"))
     assert len(results) == 2
     for key, r in results.items():
         assert set(r["metrics"]) == {"mAP", "AP40", "AP75", "APs", "APm", "APl"}
@@ -162,7 +162,7 @@ def test_omni_table_runs_end_to_end_with_false_alarms_and_image_auroc(tmp_path):
         assert r["image_auroc"]["images"] == 6
         assert r["image_auroc"]["labels"]["class0"] == {"positive": 2, "negative": 4}
         assert (r["image_auroc"]["global"] is None) == key.startswith("table1/retinanet_")
-    text = open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    text = read_text(os.path.join(out, "table1.md"))
     header = next(line for line in text.splitlines() if line.startswith("| Method"))
     assert header.endswith("| FP/normal @70% | image AUROC (box) | image AUROC (global) |")
     assert "4 normal (fully labeled, no box)" in text and "image-level test set: 6 images, 2 positive" in text
@@ -193,7 +193,7 @@ def test_omni_learning_curve_follows_map_false_alarms_and_both_image_aurocs(tmp_
         )
         == 0
     )
-    (r,) = json.load(open(os.path.join(out, "results.json"))).values()
+    (r,) = read_json(os.path.join(out, "results.json")).values()
     assert sorted(r["curve"]) == ["1", "2"]
     last = r["curve"]["2"]  # the evaluation at the end of training is the one results.json keeps
     assert last["mAP"] == pytest.approx(r["metrics"]["mAP"], abs=1e-3)
@@ -239,7 +239,7 @@ def test_extra_rows_are_selectable_and_listed(tmp_path, monkeypatch):
         == 0
     )
     assert trained == [("retinanet_neg", False)]
-    text = open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    text = read_text(os.path.join(out, "table1.md"))
     assert "| RetinaNet + weak negatives | 3 | 9 | 0 | 1.0 |" in text
     assert "| OXnet (SFL+DAA+GPA) |" not in text  # a --rows subset: a table of that row only
 

@@ -10,6 +10,7 @@ import pytest
 from oxnet.bench import load_spec
 from oxnet.bench.__main__ import main
 from oxnet.bench.data import prepare_data
+from oxnet.testing import read_text
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_tbx_omni_table1_runs_end_to_end(omni_out):
         assert (r["normals"]["n_normal_images"], r["normals"]["n_lesion_images"]) == (50, 147)
         assert r["image_auroc"]["images"] == 80
         assert r["image_auroc"]["labels"] == {"tuberculosis": {"positive": 30, "negative": 50}}
-    text = open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    text = read_text(os.path.join(out, "table1.md"))
     assert "| FP/normal @70% | image AUROC (box) | image AUROC (global) |" in text
     assert "test: 198 images, 147 with lesions, 50 normal" in text
     assert "| RetinaNet |" in text and "| Mean Teacher |" not in text  # a --rows subset
@@ -146,6 +147,6 @@ def test_tbx_omni_table1_runs_end_to_end(omni_out):
         )
         == 0
     )  # every row, those not run as pending
-    text = open(os.path.join(out, "table1.md"), encoding="utf-8").read()
+    text = read_text(os.path.join(out, "table1.md"))
     assert "| RetinaNet + weak negatives | 88 | 472 | 0 | pending |" in text
     assert "| Mean Teacher | 88 | 0 | 472 | pending |" in text

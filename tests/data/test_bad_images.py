@@ -15,7 +15,7 @@ import pytest
 from oxnet.data import register_omni_coco
 from oxnet.data.io import ImageReadError
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, TooManyBadImagesError
-from oxnet.utils.testing import REPO_ROOT, log_messages, tiny_cfg, write_toy_dataset
+from oxnet.testing import REPO_ROOT, log_messages, tiny_cfg, write_toy_dataset
 
 GARBAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # a PNG signature followed by noise
 

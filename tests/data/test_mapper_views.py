@@ -4,7 +4,7 @@ import torch
 
 from oxnet.data import load_omni_coco
 from oxnet.data.mapper import OmniDatasetMapper
-from oxnet.utils.testing import tiny_cfg, write_toy_dataset
+from oxnet.testing import tiny_cfg, write_toy_dataset
 
 
 @pytest.fixture(scope="module")

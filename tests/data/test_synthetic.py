@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from oxnet.data.classes import PAPER_CLASSES
+from oxnet.config import PAPER_CLASSES
 from oxnet.data.format import write_omni_coco
 from oxnet.data.io import read_image, scale_to_uint8
 from oxnet.data.synthetic import SyntheticCXR, generate_split

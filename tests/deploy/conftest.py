@@ -42,7 +42,7 @@ def orthanc(tmp_path):
         "Plugins": [],
     }
     (folder / "config.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "wb")
+    log = open(folder / "orthanc.log", "wb")  # noqa: SIM115  (Orthanc writes to it until the fixture ends)
     proc = subprocess.Popen(
         [binary, str(folder / "config.json")], stdout=log, stderr=subprocess.STDOUT, cwd=folder
     )

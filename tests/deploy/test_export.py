@@ -14,7 +14,7 @@ from oxnet.deploy.runtime import apply_thresholds, load_model, to_records
 from oxnet.engine.model_files import load_model_config
 from oxnet.engine.predictor import OXnetPredictor
 from oxnet.engine.predictor import to_records as predictor_records
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg
+from oxnet.testing import REPO_ROOT, tiny_cfg
 
 METHODS = ("oxnet", "retinanet")  # with the DAA global head, and plain RetinaNet
 FORMATS = ("torchscript", "onnx")

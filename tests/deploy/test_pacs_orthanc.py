@@ -32,7 +32,7 @@ def toy(tmp_path_factory):
     """A trained tiny eager model folder (score threshold lowered so that it reports boxes, at most
     three per image) and the toy dataset's images."""
     from oxnet.engine.model_files import load_model_config
-    from oxnet.utils.testing import train_toy_and_save, write_toy_dataset
+    from oxnet.testing import train_toy_and_save, write_toy_dataset
 
     root = tmp_path_factory.mktemp("pacs_toy")
     json_file = write_toy_dataset(root / "data")

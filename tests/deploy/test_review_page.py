@@ -23,7 +23,7 @@ from oxnet.data.io import read_raw, write_dicom, write_png
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.deploy.runtime import load_model
 from oxnet.serve.app import ServiceLimits, create_app
-from oxnet.utils.testing import REPO_ROOT, live_server, tiny_model_folder
+from oxnet.testing import REPO_ROOT, live_server, tiny_model_folder
 
 CLASSES = ("nodule", "mass", "pleural effusion")
 

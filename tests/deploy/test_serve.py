@@ -20,7 +20,7 @@ import pytest
 from oxnet.data.io import read_raw, write_dicom
 from oxnet.deploy.runtime import load_model
 from oxnet.serve.app import ServiceLimits, create_app, declared_size, sniff_kind
-from oxnet.utils.testing import REPO_ROOT, free_port, live_server, tiny_model_folder
+from oxnet.testing import REPO_ROOT, free_port, live_server, tiny_model_folder
 
 
 @contextlib.contextmanager
@@ -105,7 +105,7 @@ def test_each_input_kind_gives_the_runtimes_findings_in_the_original_pixel_grid(
         assert got["score"] == pytest.approx(want["score"])
         assert got["box"] == pytest.approx(want["bbox"])
         x, y, w, h = got["box"]
-        assert 0 <= x and 0 <= y and x + w <= 80 + 1e-3 and y + h <= 64 + 1e-3
+        assert x >= 0 and y >= 0 and x + w <= 80 + 1e-3 and y + h <= 64 + 1e-3
     assert body["findings"] == body["detections"]  # no thresholds.json: every detection is a finding
     assert set(body["image_scores"]) == set(model.class_names)
     assert body["image_scores"] == pytest.approx(direct["image_scores"])

@@ -11,7 +11,7 @@ from highdicom.sr import srread
 from highdicom.sr.utils import find_content_items
 from pydicom.sr.codedict import codes
 
-from oxnet.data.classes import PAPER_CLASSES
+from oxnet.config import PAPER_CLASSES
 from oxnet.data.io import write_dicom
 from oxnet.deploy.sr import (
     FINDING_CODES,

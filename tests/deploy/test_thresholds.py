@@ -8,7 +8,7 @@ import pytest
 from oxnet.deploy.runtime import load_model
 from oxnet.deploy.thresholds import choose_thresholds, main, to_predictions
 from oxnet.evaluation.inputs import load_ground_truth
-from oxnet.utils.testing import tiny_model_folder
+from oxnet.testing import tiny_model_folder
 
 
 def _gt():

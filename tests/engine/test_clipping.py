@@ -35,7 +35,7 @@ def test_clipping_equals_detectron2_per_parameter_clipping_bit_for_bit(clip_type
     for _ in range(3):  # Adam's state too
         opt_ours.step()
         opt_theirs.step()
-    for a, b, p0 in zip(ours, theirs, before):
+    for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
         if a.grad is not None:
             assert torch.equal(a.grad, b.grad)

@@ -1,7 +1,7 @@
 import torch
 
 from oxnet.engine import launch
-from oxnet.utils.testing import train_toy_and_save, write_toy_dataset
+from oxnet.testing import train_toy_and_save, write_toy_dataset
 
 
 def test_two_cpu_processes_train_in_lockstep(tmp_path):

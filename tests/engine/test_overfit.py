@@ -12,7 +12,7 @@ from oxnet.data import register_omni_coco
 from oxnet.data.format import write_omni_coco
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.engine import OXnetTrainer
-from oxnet.utils.testing import tiny_cfg
+from oxnet.testing import read_json, tiny_cfg
 
 CLASSES = ("cardiomegaly", "mass", "pleural effusion", "pneumothorax")
 SIZE = 160
@@ -75,7 +75,7 @@ def test_detector_overfits_eight_synthetic_images(tmp_path):
     ap40 = results["bbox"]["AP40"]
     assert ap40 > 60.0, results["bbox"]
     # The evaluation's metrics.json goes under inference/<dataset>; OUTPUT_DIR's stays the training log.
-    saved = json.loads(open(os.path.join(cfg.OUTPUT_DIR, "inference", name, "metrics.json")).read())
+    saved = read_json(os.path.join(cfg.OUTPUT_DIR, "inference", name, "metrics.json"))
     assert saved["AP40"] == pytest.approx(ap40 / 100)
     with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
         log = [json.loads(line) for line in f]

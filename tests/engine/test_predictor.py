@@ -1,5 +1,4 @@
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -10,8 +9,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from oxnet.config import class_names
-from oxnet.data.classes import PAPER_CLASSES
+from oxnet.config import PAPER_CLASSES, class_names
 from oxnet.data.io import write_dicom, write_png
 from oxnet.engine.predictor import (
     OXnetPredictor,
@@ -20,7 +18,7 @@ from oxnet.engine.predictor import (
     predict_files,
     write_predictions,
 )
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg
+from oxnet.testing import REPO_ROOT, read_json, tiny_cfg
 
 SIZES = {"wide.png": (80, 96), "tall.jpg": (120, 70), "sub/chest.dcm": (64, 100)}  # (h, w)
 
@@ -79,18 +77,18 @@ def test_predictions_in_original_pixels_with_global_scores(tmp_path):
     )
     assert skipped == [] and [p for p, _ in results] == paths
     written = write_predictions(str(tmp_path / "out"), results, skipped, predictor.class_names)
-    dets = json.load(open(written["predictions"]))
+    dets = read_json(written["predictions"])
     assert dets and written["detections"] == len(dets)
     size_of = {str(tmp_path / "in" / name): hw for name, hw in SIZES.items()}
     for d in dets:
         h, w = size_of[d["file_name"]]
         x, y, bw, bh = d["bbox"]
-        assert 0 <= x and 0 <= y and bw >= 0 and bh >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3, d
+        assert x >= 0 and y >= 0 and bw >= 0 and bh >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3, d
         assert d["category_name"] == class_names(cfg)[d["category_id"] - 1]  # no stored ids: index + 1
         assert d["image_id"] == paths.index(d["file_name"])
     # Boxes spread beyond the 64-px network input: they were mapped back to the original sizes.
     assert max(d["bbox"][0] + d["bbox"][2] for d in dets) > 64
-    scores = json.load(open(written["image_scores"]))
+    scores = read_json(written["image_scores"])
     assert [s["file_name"] for s in scores] == paths
     assert all(set(s["global_scores"]) == set(predictor.class_names) for s in scores)
     assert all(0 <= p <= 1 for s in scores for p in s["global_scores"].values())
@@ -176,7 +174,7 @@ def test_command_line(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert "empty.dcm" in done.stdout and "empty.dcm" in (out / "skipped.txt").read_text()
-    dets = json.load(open(out / "predictions.json"))
+    dets = read_json(out / "predictions.json")
     assert dets and {d["file_name"] for d in dets} <= {str(folder / n) for n in SIZES}
-    assert len(json.load(open(out / "image_scores.json"))) == len(SIZES)
+    assert len(read_json(out / "image_scores.json")) == len(SIZES)
     assert len(os.listdir(out / "overlays")) == len(SIZES)

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from oxnet.utils.testing import REPO_ROOT, toy_run_config
+from oxnet.testing import REPO_ROOT, toy_run_config
 
 DRIVER = os.path.join(REPO_ROOT, "tests", "engine", "_train_driver.py")
 MAX_ITER = 5

@@ -15,9 +15,9 @@ from detectron2.utils.events import EventStorage
 from oxnet.engine.checkpoint import AtomicCheckpointer, CheckpointWriteError
 from oxnet.engine.hooks import unwrap
 from oxnet.engine.model_files import StrictCheckpointer
-from oxnet.engine.safe_load import UnsafeWeightsError, load_weights_file
 from oxnet.engine.trainer import NonFiniteLossError, _StopSignals
-from oxnet.utils.testing import log_messages, tiny_cfg, write_toy_dataset
+from oxnet.testing import log_messages, tiny_cfg, write_toy_dataset
+from oxnet.utils.safe_load import UnsafeWeightsError, load_weights_file
 
 #: The loss terms of the tiny OXnet model (the fixture checks that these are exactly its terms).
 OXNET_LOSSES = [
@@ -33,7 +33,7 @@ OXNET_LOSSES = [
 
 @pytest.fixture()
 def records():
-    with log_messages("oxnet.engine.trainer", "oxnet.engine.safe_load") as messages:
+    with log_messages("oxnet.engine.trainer", "oxnet.utils.safe_load") as messages:
         yield messages
 
 

@@ -14,7 +14,7 @@ from oxnet.engine import OXnetTrainer
 from oxnet.engine.model_files import WeightsMismatchError, load_model_config
 from oxnet.engine.predictor import OXnetPredictor
 from oxnet.evaluate import main as evaluate_main
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg, write_toy_dataset
+from oxnet.testing import REPO_ROOT, read_json, tiny_cfg, write_toy_dataset
 
 
 def _cli(name, path):
@@ -34,12 +34,13 @@ def trained(tmp_path_factory):
         path = write_toy_dataset(
             str(root / split), n_full=n_full, n_weak=n_weak, n_unlabeled=2 * (split == "train"), seed=seed
         )
-        coco = json.load(open(path))
+        coco = read_json(path)
         for c in coco["categories"]:
             c["id"] += 10
         for a in coco["annotations"]:
             a["category_id"] += 10
-        json.dump(coco, open(path, "w"))
+        with open(path, "w") as f:
+            json.dump(coco, f)
         files[split] = path
         name = f"round_trip_{split}"
         if name not in DatasetCatalog.list():
@@ -79,8 +80,8 @@ def test_training_saves_its_config_with_classes_and_category_ids(trained):
 
 
 def test_in_process_evaluation_writes_predictions_in_dataset_ids(trained):
-    dets = json.load(open(trained["eval_dir"] / "predictions.json"))
-    scores = json.load(open(trained["eval_dir"] / "image_scores.json"))
+    dets = read_json(trained["eval_dir"] / "predictions.json")
+    scores = read_json(trained["eval_dir"] / "image_scores.json")
     assert dets and {d["category_id"] for d in dets} <= {11, 12, 13}
     assert {d["category_name"] for d in dets} <= {"class0", "class1", "class2"}
     assert len(scores) == 6 and all(set(s["global_scores"]) == {"class0", "class1", "class2"} for s in scores)
@@ -99,7 +100,7 @@ def test_in_process_evaluation_writes_predictions_in_dataset_ids(trained):
         )
         == 0
     )
-    m = json.load(open(out / "metrics.json"))
+    m = read_json(out / "metrics.json")
     assert abs(100 * m["mAP"] - trained["mAP"]) < 1e-9
 
 
@@ -120,7 +121,7 @@ def test_predict_then_evaluate_gives_the_in_process_map(trained, capsys):
             "--no-progress",
         ]
     )
-    dets = json.load(open(pred_dir / "predictions.json"))
+    dets = read_json(pred_dir / "predictions.json")
     assert {d["category_id"] for d in dets} <= {11, 12, 13}
     out = trained["root"] / "scored"
     assert (
@@ -129,12 +130,12 @@ def test_predict_then_evaluate_gives_the_in_process_map(trained, capsys):
         )
         == 0
     )
-    m = json.load(open(out / "metrics.json"))
+    m = read_json(out / "metrics.json")
     assert abs(100 * m["mAP"] - trained["mAP"]) < 1e-9
-    in_process = json.load(open(trained["eval_dir"] / "metrics.json"))
+    in_process = read_json(trained["eval_dir"] / "metrics.json")
     assert m["auroc"]["global"] is not None  # image_scores.json was found in the folder and matched
     assert m["auroc"] == in_process["auroc"] and m["froc"] == in_process["froc"]
-    scored = json.load(open(out / "predictions.json"))
+    scored = read_json(out / "predictions.json")
     assert len(scored) == len(dets) and {d["image_id"] for d in scored} <= set(range(1, 7))
 
 
@@ -187,4 +188,4 @@ def test_eval_only_uses_the_config_beside_the_weights(trained):
     eval_dir = trained["weights"].parent / "eval" / "inference" / "round_trip_test"
     assert (eval_dir / "predictions.json").exists() and (eval_dir / "metrics.json").exists()
     saved = load_model_config(trained["weights"])  # the model's own config.yaml is left as it was
-    assert saved.OUTPUT_DIR == str(trained["root"] / "model")
+    assert str(trained["root"] / "model") == saved.OUTPUT_DIR

@@ -2,7 +2,7 @@ import torch
 from detectron2.modeling import build_model
 
 from oxnet.engine.hooks import MeanTeacherHook
-from oxnet.utils.testing import random_input, tiny_cfg
+from oxnet.testing import random_input, tiny_cfg
 
 
 def _batch():

@@ -6,7 +6,7 @@ from detectron2.data import DatasetCatalog
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer
 from oxnet.engine.hooks import unwrap
-from oxnet.utils.testing import tiny_cfg, write_toy_dataset
+from oxnet.testing import tiny_cfg, write_toy_dataset
 
 
 def _cfg(tmp_path, name, out, max_iter=4):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from oxnet.utils.testing import REPO_ROOT, free_port, toy_run_config
+from oxnet.testing import REPO_ROOT, free_port, toy_run_config
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 DRIVER = os.path.join(REPO_ROOT, "tests", "engine", "_train_driver.py")  # train_net.py with faults
@@ -22,33 +22,32 @@ def start_ranks(config, out_dir, port, timeout_s, script=TRAIN_NET, **env_vars):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env_vars)
     procs = []
     for rank in (0, 1):
-        log = open(out_dir.parent / f"{out_dir.name}.rank{rank}.out", "w")
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    script,
-                    "--config-file",
-                    config,
-                    "--num-machines",
-                    "2",
-                    "--machine-rank",
-                    str(rank),
-                    "--dist-url",
-                    f"tcp://127.0.0.1:{port}",
-                    "--dist-timeout",
-                    str(timeout_s),
-                    "OUTPUT_DIR",
-                    str(out_dir),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO_ROOT,
-                start_new_session=True,
+        with open(out_dir.parent / f"{out_dir.name}.rank{rank}.out", "w") as log:  # the child keeps its copy
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        script,
+                        "--config-file",
+                        config,
+                        "--num-machines",
+                        "2",
+                        "--machine-rank",
+                        str(rank),
+                        "--dist-url",
+                        f"tcp://127.0.0.1:{port}",
+                        "--dist-timeout",
+                        str(timeout_s),
+                        "OUTPUT_DIR",
+                        str(out_dir),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=REPO_ROOT,
+                    start_new_session=True,
+                )
             )
-        )
-        log.close()
     return procs
 
 
@@ -114,10 +113,10 @@ def test_rank_whose_peer_dies_fails_in_bounded_time(tmp_path, fault):
         killed = time.monotonic()
         try:
             rc = procs[0].wait(timeout=90)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as e:
             raise AssertionError(
                 f"rank 0 still runs 90 s after {fault} to its peer:\n{output(out, 0)[-3000:]}"
-            )
+            ) from e
         waited = time.monotonic() - killed
         assert rc != 0, output(out, 0)[-3000:]
         assert waited < 60, waited

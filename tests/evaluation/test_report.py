@@ -12,6 +12,7 @@ from oxnet.evaluate import main
 from oxnet.evaluation import evaluate_detections
 from oxnet.evaluation.report import draw_overlays, write_report
 from oxnet.evaluation.synthetic import synthetic_coco
+from oxnet.testing import read_text
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +174,6 @@ def test_report_without_images_says_so(dataset, tmp_path):
     (out / "attention_7.png").write_bytes(cv2.imencode(".png", np.full((8, 8), 200, np.uint8))[1].tobytes())
     paths = write_report(result, str(out), image_root=str(tmp_path / "nowhere"))
     assert "overlays" not in paths
-    md = open(paths["md"]).read()
+    md = read_text(paths["md"])
     assert "overlays not drawn" in md
     assert "(image 7)](attention_7.png)" in md  # attention figures in the folder are shown

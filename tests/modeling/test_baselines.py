@@ -5,7 +5,7 @@ from detectron2.utils.events import EventStorage
 
 from oxnet.config import METHODS, TEACHER_LOSSES, second_view
 from oxnet.modeling import baselines as B
-from oxnet.utils.testing import random_input, tiny_cfg
+from oxnet.testing import random_input, tiny_cfg
 
 
 def _logits(*probs):
@@ -122,9 +122,8 @@ def test_model_losses_of_the_baselines(method, key):
     model = _model(method)
     full, unl = _soft_batch(model, same_views=method == "pi_model")
     if method != "pi_model":
-        with pytest.raises(ValueError, match="teacher_probs"):
-            with EventStorage(0):
-                model([full] + unl)
+        with pytest.raises(ValueError, match="teacher_probs"), EventStorage(0):
+            model([full] + unl)
         model.eval()
         probs = model.dense_probs(unl)  # the teacher's targets computed on the student's own view
         model.train()

@@ -104,7 +104,7 @@ def test_gpa_form_option_reaches_the_model():
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from oxnet.utils.testing import random_input, tiny_cfg
+    from oxnet.testing import random_input, tiny_cfg
 
     values = {}
     for form in ("paper", "authors"):

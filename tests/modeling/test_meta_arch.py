@@ -6,7 +6,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from oxnet.modeling import OXNet
-from oxnet.utils.testing import random_input, tiny_cfg
+from oxnet.testing import random_input, tiny_cfg
 
 NUM_CLASSES = 3
 
@@ -80,9 +80,8 @@ def test_losses_of_each_stream():
     full = random_input("full", boxes=[[8, 8, 40, 40]], classes=[1], labels=[0, 1, 0])
     weak = random_input("weak", labels=[0, 1, -1])
     unl = random_input("unlabeled")
-    with pytest.raises(ValueError, match="teacher_probs"):
-        with EventStorage(0):
-            model([full, weak, unl])
+    with pytest.raises(ValueError, match="teacher_probs"), EventStorage(0):
+        model([full, weak, unl])
     model.eval()
     probs = model.dense_probs([weak, unl])
     model.train()

@@ -19,7 +19,7 @@ from oxnet.modeling.pretrained import (
     load_pretrained_backbone,
     pixel_stats,
 )
-from oxnet.utils.testing import REPO_ROOT, tiny_cfg
+from oxnet.testing import REPO_ROOT, tiny_cfg
 
 SIZE = 64
 IMAGENET_MEAN, IMAGENET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -289,7 +289,7 @@ def test_training_starts_from_pretrained_and_resumes_without_it(tmp_path):
     from oxnet.engine import OXnetTrainer
     from oxnet.engine.hooks import unwrap
     from oxnet.modeling.pretrained import convert_resnet, read_state_dict
-    from oxnet.utils.testing import write_toy_dataset
+    from oxnet.testing import write_toy_dataset
 
     weights = save(source_resnet("resnet18").state_dict(), tmp_path / "r18.pth")
     overrides = config_overrides(weights, channels=1)
@@ -339,7 +339,7 @@ def test_shipped_configs_describe_their_weights(config, method, depth, spec, kin
     cfg = get_cfg()
     add_oxnet_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", config))
-    assert (cfg.OXNET.METHOD, cfg.MODEL.RESNETS.DEPTH, cfg.OXNET.BACKBONE.PRETRAINED) == (method, depth, spec)
+    assert (method, depth, spec) == (cfg.OXNET.METHOD, cfg.MODEL.RESNETS.DEPTH, cfg.OXNET.BACKBONE.PRETRAINED)
     assert cfg.OXNET.BATCH.FULL == 4 and cfg.OXNET.INPUT_SIZE == 512  # the paper's setting kept
     expected = config_overrides(spec)
     merged = cfg.clone()

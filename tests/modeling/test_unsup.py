@@ -11,7 +11,7 @@ from oxnet.modeling.global_head import GlobalHead
 from oxnet.modeling.losses import soft_focal_loss
 from oxnet.modeling.unsup import UNSUP_LOSS_REGISTRY, build_unsup_loss
 from oxnet.modeling.unsup.sfl import filter_teacher_boxes, filtered_sfl_image
-from oxnet.utils.testing import random_input, tiny_cfg
+from oxnet.testing import random_input, tiny_cfg
 
 
 def test_every_method_loss_is_registered_in_its_own_module():
@@ -72,9 +72,8 @@ def test_filtered_sfl_in_the_model_needs_and_uses_teacher_boxes():
     probs, dets = model.teacher_outputs([weak], "image")
     model.train()
     weak["teacher_probs"] = probs[0] * 0.5  # differs from the student: Eq. 8 is not 0
-    with pytest.raises(ValueError, match="teacher_boxes"):
-        with EventStorage(0):
-            model([weak])
+    with pytest.raises(ValueError, match="teacher_boxes"), EventStorage(0):
+        model([weak])
     # A box of the labelled class 0 where the image is: SFL and its box term are on.
     weak["teacher_boxes"] = torch.tensor([[0.0, 0.0, 32.0, 32.0], [0.0, 0.0, 20.0, 20.0]])
     weak["teacher_classes"] = torch.tensor([0, 1])

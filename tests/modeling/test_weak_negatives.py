@@ -9,7 +9,7 @@ from fvcore.nn import sigmoid_focal_loss
 from oxnet.config import method_components, uses_weak_negatives
 from oxnet.engine.trainer import used_streams
 from oxnet.modeling.losses import weak_negative_focal_loss
-from oxnet.utils.testing import random_input, tiny_cfg
+from oxnet.testing import random_input, tiny_cfg
 
 
 def test_loss_by_hand_and_only_on_absent_classes():

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from oxnet.testing import read_json
 from oxnet.utils.atomic import atomic_open, atomic_write_json, locked
 
 
@@ -26,14 +27,13 @@ def test_locked_updates_from_concurrent_processes_all_survive(tmp_path):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    assert len(json.load(open(path, encoding="utf-8"))) == 60  # no read-modify-write lost an update
+    assert len(read_json(path)) == 60  # no read-modify-write lost an update
 
 
 def test_atomic_open_leaves_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "a.json"
     atomic_write_json(path, {"old": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_open(path) as f:
-            f.write("{broken")
-            raise RuntimeError("interrupted")
-    assert json.load(open(path)) == {"old": 1} and os.listdir(tmp_path) == ["a.json"]
+    with pytest.raises(RuntimeError), atomic_open(path) as f:
+        f.write("{broken")
+        raise RuntimeError("interrupted")
+    assert read_json(path) == {"old": 1} and os.listdir(tmp_path) == ["a.json"]

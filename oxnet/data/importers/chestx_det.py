@@ -8,10 +8,11 @@ xyxy in their pixels. An entry with no boxes is a negative ("full" with no boxes
 
 import numpy as np
 
+from oxnet.data.format import is_finite_number
+
 from .common import (
     IMAGE_EXTENSIONS,
     ImportDataError,
-    _finite_number,
     check_boxes_xywh,
     new_coco,
     read_json,
@@ -20,10 +21,6 @@ from .common import (
 from .nih import NIH_PNG_SIZE
 
 __all__ = ["load_chestx_det"]
-
-
-def _is_number(v):
-    return _finite_number(v)
 
 
 def load_chestx_det(json_file, images=None, allow_missing_images=False, clip_boxes=False):
@@ -61,7 +58,7 @@ def load_chestx_det(json_file, images=None, allow_missing_images=False, clip_box
                 raise ImportDataError(
                     json_file, where, f"class name must be a non-empty string, got {s!r} ({name})"
                 )
-            if not isinstance(b, list) or len(b) != 4 or not all(_is_number(v) for v in b):
+            if not isinstance(b, list) or len(b) != 4 or not all(is_finite_number(v) for v in b):
                 raise ImportDataError(
                     json_file, where, f"box must be 4 numbers [x1, y1, x2, y2], got {b!r} ({name})"
                 )

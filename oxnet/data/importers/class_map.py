@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 
 import yaml
 
-from oxnet.data.classes import PAPER_CLASSES
+from oxnet.config import PAPER_CLASSES
 
 from .common import ImportDataError
 

@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 
-from oxnet.data.format import SUPERVISION_LEVELS
+from oxnet.data.format import SUPERVISION_LEVELS, is_finite_number
 
 from .common import (
     ImportDataError,
-    _finite_number,
     check_boxes_xywh,
     check_sizes,
     new_coco,
@@ -24,10 +23,6 @@ from .common import (
 )
 
 __all__ = ["load_coco"]
-
-
-def _is_number(v):
-    return _finite_number(v)
 
 
 def _is_id(v):
@@ -112,7 +107,7 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
         if img["file_name"] in names:
             raise ImportDataError(json_file, where, f"duplicate file_name {img['file_name']!r}")
         for k in ("width", "height"):
-            if not _is_number(img.get(k)):
+            if not is_finite_number(img.get(k)):
                 raise ImportDataError(json_file, where, f"'{k}' must be a number, got {img.get(k)!r}")
         index[img["id"]] = i
         names.add(img["file_name"])
@@ -144,7 +139,7 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
         if crowd not in (0, 1) or not isinstance(crowd, int):
             raise ImportDataError(json_file, where, f"'iscrowd' must be 0 or 1, got {crowd!r}")
         b = a.get("bbox")
-        if not isinstance(b, list) or len(b) != 4 or not all(_is_number(v) for v in b):
+        if not isinstance(b, list) or len(b) != 4 or not all(is_finite_number(v) for v in b):
             raise ImportDataError(json_file, where, f"'bbox' must be 4 numbers [x, y, w, h], got {b!r}")
         rows.append(where)
         img_idx.append(index[a["image_id"]])

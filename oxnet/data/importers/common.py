@@ -15,7 +15,6 @@ import re
 import numpy as np
 import pandas as pd
 
-from oxnet.data.format import _is_number as _finite_number
 from oxnet.data.format import write_omni_coco
 
 __all__ = [

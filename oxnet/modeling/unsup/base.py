@@ -65,7 +65,7 @@ def build_unsup_loss(name, cfg):
     """The registered loss whose ``name`` is ``name`` (None for "")."""
     if not name:
         return None
-    for cls_name, cls in UNSUP_LOSS_REGISTRY:
+    for _, cls in UNSUP_LOSS_REGISTRY:
         if cls.name == name:
             return cls(cfg)
     known = sorted(cls.name for _, cls in UNSUP_LOSS_REGISTRY)

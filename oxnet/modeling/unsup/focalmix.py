@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from oxnet.modeling import baselines
+from oxnet.utils.events import current_iteration
 
 from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, teacher_targets
 
@@ -18,8 +19,6 @@ class FocalMixLoss(UnsupLoss):
     loss_names = ("loss_focalmix",)
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
-        from oxnet.modeling.meta_arch import current_iteration
-
         f = self.cfg.OXNET.FOCALMIX
         targets = baselines.sharpen(
             teacher_targets(inputs, student_logits, student_logits.device), f.TEMPERATURE

@@ -210,7 +210,7 @@ def test_the_seed_inputs_import(work):
     seeds = [(VINDR, load_vindr, 3, 3), (RSNA, load_rsna, 3, 2), (LABELS, load_labels_csv, 3, 0)]
     for rows, load, n_images, n_boxes in seeds:
         (work / "s.csv").write_bytes(csv_bytes(rows))
-        coco = check_import(lambda: load(work / "s.csv", allow_missing_images=True), [], "o")
+        coco = check_import(lambda load=load: load(work / "s.csv", allow_missing_images=True), [], "o")
         assert (len(coco["images"]), len(coco["annotations"])) == (n_images, n_boxes), load.__name__
     (work / "s.json").write_text(json.dumps(CHESTX_DET))
     coco = check_import(lambda: load_chestx_det(work / "s.json", allow_missing_images=True), [], "o")
@@ -218,7 +218,7 @@ def test_the_seed_inputs_import(work):
     (work / "s.json").write_text(json.dumps(COCO))
     for sup in ("full", "weak"):
         coco = check_import(
-            lambda: load_coco(work / "s.json", allow_missing_images=True, supervision=sup), [], "o"
+            lambda sup=sup: load_coco(work / "s.json", allow_missing_images=True, supervision=sup), [], "o"
         )
         assert len(coco["images"]) == 3 and len(coco["annotations"]) == (2 if sup == "full" else 0)
 
