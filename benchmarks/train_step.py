@@ -48,6 +48,7 @@ from oxnet.data.io import write_png
 from oxnet.data.mapper import OmniDatasetMapper
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.engine import MeanTeacherHook, OXnetTrainer
+from oxnet.modeling.precision import network_autocast, resolve_dtype
 from oxnet.testing import REPO_ROOT
 
 BREAKDOWN_METHODS = ("retinanet", "sfl", "daa", "daa_gpa")
@@ -76,6 +77,15 @@ def parse_args(argv=None):
         "--flops",
         action="store_true",
         help="also count FLOPs of one step and one inference of each model (load-independent)",
+    )
+    p.add_argument(
+        "--precisions",
+        default="float32",
+        help="comma-separated: float32, bfloat16, float16 (CUDA). Each model also runs in every "
+        "precision after the first, interleaved with the others: OXnet through SOLVER.AMP / "
+        "OXNET.AMP.INFERENCE (network pass under autocast, losses in float32), plain RetinaNet "
+        "with its whole forward under torch.autocast (as detectron2's AMPTrainer); float16 steps "
+        "use a gradient scaler",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -176,37 +186,46 @@ def make_inputs(cfg, n_full, n_weak, n_unlabeled, seed, folder):
 class Stepper:
     """One training step of a model on a fixed batch (as ``OmniStepTrainer.run_step`` does it)."""
 
-    def __init__(self, cfg, model, batch, teacher=False):
+    def __init__(self, cfg, model, batch, teacher=False, autocast=None, scaler=False):
         self.model, self.batch = model, batch
         self.model.train()
         self.optimizer = OXnetTrainer.build_optimizer(cfg, model)
         self.teacher_hook = MeanTeacherHook(model, cfg.OXNET.TEACHER.EMA_DECAY) if teacher else None
         self.iter = 0
+        self.autocast = autocast  # a dtype: the whole forward under torch.autocast (plain RetinaNet)
+        self.scaler = torch.amp.GradScaler(model.device.type) if scaler else None
 
     def __call__(self):
         self.model.train()
         data = [dict(x) for x in self.batch]  # the teacher adds keys
         if self.teacher_hook is not None:
             self.teacher_hook.attach_soft_targets(data)
-        loss_dict = self.model(data)
-        losses = sum(loss_dict.values())
+        with network_autocast(self.model.device, self.autocast):
+            loss_dict = self.model(data)
+        losses = sum(v.float() for v in loss_dict.values())
         self.optimizer.zero_grad()
-        losses.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            losses.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(losses).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if self.teacher_hook is not None:
             self.teacher_hook.update(self.model, self.iter)
         self.iter += 1
 
 
 class Inferencer:
-    def __init__(self, model, batch):
-        self.model = model
+    def __init__(self, model, batch, autocast=None):
+        self.model, self.autocast = model, autocast
         self.batch = [{k: x[k] for k in ("image", "height", "width")} for x in batch]
 
     @torch.no_grad()
     def __call__(self):
         self.model.eval()
-        self.model(self.batch)
+        with network_autocast(self.model.device, self.autocast):
+            self.model(self.batch)
 
 
 def interleaved(fns, repeats, warmup, device):
@@ -338,20 +357,44 @@ def main(argv=None):
         assert not missing, f"OXNet lacks RetinaNet parameters {sorted(missing)[:5]}"
         m.load_state_dict(shared, strict=False)
 
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or precisions[0] != "float32":
+        precisions = ["float32"] + [p for p in precisions if p != "float32"]
+    variants = {}  # "oxnet@bfloat16" -> (OXNet copy, dtype), "retinanet@bfloat16" -> (RetinaNet copy, dtype)
+    for p in precisions[1:]:
+        dtype = resolve_dtype(p, device, "--precisions")
+        ox = build_model(cfg)
+        ox.load_state_dict(shared, strict=False)
+        ox.amp_dtype = ox.inference_dtype = dtype
+        rn = build_plain_retinanet(cfg)
+        rn.load_state_dict(shared)
+        variants[f"oxnet@{p}"], variants[f"retinanet@{p}"] = (ox, dtype), (rn, dtype)
+
     load = os.getloadavg()[0]
     print(f"Inference: {args.repeats} alternating repeats of {n_student} images ...", file=sys.stderr)
-    infer = interleaved(
-        {"oxnet": Inferencer(models["oxnet"], plain_batch), "retinanet": Inferencer(retina, plain_batch)},
-        args.repeats,
-        args.warmup,
-        device,
-    )
-    for m in list(models.values()) + [retina]:  # inference must not have changed the weights
+    inferencers = {
+        "oxnet": Inferencer(models["oxnet"], plain_batch),
+        "retinanet": Inferencer(retina, plain_batch),
+    }
+    for name, (m, dtype) in variants.items():  # OXNet applies its own inference dtype
+        inferencers[name] = Inferencer(m, plain_batch, None if name.startswith("oxnet") else dtype)
+    infer = interleaved(inferencers, args.repeats, args.warmup, device)
+    for m in list(models.values()) + [retina] + [m for m, _ in variants.values()]:  # weights unchanged
         m.load_state_dict(shared, strict=False)
     steppers = {
         "oxnet": Stepper(cfg, models["oxnet"], omni_batch, teacher=True),
         "retinanet": Stepper(cfg, retina, plain_batch),
     }
+    for name, (m, dtype) in variants.items():
+        is_ox = name.startswith("oxnet")
+        steppers[name] = Stepper(
+            cfg,
+            m,
+            omni_batch if is_ox else plain_batch,
+            teacher=is_ox,
+            autocast=None if is_ox else dtype,
+            scaler=dtype is torch.float16,
+        )
     for method in BREAKDOWN_METHODS if args.breakdown else ():
         c = make_cfg(args, method)
         steppers[f"OXNet {method}"] = Stepper(c, models[method], omni_batch, teacher=uses_teacher(method))
@@ -378,6 +421,7 @@ def main(argv=None):
             "weak": args.weak,
             "unlabeled": args.unlabeled,
             "repeats": args.repeats,
+            "precisions": precisions,
         },
         "primary_clock": primary,
         "raw_step_s": train,
@@ -394,10 +438,14 @@ def main(argv=None):
             result[f"{what}_ratio_{clk}"] = statistics.median(t["oxnet"]) / statistics.median(t["retinanet"])
             # ratios of measurements taken next to each other
             result[f"{what}_ratio_{clk}_paired"] = paired_ratio(t["oxnet"], t["retinanet"])
+            # speed-up of each model in each precision over itself in float32 (paired: same repeat)
+            for name in variants:
+                base = name.split("@")[0]
+                result.setdefault(f"{what}_speedup_{clk}_paired", {})[name] = paired_ratio(t[base], t[name])
     if device.startswith("cuda"):  # peak GPU memory of one step of each model, on top of what is held
         result["cuda_step_peak_gib"] = {}
         with EventStorage():
-            for name in ("oxnet", "retinanet"):
+            for name in ["oxnet", "retinanet", *variants]:
                 torch.cuda.synchronize()
                 held = torch.cuda.memory_allocated()
                 torch.cuda.reset_peak_memory_stats()
@@ -459,6 +507,23 @@ def main(argv=None):
     for clk in ("cpu", "wall"):
         tr, ir = result[f"train_ratio_{clk}_paired"], result[f"infer_ratio_{clk}_paired"]
         print(f"Median of the per-repeat ratios ({clk}): train step {tr:.2f}x, inference {ir:.2f}x")
+    if variants:
+        clk = primary
+        print(
+            f"\nPrecision ({clk} seconds per image; speed-up: median over repeats of float32 / this, paired)"
+        )
+        print("| model | precision | train step s/img | speed-up | inference s/img | speed-up |")
+        print("|---|---|---|---|---|---|")
+        train_s, infer_s = result[f"train_s_per_student_image_{clk}"], result[f"infer_s_per_image_{clk}"]
+        for base in ("oxnet", "retinanet"):
+            print(f"| {base} | float32 | {train_s[base]:.4f} | 1.00x | {infer_s[base]:.4f} | 1.00x |")
+            for p in precisions[1:]:
+                name = f"{base}@{p}"
+                print(
+                    f"| {base} | {p} | {train_s[name]:.4f} | "
+                    f"{result[f'train_speedup_{clk}_paired'][name]:.2f}x | {infer_s[name]:.4f} | "
+                    f"{result[f'infer_speedup_{clk}_paired'][name]:.2f}x |"
+                )
     if args.flops:
         f = result["flops_per_image"]
         print(

@@ -75,6 +75,10 @@ NEUTRAL_OPTIONS = {
     # fault handling: no effect on a run whose images all decode and whose losses stay finite
     "OXNET.DATA.MAX_FAILED_FRACTION": 0.01,
     "OXNET.SOLVER.MAX_NONFINITE_SKIPS": 5,
+    # mixed precision: the dtype matters only with SOLVER.AMP.ENABLED (which the fingerprint keeps; the
+    # bench resolves "auto" before fingerprinting); float32 inference is what every recorded run used
+    "OXNET.AMP.DTYPE": "bfloat16",
+    "OXNET.AMP.INFERENCE": "float32",
 }
 
 
@@ -263,6 +267,17 @@ def add_oxnet_config(cfg):
     _C.OXNET.AUG.NOISE_STD = 6.0  # strong view: Gaussian noise (grey levels)
     _C.OXNET.AUG.CUTOUT = 1  # strong view: number of cutout squares
     _C.OXNET.AUG.CUTOUT_SIZE = 0.1  # strong view: cutout square side as a fraction of the image side
+
+    # Mixed precision (oxnet.modeling.precision). Training runs the network pass (backbone, FPN, head) of
+    # the student and the teacher under autocast when detectron2's SOLVER.AMP.ENABLED is True; losses,
+    # DAA's pooling, GPA, the teacher's probabilities and the EMA updates stay float32.
+    _C.OXNET.AMP = CN()
+    # "bfloat16" (CPUs with AVX-512 BF16 or AMX, GPUs from Ampere on), "float16" (CUDA only, with a
+    # gradient scaler) or "auto" (bfloat16 where supported, else float16 on CUDA, else float32).
+    _C.OXNET.AMP.DTYPE = "bfloat16"
+    # The network pass at inference (predictor, --eval-only, evaluation during training, the service):
+    # "float32", "bfloat16", "float16" (CUDA) or "auto". Exported models are float32.
+    _C.OXNET.AMP.INFERENCE = "float32"
 
     # Optimizer and LR schedule (detectron2's SOLVER.* keys set the rate, steps and warm-up).
     _C.OXNET.SOLVER = CN()

@@ -4,8 +4,9 @@
 1. writes a synthetic omni-supervised dataset (boxes, image labels and unlabeled images) with
    ``datasets/prepare_synthetic.py``, validates it and prints its statistics;
 2. draws a contact sheet of the training boxes;
-3. trains OXnet (SFL + DAA + GPA) with ``configs/demo_cpu.yaml``; re-running continues the run; once
-   training is done only the final weights ``model/model_final.pth`` are kept;
+3. trains OXnet (SFL + DAA + GPA) with ``configs/demo_cpu.yaml``, in bfloat16 mixed precision where
+   the machine computes bfloat16 natively (``SOLVER.AMP.ENABLED False``: float32); re-running
+   continues the run; once training is done only the final weights ``model/model_final.pth`` are kept;
 4. evaluates on the test split once (mAP at IoU .40:.75, AP40, AP75, APs/m/l, FROC, AUROC), prints
    the table and writes the report with overlays and attention maps.
 
@@ -124,6 +125,10 @@ def main(argv=None):
     cfg = get_cfg()
     add_oxnet_config(cfg)
     cfg.merge_from_file(args.config_file)
+    # bfloat16 mixed precision where the CPU (or GPU) computes bfloat16 natively, float32 elsewhere;
+    # `SOLVER.AMP.ENABLED False` on the command line trains in float32
+    cfg.SOLVER.AMP.ENABLED = True
+    cfg.OXNET.AMP.DTYPE = "auto"
     cfg.merge_from_list(args.opts)
     if args.iters is not None:
         cfg.SOLVER.MAX_ITER = args.iters

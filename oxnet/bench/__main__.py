@@ -92,6 +92,13 @@ def parse_args(argv=None):
         "in its folder under DIR/runs; the periodic checkpoints are deleted. Without "
         "it, every run's weights are deleted once the run is evaluated",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default=None,
+        help="training precision (default: the spec's, auto: bfloat16 mixed precision where the "
+        "machine computes bfloat16 natively, else float32); part of each run's fingerprint",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--report-only",
@@ -138,6 +145,8 @@ def main(argv=None):
             if args.warm_start < 0:
                 raise ValueError(f"--warm-start must be >= 0, got {args.warm_start}")
             spec["warm_start"] = dict(spec["warm_start"], iters=args.warm_start)
+        if args.precision is not None:
+            spec["precision"] = args.precision
         check_overrides(args.opts)
         spec["opts"] = list(spec.get("opts", [])) + list(args.opts)
         spec["overrides"] = list(args.opts)  # named in the table

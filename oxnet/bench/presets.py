@@ -56,6 +56,11 @@ keys; missing keys take :data:`DEFAULTS`):
   (:func:`oxnet.data.omni.table2_settings`); the first three rows train RetinaNet, the others OXnet
   (``"methods"`` overrides that, one per setting).
 * ``iters``, ``seeds``: iterations per run and seeds per row (``--iters`` / ``--seeds`` override).
+* ``precision`` (default ``"auto"``; ``--precision`` overrides): the training precision, ``"auto"``
+  (bfloat16 mixed precision where the CPU or GPU computes bfloat16 natively, else float32),
+  ``"float32"``, ``"bfloat16"`` or ``"float16"`` (CUDA). It is resolved on the machine before the run
+  is fingerprinted (``SOLVER.AMP.ENABLED`` and ``OXNET.AMP.DTYPE``), so float32 and bfloat16 runs
+  never share a folder or a results entry; each result records it. Evaluation stays float32.
 * ``burn_in_fraction`` (default 0), ``rampup_fraction`` (default 0.25): ``OXNET.RAMPUP.BURN_IN_ITERS``
   and ``OXNET.RAMPUP.ITERS`` as fractions of ``iters``, for every row alike.
 * ``eval_period`` (default 0: only after training): also evaluate on the test set every so many
@@ -134,6 +139,7 @@ DEFAULTS = {
     "seeds": 3,
     "opts": CPU_MODEL,
     "warm_start": {"iters": 0, "opts": ["SOLVER.BASE_LR", 1e-4]},
+    "precision": "auto",
 }
 
 PRESETS = {

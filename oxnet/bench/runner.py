@@ -135,8 +135,13 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir, image_t
     cfg.OXNET.SOLVER.PLATEAU_PATIENCE = 0  # needs periodic validation; the fixed steps replace it
     cfg.OUTPUT_DIR = output_dir
     from oxnet.config import resolve_device
+    from oxnet.modeling.precision import dtype_name, resolve_dtype
 
     resolve_device(cfg)
+    # the spec's precision, resolved on this machine: the fingerprint sees the dtype that trains
+    dtype = resolve_dtype(spec.get("precision", "float32"), cfg.MODEL.DEVICE, "the bench's precision")
+    cfg.SOLVER.AMP.ENABLED = dtype is not None
+    cfg.OXNET.AMP.DTYPE = dtype_name(dtype) if dtype is not None else "bfloat16"
     cfg.freeze()
     return cfg
 
@@ -445,6 +450,7 @@ def run_table(
             "config": fp,
             "seconds": seconds,
             "device": device_name(cfg.MODEL.DEVICE),
+            "precision": cfg.OXNET.AMP.DTYPE if cfg.SOLVER.AMP.ENABLED else "float32",
             "metrics": metrics,
         }
         record.update({m: out[m] for m in ("normals", "image_auroc") if out.get(m) is not None})

@@ -72,6 +72,7 @@ def build_eager_model(cfg):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
+    cfg.OXNET.AMP.INFERENCE = "float32"  # exported graphs are float32, whatever the training precision
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: give the trained model's checkpoint (.pth)")
     model = build_model(cfg)

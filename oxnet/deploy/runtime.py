@@ -507,7 +507,7 @@ class DeployedModel:
         return f"DeployedModel({self.folder!r}, backend={self.backend!r})"
 
 
-def load_model(folder, backend=None, threads=None):
+def load_model(folder, backend=None, threads=None, precision=None):
     """Open a model folder.
 
     Args:
@@ -516,6 +516,8 @@ def load_model(folder, backend=None, threads=None):
         backend: "onnx", "torchscript" or "eager"; None picks onnx if ``model.onnx`` is there, else
             torchscript if ``model.ts``, else eager.
         threads: intra-op threads (default: ``OMP_NUM_THREADS`` when set, else the library's default).
+        precision: the eager model's ``OXNET.AMP.INFERENCE`` ("float32", "bfloat16", "float16" on
+            CUDA, "auto"); None keeps its config's. Exported models run in float32.
 
     Raises:
         FileNotFoundError: the folder lacks the backend's files (the message lists what it has).
@@ -547,9 +549,13 @@ def load_model(folder, backend=None, threads=None):
         from oxnet.engine.model_files import load_model_config
 
         cfg = load_model_config(path)
+        if precision:
+            cfg.OXNET.AMP.INFERENCE = precision
         info = model_info_from_config(cfg, "eager")
-        runner = _EagerRunner(path, info, threads)
+        runner = _EagerRunner(path, info, threads, cfg=cfg)
     else:
+        if precision not in (None, "", "float32"):
+            raise ValueError(f"the {backend} model is float32; precision {precision!r} needs --backend eager")
         info_path = os.path.join(folder, MODEL_INFO)
         if not os.path.exists(info_path):
             raise FileNotFoundError(

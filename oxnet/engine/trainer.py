@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from oxnet.config import method_components, uses_teacher
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, split_by_supervision
 from oxnet.data.mapper import OmniDatasetMapper
+from oxnet.modeling.precision import dtype_name
 
 from .checkpoint import AtomicCheckpointer
 from .clipping import add_gradient_clipping
@@ -99,14 +100,26 @@ class OmniStepTrainer(SimpleTrainer):
     statistics) are restored to their values before the forward pass, and ``last_step_skipped`` tells
     the mean teacher not to update. The terms are logged; after ``max_nonfinite_skips`` such steps in
     a row, :class:`NonFiniteLossError` names the terms and the iteration.
+
+    With a ``grad_scaler`` (float16 mixed precision) the loss is scaled before the backward pass and
+    ``grad_scaler.step`` unscales the gradients before the optimizer (and its gradient clipping) sees
+    them. A step whose loss is finite but whose scaled gradients overflow is the scaler's business,
+    not a non-finite step: the scaler skips the optimizer step and lowers its scale, the streak of
+    non-finite steps is untouched, ``last_scaler_skip`` is set and ``amp/scaler_skipped`` counts it.
+    The scaler's state is part of :meth:`state_dict`, so that a resumed run scales as the original.
     """
 
-    def __init__(self, model, data_loader, optimizer, teacher_hook=None, max_nonfinite_skips=5):
+    def __init__(
+        self, model, data_loader, optimizer, teacher_hook=None, max_nonfinite_skips=5, grad_scaler=None
+    ):
         super().__init__(model, data_loader, optimizer)
         self.teacher_hook = teacher_hook
         self.max_nonfinite_skips = max_nonfinite_skips
+        self.grad_scaler = grad_scaler
         self.nonfinite_streak = 0  # skipped steps in a row
         self.last_step_skipped = False
+        self.last_scaler_skip = False
+        self.scaler_skips = 0
 
     def run_step(self):
         assert self.model.training, "[OmniStepTrainer] model was changed to eval mode!"
@@ -120,14 +133,53 @@ class OmniStepTrainer(SimpleTrainer):
         bad = self._nonfinite_terms(loss_dict)
         self.last_step_skipped = bool(bad)
         if bad:
-            self._skip_step(loss_dict, bad, buffers)
+            self._skip_step("loss", bad, self._loss_values(loss_dict, bad), buffers)
             return
-        self.nonfinite_streak = 0
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
-        losses.backward()
+        if self.grad_scaler is None:
+            losses.backward()
+            bad = self._nonfinite_gradients()
+            self.last_step_skipped = bool(bad)
+            if bad:
+                more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+                self._skip_step("gradient", bad, ", ".join(bad[:3]) + more, buffers)
+                return
+            self.nonfinite_streak = 0
+            self._write_metrics(loss_dict, data_time)
+            self.optimizer.step()
+            return
+        self.nonfinite_streak = 0
+        scale = self.grad_scaler.get_scale()
+        self.grad_scaler.scale(losses).backward()
         self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        self.last_scaler_skip = self.grad_scaler.get_scale() < scale  # the scale drops only on a skip
+        self.scaler_skips += int(self.last_scaler_skip)
+        if self.last_scaler_skip:
+            logger.info(
+                f"Iteration {self.iter}: float16 gradients overflowed; the gradient scaler skipped the step"
+            )
+        try:
+            from detectron2.utils.events import get_event_storage
+
+            storage = get_event_storage()
+            storage.put_scalar("amp/grad_scale", self.grad_scaler.get_scale(), smoothing_hint=False)
+            storage.put_scalar("amp/scaler_skipped", self.scaler_skips, smoothing_hint=False)
+        except AssertionError:  # no EventStorage (a step run outside train())
+            pass
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
     def _nonfinite_terms(self, loss_dict):
         """Names of the loss terms that are not finite on this process or any other."""
@@ -140,22 +192,40 @@ class OmniStepTrainer(SimpleTrainer):
         return [k for k, ok in zip(names, finite.tolist()) if not ok]
 
     @torch.no_grad()
-    def _skip_step(self, loss_dict, bad, buffers):
-        for name, b in unwrap(self.model).named_buffers():  # undo the forward pass's updates (Eq. 5 ...)
-            if name in buffers:
-                b.copy_(buffers[name])
-        self.optimizer.zero_grad()
-        self.nonfinite_streak += 1
+    def _nonfinite_gradients(self):
+        """Names of the parameters whose gradient has a NaN or infinite entry (after DDP's all-reduce
+        every process sees the same gradients). A finite loss can still give such a gradient: an
+        operation whose derivative is infinite at the point (a square root at 0), or a kernel that
+        returns garbage (PyTorch 2.14's oneDNN bfloat16 weight gradient of a stride-2 convolution on
+        a 1x1 input, the P7 of a 64-pixel image)."""
+        named = [(n, p.grad) for n, p in unwrap(self.model).named_parameters() if p.grad is not None]
+        if not named:
+            return []
+        norms = torch._foreach_norm([g for _, g in named])
+        finite = torch.isfinite(torch.stack(norms)).tolist()
+        return [n for (n, _), ok in zip(named, finite) if not ok]
+
+    @staticmethod
+    def _loss_values(loss_dict, bad):
         local = {k: loss_dict[k].detach().float().cpu() for k in bad}
-        values = ", ".join(
+        return ", ".join(
             f"{k} = {v.item():g}"
             if v.numel() == 1 and not torch.isfinite(v).all()
             else f"{k} on {'this' if not torch.isfinite(v).all() else 'another'} process"
             for k, v in local.items()
         )
+
+    @torch.no_grad()
+    def _skip_step(self, kind, bad, values, buffers):
+        """Undo a step whose ``kind`` ("loss" or "gradient") is not finite for the names ``bad``."""
+        for name, b in unwrap(self.model).named_buffers():  # undo the forward pass's updates (Eq. 5 ...)
+            if name in buffers:
+                b.copy_(buffers[name])
+        self.optimizer.zero_grad()
+        self.nonfinite_streak += 1
         limit = self.max_nonfinite_skips
         logger.warning(
-            f"Iteration {self.iter}: loss not finite ({values}): step skipped, weights, "
+            f"Iteration {self.iter}: {kind} not finite ({values}): step skipped, weights, "
             f"optimizer, teacher and GPA prototypes unchanged ({self.nonfinite_streak} such "
             f"step(s) in a row; training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)"
         )
@@ -168,8 +238,9 @@ class OmniStepTrainer(SimpleTrainer):
         except AssertionError:  # no EventStorage (a step run outside train())
             pass
         if self.nonfinite_streak >= max(limit, 1):
+            what = "loss term(s)" if kind == "loss" else "gradient(s) of"
             raise NonFiniteLossError(
-                f"loss term(s) {', '.join(bad)} not finite at iteration {self.iter} ({values}), "
+                f"{what} {', '.join(bad)} not finite at iteration {self.iter} ({values}), "
                 f"{self.nonfinite_streak} step(s) in a row skipped "
                 f"(OXNET.SOLVER.MAX_NONFINITE_SKIPS = {limit})",
                 bad,
@@ -235,6 +306,10 @@ class OXnetTrainer(DefaultTrainer):
             self.teacher_hook = MeanTeacherHook(
                 model, cfg.OXNET.TEACHER.EMA_DECAY, views=views, noise_std=cfg.OXNET.MMT_PSM.NOISE_STD
             )
+        amp_dtype = getattr(model, "amp_dtype", None)
+        logger.info(f"Training precision: {dtype_name(amp_dtype)}" + (" mixed" if amp_dtype else ""))
+        # float16 needs a gradient scaler; bfloat16 has float32's range and does not
+        grad_scaler = torch.amp.GradScaler(model.device.type) if amp_dtype is torch.float16 else None
         ddp_kwargs = {} if model.device.type == "cuda" else {"device_ids": None}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
         self._trainer = OmniStepTrainer(
@@ -243,6 +318,7 @@ class OXnetTrainer(DefaultTrainer):
             optimizer,
             self.teacher_hook,
             max_nonfinite_skips=cfg.OXNET.SOLVER.MAX_NONFINITE_SKIPS,
+            grad_scaler=grad_scaler,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"teacher": self.teacher_hook.teacher_checkpointable()} if self.teacher_hook else {}

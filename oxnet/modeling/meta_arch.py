@@ -20,6 +20,7 @@ from .attention import ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_a
 from .global_head import GlobalHead
 from .gpa import GPA_FORMS, PrototypeMemory, class_features, gpa_losses, gpa_losses_authors
 from .losses import BCE_REDUCTIONS, masked_bce_with_logits, weak_negative_focal_loss
+from .precision import network_autocast, resolve_dtype
 from .unsup import UnsupLoss, build_unsup_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
@@ -72,9 +73,14 @@ class OXNet(RetinaNet):
         weak_negatives: bool = False,
         burn_in: int = 0,
         rampup: int = 0,
+        amp_dtype: torch.dtype = None,
+        inference_dtype: torch.dtype = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Autocast dtype of the network pass (None: float32) in training (the student and, in its
+        # copy, the mean teacher) and in inference (oxnet.modeling.precision).
+        self.amp_dtype, self.inference_dtype = amp_dtype, inference_dtype
         if global_mode not in ("", "gap", "daa"):
             raise ValueError(f"global head mode must be '', 'gap' or 'daa', got {global_mode!r}")
         if prototypes is not None and global_mode != "daa":
@@ -137,6 +143,10 @@ class OXNet(RetinaNet):
             weak_negatives=uses_weak_negatives(cfg),
             burn_in=cfg.OXNET.RAMPUP.BURN_IN_ITERS,
             rampup=cfg.OXNET.RAMPUP.ITERS,
+            amp_dtype=resolve_dtype(cfg.OXNET.AMP.DTYPE, cfg.MODEL.DEVICE)
+            if cfg.SOLVER.AMP.ENABLED
+            else None,
+            inference_dtype=resolve_dtype(cfg.OXNET.AMP.INFERENCE, cfg.MODEL.DEVICE, "OXNET.AMP.INFERENCE"),
         )
         if parts["global_head"]:
             backbone = ret["backbone"]
@@ -202,21 +212,31 @@ class OXNet(RetinaNet):
             batched_inputs = [{**x, "image": x["image"][:1]} for x in batched_inputs]
         return super().preprocess_image(batched_inputs)
 
-    def _run_network(self, batched_inputs, image_key="image", with_boxes=True):
+    def _run_network(self, batched_inputs, image_key="image", with_boxes=True, dtype=None):
         """Backbone + head on ``batched_inputs[i][image_key]``. ``with_boxes=False`` skips the box
-        branch (deltas None) for passes that need only class maps (teacher targets, attention)."""
-        images = self.preprocess_image([{"image": x[image_key]} for x in batched_inputs])
-        features = self.backbone(images.tensor)
-        features = [features[f] for f in self.head_in_features]
-        if with_boxes:
-            logits, deltas = self.head(features)
-        else:
-            logits, deltas = [self.head.cls_score(self.head.cls_subnet(f)) for f in features], None
+        branch (deltas None) for passes that need only class maps (teacher targets, attention).
+
+        ``dtype`` (None: float32) runs the pass under autocast; the class and box maps come back in
+        float32, so the losses, the attention, the teacher's probabilities and the box decoding that
+        use them run in float32 (a bfloat16 sum over thousands of anchors, or a box decoded at
+        bfloat16's 8-bit precision, would lose what the loss and the boxes need). The backbone's
+        last stage is cast where the global head reads it (:meth:`_global_logits`)."""
+        with network_autocast(self.device, dtype):
+            images = self.preprocess_image([{"image": x[image_key]} for x in batched_inputs])
+            features = self.backbone(images.tensor)
+            features = [features[f] for f in self.head_in_features]
+            if with_boxes:
+                logits, deltas = self.head(features)
+            else:
+                logits, deltas = [self.head.cls_score(self.head.cls_subnet(f)) for f in features], None
+        if dtype is not None:
+            logits = [x.float() for x in logits]
+            deltas = None if deltas is None else [x.float() for x in deltas]
         return images, features, logits, deltas
 
     def _global_logits(self, logits: list[torch.Tensor]):
         """Global-head logits (B, K) plus the maps they pool: CAM X, attention R (DAA only), M."""
-        feats_m = self._bottom_up_features[self.global_in_feature]
+        feats_m = self._bottom_up_features[self.global_in_feature].float()  # M: float32 for Eq. 1-6
         self._bottom_up_features = None
         cam = self.global_head(feats_m)
         if self.global_mode == "gap":
@@ -228,7 +248,8 @@ class OXNet(RetinaNet):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: list[dict[str, torch.Tensor]]):
-        images, features, logits, deltas = self._run_network(batched_inputs)
+        dtype = self.amp_dtype if self.training else self.inference_dtype
+        images, features, logits, deltas = self._run_network(batched_inputs, dtype=dtype)
         global_out = self._global_logits(logits) if self.global_mode else None
         if self.training:
             return self.forward_omni(batched_inputs, features, logits, deltas, global_out)
@@ -357,7 +378,7 @@ class OXNet(RetinaNet):
 
     def dense_logits(self, inputs, image_key):
         """Student logits (B, R, K) over all anchors for ``inputs[image_key]``, with gradients."""
-        _, _, logits, _ = self._run_network(inputs, image_key, with_boxes=False)
+        _, _, logits, _ = self._run_network(inputs, image_key, with_boxes=False, dtype=self.amp_dtype)
         self._bottom_up_features = None
         return cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1)
 
@@ -388,7 +409,7 @@ class OXNet(RetinaNet):
     def teacher_outputs(self, batched_inputs, image_key="image_weak"):
         """One pass of this model as the teacher: dense probabilities (B, R, K) and its detections
         (``Instances`` in the input frame: score threshold, NMS and top-k as at inference)."""
-        images, features, logits, deltas = self._run_network(batched_inputs, image_key)
+        images, features, logits, deltas = self._run_network(batched_inputs, image_key, dtype=self.amp_dtype)
         self._bottom_up_features = None
         probs = cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1).sigmoid()
         detections = self.forward_inference(images, features, [logits, deltas])
@@ -400,7 +421,7 @@ class OXNet(RetinaNet):
         (X * R, the map DAA pools), each a (K, h, w) numpy array on the last-stage grid."""
         if self.global_mode != "daa":
             raise ValueError("attention maps need the DAA global head (OXNET.METHOD daa, daa_gpa or oxnet)")
-        _, _, logits, _ = self._run_network(batched_inputs, with_boxes=False)
+        _, _, logits, _ = self._run_network(batched_inputs, with_boxes=False, dtype=self.inference_dtype)
         _, cam, attention, _ = self._global_logits(logits)
         return [
             {"cam": c.cpu().numpy(), "local": a.cpu().numpy(), "daa": (c * a).cpu().numpy()}

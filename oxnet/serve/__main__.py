@@ -17,6 +17,11 @@ def parse_args(argv=None):
         choices=("eager", "torchscript", "onnx"),
         help="which model of the folder to run (default: onnx, then torchscript, then eager)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16", "float16", "auto"),
+        help="the eager model's inference precision (OXNET.AMP.INFERENCE; default: its config's)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="inferences run at the same time (threads)")
@@ -44,7 +49,7 @@ def main(argv=None):
     from .app import ServiceLimits, create_app
 
     try:
-        model = load_model(args.model, backend=args.backend)
+        model = load_model(args.model, backend=args.backend, precision=args.precision)
         limits = ServiceLimits(
             max_upload_bytes=int(args.max_upload_mb * 2**20),
             max_pixels=args.max_pixels,
