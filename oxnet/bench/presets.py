@@ -204,6 +204,7 @@ PRESETS = {
     "toy": {
         "data": {"kind": "toy", "n_train": 12, "n_test": 4, "size": 64, "num_classes": 3, "seed": 0},
         "iters": 2,
+        "precision": "float32",
         "seeds": 1,
         "opts": CPU_MODEL
         + [

@@ -197,7 +197,8 @@ class OmniStepTrainer(SimpleTrainer):
         every process sees the same gradients). A finite loss can still give such a gradient: an
         operation whose derivative is infinite at the point (a square root at 0), or a kernel that
         returns garbage (PyTorch 2.14's oneDNN bfloat16 weight gradient of a stride-2 convolution on
-        a 1x1 input, the P7 of a 64-pixel image)."""
+        a 1x1 input, which OXNet avoids by running P6/P7 in float32, see
+        :class:`oxnet.modeling.precision.Float32LastLevelP6P7`)."""
         named = [(n, p.grad) for n, p in unwrap(self.model).named_parameters() if p.grad is not None]
         if not named:
             return []
@@ -290,6 +291,12 @@ class OXnetTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__ is not called, on purpose: in detectron2 v0.6 it (1) wraps the model
+        # with create_ddp_model(device_ids=[local rank]), which DDP refuses for CPU models (gloo runs
+        # here); (2) builds AMPTrainer under SOLVER.AMP.ENABLED, which asserts CUDA and autocasts the
+        # whole forward, losses included (OXNet autocasts only its network pass, on CPUs too);
+        # (3) builds a non-atomic DetectionCheckpointer without the mean teacher. Everything else it
+        # does is done here in the same order, through the same build_* class methods.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()

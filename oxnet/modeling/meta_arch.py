@@ -6,12 +6,15 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
-from detectron2.modeling.meta_arch import retinanet as d2_retinanet
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss
 from torch import distributed as dist
 from torch import nn
+from torch.nn import functional as F
 
 from oxnet.config import method_components, uses_weak_negatives
 from oxnet.utils.events import current_iteration
@@ -20,7 +23,7 @@ from .attention import ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_a
 from .global_head import GlobalHead
 from .gpa import GPA_FORMS, PrototypeMemory, class_features, gpa_losses, gpa_losses_authors
 from .losses import BCE_REDUCTIONS, masked_bce_with_logits, weak_negative_focal_loss
-from .precision import network_autocast, resolve_dtype
+from .precision import Float32LastLevelP6P7, network_autocast, resolve_dtype
 from .unsup import UnsupLoss, build_unsup_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
@@ -81,6 +84,9 @@ class OXNet(RetinaNet):
         # Autocast dtype of the network pass (None: float32) in training (the student and, in its
         # copy, the mean teacher) and in inference (oxnet.modeling.precision).
         self.amp_dtype, self.inference_dtype = amp_dtype, inference_dtype
+        top_block = getattr(self.backbone, "top_block", None)
+        if type(top_block) is LastLevelP6P7:  # P6/P7 in float32 under autocast (see the class)
+            top_block.__class__ = Float32LastLevelP6P7
         if global_mode not in ("", "gap", "daa"):
             raise ValueError(f"global head mode must be '', 'gap' or 'daa', got {global_mode!r}")
         if prototypes is not None and global_mode != "daa":
@@ -193,16 +199,40 @@ class OXNet(RetinaNet):
         return buf.item()
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
-        """RetinaNet's focal and box losses (detectron2's), computed with fvcore's eager focal loss
-        instead of its TorchScript twin. TorchScript's profiling executor replaces a function's graph
-        after its first calls in a process, and the optimized backward rounds differently: a run's
-        gradients, hence its result, would depend on what ran before it in the same process."""
-        scripted = d2_retinanet.sigmoid_focal_loss_jit
-        d2_retinanet.sigmoid_focal_loss_jit = sigmoid_focal_loss
-        try:
-            return super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-        finally:
-            d2_retinanet.sigmoid_focal_loss_jit = scripted
+        """RetinaNet's focal and box losses: detectron2 v0.6's ``RetinaNet.losses`` line for line, with
+        fvcore's eager ``sigmoid_focal_loss`` where detectron2 calls its TorchScript twin
+        ``sigmoid_focal_loss_jit``. TorchScript's profiling executor replaces a function's graph after
+        its first calls in a process, and the optimized backward rounds differently: a run's
+        gradients, hence its result, would depend on what ran before it in the same process. Written
+        out rather than by swapping detectron2's module global during the call, which would change the
+        loss of any other model running in another thread meanwhile (the service runs models side by
+        side)."""
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        valid_mask = gt_labels >= 0
+        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        num_pos_anchors = pos_mask.sum().item()
+        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
+        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
+        # no loss for the last (background) class
+        gt_labels_target = F.one_hot(gt_labels[valid_mask], num_classes=self.num_classes + 1)[:, :-1]
+        loss_cls = sigmoid_focal_loss(
+            cat(pred_logits, dim=1)[valid_mask],
+            gt_labels_target.to(pred_logits[0].dtype),
+            alpha=self.focal_loss_alpha,
+            gamma=self.focal_loss_gamma,
+            reduction="sum",
+        )
+        loss_box_reg = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            pred_anchor_deltas,
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
 
     def preprocess_image(self, batched_inputs):
         """detectron2's normalization and padding; a model with one input channel

@@ -11,10 +11,12 @@ float32 (see :meth:`oxnet.modeling.meta_arch.OXNet._run_network`).
 import logging
 
 import torch
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 __all__ = [
     "AMP_DTYPES",
     "INFERENCE_DTYPES",
+    "Float32LastLevelP6P7",
     "bfloat16_supported",
     "dtype_name",
     "network_autocast",
@@ -82,3 +84,20 @@ def network_autocast(device, dtype):
 def dtype_name(dtype):
     """ "float32" for None, else the dtype's name ("bfloat16", "float16")."""
     return "float32" if dtype is None else str(dtype).replace("torch.", "")
+
+
+class Float32LastLevelP6P7(LastLevelP6P7):
+    """detectron2's P6/P7 block that runs in float32 inside an autocast region (same parameters and
+    state dict; outside autocast it is ``LastLevelP6P7``).
+
+    P6 and P7 are 1/64 and 1/128 of the image: under 1 % of the network's work. On a 1x1 map (P7 of an
+    image of 64 px or less) PyTorch 2.14's oneDNN bfloat16 weight gradient of this stride-2 convolution
+    returns uninitialized values now and then (NaN, inf or garbage), which float32 avoids.
+    :class:`~oxnet.modeling.meta_arch.OXNet` swaps its backbone's block to this class."""
+
+    def forward(self, c5):
+        device = c5.device.type
+        if not torch.is_autocast_enabled(device):
+            return super().forward(c5)
+        with torch.autocast(device, enabled=False):
+            return super().forward(c5.float())

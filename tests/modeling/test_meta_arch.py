@@ -176,3 +176,39 @@ def test_align_corners_option_changes_daa_pooling():
         model = build_model(cfg).eval()
         scores[flag] = model([random_input("full", boxes=[[8, 8, 40, 40]], classes=[1])])[0]["global_scores"]
     assert not torch.allclose(scores[False], scores[True])
+
+
+def test_retinanet_losses_equal_detectron2s_without_touching_its_module(monkeypatch):
+    """OXNet.losses is detectron2's RetinaNet.losses with fvcore's eager focal loss, and it leaves
+    detectron2's module global alone while it runs (another thread's model may be using it)."""
+    from detectron2.modeling import RetinaNet
+    from detectron2.modeling.meta_arch import retinanet as d2_retinanet
+    from fvcore.nn import sigmoid_focal_loss
+
+    import oxnet.modeling.meta_arch as ours
+
+    sentinel = object()
+    monkeypatch.setattr(d2_retinanet, "sigmoid_focal_loss_jit", sentinel)
+    seen = []
+
+    def watched(*args, **kwargs):
+        seen.append(d2_retinanet.sigmoid_focal_loss_jit)
+        return sigmoid_focal_loss(*args, **kwargs)
+
+    monkeypatch.setattr(ours, "sigmoid_focal_loss", watched)
+    model = _build("retinanet")
+    batch = [random_input("full", boxes=[[8, 8, 40, 40], [30, 4, 60, 20]], classes=[1, 2])]
+    images, features, logits, deltas = model._run_network(batch)
+    pred_logits, pred_deltas = model._transpose_dense_predictions([logits, deltas], [model.num_classes, 4])
+    anchors = model.anchor_generator(features)
+    gt_labels, gt_boxes = model.label_anchors(anchors, [batch[0]["instances"]])
+    normalizer = model.loss_normalizer.clone()
+    with EventStorage(0):
+        got = model.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes)
+        assert seen == [sentinel]  # called once, the module global untouched while it ran
+        model.loss_normalizer.copy_(normalizer)
+        monkeypatch.setattr(d2_retinanet, "sigmoid_focal_loss_jit", sigmoid_focal_loss)
+        expected = RetinaNet.losses(model, anchors, pred_logits, gt_labels, pred_deltas, gt_boxes)
+    assert got.keys() == expected.keys()
+    for k in got:
+        assert torch.equal(got[k], expected[k]), k

@@ -23,7 +23,7 @@ def test_resolve_dtype(monkeypatch):
     assert resolve_dtype("auto", "cpu") is None  # a CPU without bfloat16 trains in float32
 
 
-def _inputs(size=128):
+def _inputs(size=64):
     return [
         random_input("full", size, boxes=[[4, 6, 30, 40]], classes=[1], seed=0),
         random_input("full", size, boxes=[[20, 10, 60, 50], [2, 2, 20, 20]], classes=[0, 2], seed=1),
@@ -44,9 +44,7 @@ def _step(model, inputs):
 
 @pytest.mark.parametrize("method", ["retinanet", "daa_gpa"])
 def test_bfloat16_first_step_matches_float32(method):
-    # 128 px: at 64 px P7 comes from a 1x1 map, where oneDNN's bfloat16 weight gradient of a stride-2
-    # convolution returns garbage now and then (tests/engine/test_amp.py)
-    cfg = tiny_cfg(method, size=128)
+    cfg = tiny_cfg(method)
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
@@ -95,3 +93,25 @@ def test_inference_dtype_gives_the_same_boxes():
         torch.testing.assert_close(top_b.pred_boxes.tensor, top_a.pred_boxes.tensor, atol=0.5, rtol=0)
         torch.testing.assert_close(top_b.scores, top_a.scores, atol=5e-3, rtol=0)
         torch.testing.assert_close(b["global_scores"], a["global_scores"], atol=5e-3, rtol=0)
+
+
+def test_p6_p7_run_in_float32_under_autocast():
+    """At 64 px P7 is computed from a 1x1 map, where PyTorch 2.14's oneDNN bfloat16 weight gradient of
+    the stride-2 convolution returns uninitialized values now and then (about one pass in four here):
+    OXNet runs the P6/P7 block in float32, so every bfloat16 gradient is finite."""
+    from oxnet.modeling.precision import Float32LastLevelP6P7
+
+    cfg = tiny_cfg("retinanet")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    assert type(model.backbone.top_block) is Float32LastLevelP6P7
+    assert "backbone.top_block.p7.weight" in model.state_dict()  # detectron2's keys, unchanged
+    model.amp_dtype = torch.bfloat16
+    seen = []
+    model.backbone.top_block.p7.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    inputs = _inputs()[:2]
+    for _ in range(20):
+        _, _, grads = _step(model, inputs)
+        assert torch.isfinite(grads).all()
+    assert set(seen) == {torch.float32}
