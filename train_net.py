@@ -100,8 +100,8 @@ meaning (regenerate it with tools/gen_config_docs.py); --list-methods lists the 
 
 
 def print_methods(file=None):
-    """Print every ``OXNET.METHOD`` with the components it enables (:data:`oxnet.config.METHODS`)."""
-    from oxnet.config import COMPONENT_TITLES, describe_methods
+    """Print every ``OXNET.METHOD`` with the components it enables (:mod:`oxnet.methods`)."""
+    from oxnet.methods import COMPONENT_TITLES, describe_methods
 
     rows = [("OXNET.METHOD", *COMPONENT_TITLES.values())]
     rows += [(method, *parts.values()) for method, parts in describe_methods()]

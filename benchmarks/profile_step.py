@@ -17,6 +17,7 @@ import datetime
 import os
 import platform
 import sys
+import tempfile
 
 import torch
 from detectron2.config import get_cfg
@@ -78,7 +79,7 @@ def main(argv=None):
     cfg.SOLVER.AMP.ENABLED = args.precision != "float32"
     cfg.OXNET.AMP.DTYPE = args.precision if args.precision != "float32" else "bfloat16"
     cfg.SOLVER.MAX_ITER = args.warmup + args.steps + 1
-    cfg.OUTPUT_DIR = ""
+    cfg.OUTPUT_DIR = tempfile.mkdtemp(prefix="oxnet_profile_")  # metrics.json of the profiled steps
     torch.manual_seed(0)
     trainer = OXnetTrainer(cfg)
     trainer.resume_or_load(resume=False)

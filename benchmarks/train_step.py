@@ -43,11 +43,12 @@ from detectron2.utils.events import EventStorage
 
 import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401  (registers OXNet)
-from oxnet.config import add_oxnet_config, resolve_device, uses_teacher
+from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data.io import write_png
 from oxnet.data.mapper import OmniDatasetMapper
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.engine import MeanTeacherHook, OXnetTrainer
+from oxnet.methods import uses_teacher
 from oxnet.modeling.precision import network_autocast, resolve_dtype
 from oxnet.testing import REPO_ROOT
 

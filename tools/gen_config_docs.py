@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write docs/config.md: every ``OXNET.*`` config key with its default and meaning, and the methods of
-``OXNET.METHOD`` with their components, generated from ``oxnet/config.py``.
+``OXNET.METHOD`` with their components, generated from ``oxnet/config.py`` and ``oxnet/methods.py``.
 
 A key's meaning is the comment above it in ``add_oxnet_config`` (consecutive comment lines) and the
 comment at the end of its line; a section's (``_C.OXNET.X = CN()``) is the comment above it. Defaults
@@ -24,6 +24,7 @@ if REPO not in sys.path:
 
 import oxnet  # noqa: E402,F401  (compatibility shims before detectron2)
 from oxnet import config as oxnet_config  # noqa: E402
+from oxnet import methods as oxnet_methods  # noqa: E402
 
 DOCS = os.path.join(REPO, "docs", "config.md")
 CONFIG_SOURCE = os.path.join(REPO, "oxnet", "config.py")
@@ -64,19 +65,12 @@ def _dotted(node):
 
 
 def parse_config_source(source):
-    """Parse ``oxnet/config.py``: ``(keys, methods_doc)``.
-
-    ``keys`` is a list of ``(key, description, is_section)`` in the order ``add_oxnet_config`` sets
-    them (``key`` without the leading ``_C.``, e.g. ``OXNET.GPA.MARGIN``); ``methods_doc`` is the
-    ``#:`` comment above ``METHODS``.
-    """
+    """Parse ``oxnet/config.py``: a list of ``(key, description, is_section)`` in the order
+    ``add_oxnet_config`` sets them (``key`` without the leading ``_C.``, e.g. ``OXNET.GPA.MARGIN``)."""
     tree = ast.parse(source)
     comments = _comments(source)
-    methods_doc = ""
     func = None
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "METHODS" for t in node.targets):
-            methods_doc = _block_above(comments, node.lineno)
         if isinstance(node, ast.FunctionDef) and node.name == "add_oxnet_config":
             func = node
     if func is None:
@@ -97,7 +91,14 @@ def parse_config_source(source):
         text = " ".join([_block_above(comments, node.lineno)] + inline).strip()
         section = isinstance(node.value, ast.Call) and _dotted(node.value.func) == "CN"
         keys.append((key, text, section))
-    return keys, methods_doc
+    return keys
+
+
+def methods_doc():
+    """The first paragraph of :mod:`oxnet.methods`' docstring, on one line, Sphinx roles removed."""
+    first = oxnet_methods.__doc__.strip().split("\n\n")[1]
+    text = " ".join(first.split())
+    return re.sub(r":\w+:`~?", "`", text).replace("``", "`")
 
 
 def config_defaults():
@@ -131,7 +132,7 @@ def render():
     """The text of docs/config.md."""
     with open(CONFIG_SOURCE, encoding="utf-8") as f:
         source = f.read()
-    keys, methods_doc = parse_config_source(source)
+    keys = parse_config_source(source)
     defaults = config_defaults()
     parsed = {k for k, _, section in keys if not section}
     if parsed != set(defaults):
@@ -149,7 +150,8 @@ def render():
     lines = [
         "# OXnet configuration keys",
         "",
-        "<!-- Generated from oxnet/config.py by tools/gen_config_docs.py; do not edit by hand. -->",
+        "<!-- Generated from oxnet/config.py and oxnet/methods.py by tools/gen_config_docs.py; "
+        "do not edit by hand. -->",
         "",
         "`oxnet.config.add_oxnet_config(cfg)` adds the `OXNET.*` keys below to detectron2's config. Set",
         "them in a YAML config (`OXNET: {METHOD: daa}`, see `configs/`) or after the command line's",
@@ -159,13 +161,17 @@ def render():
         "",
         "## Methods (`OXNET.METHOD`)",
         "",
-        methods_doc,
+        methods_doc(),
         "",
-        "| `OXNET.METHOD` | " + " | ".join(oxnet_config.COMPONENT_TITLES.values()) + " |",
-        "|---" * (len(oxnet_config.COMPONENT_TITLES) + 1) + "|",
+        "| `OXNET.METHOD` | " + " | ".join(oxnet_methods.COMPONENT_TITLES.values()) + " | needs |",
+        "|---" * (len(oxnet_methods.COMPONENT_TITLES) + 2) + "|",
     ]
-    for method, parts in oxnet_config.describe_methods():
-        lines.append(f"| `{method}` | " + " | ".join(parts.values()) + " |")
+    for method, parts in oxnet_methods.describe_methods():
+        m = oxnet_methods.get_method(method)
+        needs = ", ".join(f"`{k} {v}`" for k, v in m.requires) + (
+            f" ({m.config_file})" if m.config_file else ""
+        )
+        lines.append(f"| `{method}` | " + " | ".join(parts.values()) + f" | {needs or '-'} |")
     lines += ["", "`python train_net.py --list-methods` prints this table.", "", "## Keys", ""]
 
     sections = [("OXNET", "")] + [(k, text) for k, text, section in keys if section and k != "OXNET"]

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from oxnet.config import method_components
+from oxnet.methods import method_components
 from oxnet.utils.atomic import atomic_write_json, locked
 
 from .cleanup import prune_run

@@ -7,7 +7,7 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from oxnet.config import second_view
+from oxnet.methods import second_view
 
 SUPERVISION_KEY = "supervision"
 

@@ -97,8 +97,9 @@ def model_info_from_config(cfg, fmt="eager"):
     """The ``model.json`` dict of the model ``cfg`` builds (``fmt``: its format). Exported models add
     the graph's input/output description and the anchors (:mod:`oxnet.deploy.export`)."""
     import oxnet
-    from oxnet.config import class_names, method_components
+    from oxnet.config import class_names
     from oxnet.evaluation.records import category_ids_or_default
+    from oxnet.methods import method_components
 
     names = list(class_names(cfg))
     ret = cfg.MODEL.RETINANET

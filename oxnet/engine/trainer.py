@@ -17,9 +17,9 @@ from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from oxnet.config import method_components, uses_teacher
 from oxnet.data.loader import OmniBatches, OmniTrainLoader, split_by_supervision
 from oxnet.data.mapper import OmniDatasetMapper
+from oxnet.methods import method_components, uses_teacher
 from oxnet.modeling.precision import dtype_name
 
 from .checkpoint import AtomicCheckpointer
@@ -153,6 +153,9 @@ class OmniStepTrainer(SimpleTrainer):
         scale = self.grad_scaler.get_scale()
         self.grad_scaler.scale(losses).backward()
         self._write_metrics(loss_dict, data_time)
+        # unscale first: gradient clipping (inside the optimizer's step) needs the true gradients, also
+        # with a fused optimizer, to which the scaler would otherwise hand the scale
+        self.grad_scaler.unscale_(self.optimizer)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
         self.last_scaler_skip = self.grad_scaler.get_scale() < scale  # the scale drops only on a skip
@@ -281,11 +284,11 @@ class _StopSignals:
 
 
 class OXnetTrainer(DefaultTrainer):
-    """Trains any method of :data:`oxnet.config.METHODS`.
+    """Trains any method of :mod:`oxnet.methods`.
 
     Differences from ``DefaultTrainer``: the data loader is :class:`oxnet.data.loader.OmniTrainLoader`
     (three streams, batch sizes ``OXNET.BATCH.*``, resumable to the exact batch); methods with the
-    a teacher-based unsupervised loss (``oxnet.config.TEACHER_LOSSES``) get a :class:`MeanTeacherHook`
+    a teacher-based unsupervised loss (``oxnet.methods.TEACHER_LOSSES``) get a :class:`MeanTeacherHook`
     whose teacher is checkpointed; the optimizer is
     Adam by default; DDP works on CPU (gloo) too; evaluation uses :class:`oxnet.evaluation.OXnetEvaluator`.
     """
@@ -454,7 +457,8 @@ class OXnetTrainer(DefaultTrainer):
         name = cfg.OXNET.SOLVER.OPTIMIZER.upper()
         if name == "ADAM":
             optim = add_gradient_clipping(cfg, torch.optim.Adam)
-            return optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+            fused = {"fused": True} if cfg.OXNET.SOLVER.FUSED else {}
+            return optim(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **fused)
         if name == "SGD":
             optim = add_gradient_clipping(cfg, torch.optim.SGD)
             return optim(

@@ -16,7 +16,7 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from oxnet.config import method_components, uses_weak_negatives
+from oxnet.methods import check_method_config, method_components, uses_weak_negatives
 from oxnet.utils.events import current_iteration
 
 from .attention import ATTENTION_GRAD_MODES, daa_logits, gate_attention, local_attention, normalize_attention
@@ -141,6 +141,7 @@ class OXNet(RetinaNet):
             shapes = ret["backbone"].output_shape()
             head_cfg = RetinaNetHead.from_config(cfg, [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES])
             ret["head"] = RetinaNetHead(**{**head_cfg, "norm": _group_norm})
+        check_method_config(cfg)
         parts = method_components(cfg.OXNET.METHOD)
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
         ret.update(

@@ -371,7 +371,7 @@ def _list_examples(folder):
 
 def _attention_unavailable(model, model_dir):
     """None when attention maps can be computed for ``model``, else the reason."""
-    from oxnet.config import method_components
+    from oxnet.methods import method_components
 
     info = getattr(model, "info", None) or {}
     fmt = info.get("format") or getattr(model, "backend", None)

@@ -10,7 +10,7 @@ import pytest
 from oxnet.bench import PRESETS, load_spec, table1_rows
 from oxnet.bench.__main__ import main
 from oxnet.bench.data import prepare_data
-from oxnet.config import METHODS
+from oxnet.methods import method_names
 from oxnet.testing import read_json, read_text, write_toy_dataset
 
 N_WEAK = 20  # rows of the toy label table: even rows normal, odd rows positive for class0, row 19 blank
@@ -104,7 +104,7 @@ def test_real_weak_images_are_weak_for_label_users_unlabeled_for_semi_supervised
     spec = load_spec(_toy_omni_spec(tmp_path))
     data = prepare_data(spec, str(tmp_path / "out"))
     methods = ["retinanet", "mean_teacher", "oxnet"]
-    methods += ["retinanet_neg"] if "retinanet_neg" in METHODS else []
+    methods += ["retinanet_neg"] if "retinanet_neg" in method_names() else []
     rows = {r.method: r for r in table1_rows(spec, data.n_train, methods, n_extra=data.n_extra)}
     rest = data.n_train - rows["oxnet"].full + data.n_extra
     assert (rows["retinanet"].weak, rows["retinanet"].unlabeled) == (0, 0)
@@ -210,7 +210,7 @@ def test_extra_rows_are_selectable_and_listed(tmp_path, monkeypatch):
     from oxnet.bench import runner
 
     assert all(
-        m in METHODS and os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
+        m in method_names() and os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
         for m in ("retinanet_neg", "sfl_plus", "oxnet_plus")
     )
     trained = []

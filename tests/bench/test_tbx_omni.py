@@ -82,12 +82,12 @@ def test_tbx_omni_has_the_documented_counts_and_keeps_test_images_out_of_trainin
 
 def test_tbx_omni_table1_runs_end_to_end(omni_out):
     from oxnet.bench import runner
-    from oxnet.config import METHODS
+    from oxnet.methods import method_names
 
     missing = [
         m
         for m in ("retinanet_neg", "sfl_plus", "oxnet_plus")
-        if m not in METHODS or not os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
+        if m not in method_names() or not os.path.exists(os.path.join(runner.CONFIG_DIR, f"{m}.yaml"))
     ]
     assert not missing, f"the tbx-omni table lists {missing}, whose method or config is missing"
     out, _, _ = omni_out

@@ -3,7 +3,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from oxnet.config import METHODS, TEACHER_LOSSES, second_view
+from oxnet.methods import TEACHER_LOSSES, method_components, second_view
 from oxnet.modeling import baselines as B
 from oxnet.testing import random_input, tiny_cfg
 
@@ -87,8 +87,9 @@ def test_mixup_mixes_images_and_targets_with_the_same_weight():
 
 def test_method_table_and_views():
     for m in ("pi_model", "mean_teacher", "mmt_psm", "focalmix"):
-        assert METHODS[m]["global_head"] == "" and METHODS[m + "_mt"]["global_head"] == "gap"
-        assert METHODS[m]["unsup"] == METHODS[m + "_mt"]["unsup"]
+        assert method_components(m)["global_head"] == ""
+        assert method_components(m + "_mt")["global_head"] == "gap"
+        assert method_components(m)["unsup"] == method_components(m + "_mt")["unsup"]
     assert second_view("pi_model") == "strong" and second_view("mean_teacher") == "weak"
     assert second_view("retinanet") == "" and second_view("daa") == ""
     assert "pi" not in TEACHER_LOSSES

@@ -6,7 +6,7 @@ from detectron2.modeling import build_model
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.utils.events import EventStorage
 
-from oxnet.config import METHODS
+from oxnet.methods import method_components, method_names
 from oxnet.modeling.global_head import GlobalHead
 from oxnet.modeling.losses import soft_focal_loss
 from oxnet.modeling.unsup import UNSUP_LOSS_REGISTRY, build_unsup_loss
@@ -16,7 +16,7 @@ from oxnet.testing import random_input, tiny_cfg
 
 def test_every_method_loss_is_registered_in_its_own_module():
     names = {cls.name: cls.__module__ for _, cls in UNSUP_LOSS_REGISTRY}
-    used = {parts["unsup"] for parts in METHODS.values()} - {""}
+    used = {method_components(m)["unsup"] for m in method_names()} - {""}
     assert used <= set(names)
     assert len(set(names.values())) == len(names)  # one module each
     with pytest.raises(ValueError, match="registered"):
@@ -60,7 +60,7 @@ def test_filtered_sfl_on_hand_made_anchors():
 
 def _filtered_model():
     cfg = tiny_cfg("oxnet_plus")
-    cfg.OXNET.SFL.MODE = "filtered"
+    cfg.OXNET.SFL.MODE, cfg.OXNET.GLOBAL_HEAD.INIT = "filtered", "zero"  # configs/table1/oxnet_plus.yaml
     torch.manual_seed(0)
     return build_model(cfg).train()
 

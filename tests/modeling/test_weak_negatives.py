@@ -6,8 +6,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from fvcore.nn import sigmoid_focal_loss
 
-from oxnet.config import method_components, uses_weak_negatives
 from oxnet.engine.trainer import used_streams
+from oxnet.methods import method_components, uses_weak_negatives
 from oxnet.modeling.losses import weak_negative_focal_loss
 from oxnet.testing import random_input, tiny_cfg
 

@@ -1,6 +1,6 @@
 """Losses on the images without boxes (weak and unlabeled), one module each.
 
-A method's ``unsup`` component (:data:`oxnet.config.METHODS`) names a loss registered in
+A method's ``unsup`` component (:mod:`oxnet.methods`) names a loss registered in
 :data:`UNSUP_LOSS_REGISTRY`; a new semi-supervised method is a new module here with a registered
 :class:`UnsupLoss` subclass, not a new branch in the meta-architecture.
 """

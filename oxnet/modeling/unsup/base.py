@@ -1,18 +1,19 @@
 """The interface of the losses on images without boxes."""
 
-from detectron2.utils.registry import Registry
+from oxnet.utils.registry import NamedRegistry
 
 __all__ = ["UNSUP_LOSS_REGISTRY", "UnsupLoss", "build_unsup_loss"]
 
-UNSUP_LOSS_REGISTRY = Registry("OXNET_UNSUP_LOSS")
-UNSUP_LOSS_REGISTRY.__doc__ = """Losses on weak and unlabeled images, by their ``unsup`` component name."""
+UNSUP_LOSS_REGISTRY = NamedRegistry("OXNET_UNSUP_LOSS")
+UNSUP_LOSS_REGISTRY.__doc__ = """Losses on weak and unlabeled images, keyed by their ``name`` (a method's
+``unsup`` component, :mod:`oxnet.methods`)."""
 
 
 class UnsupLoss:
     """A loss on the weak and unlabeled images of a batch.
 
-    Subclasses set ``name`` (the ``unsup`` component of :data:`oxnet.config.METHODS`, the registry key
-    being the class name), ``loss_names`` (what :meth:`forward` returns), ``needs`` (keys every such
+    Subclasses set ``name`` (the ``unsup`` component of :mod:`oxnet.methods` and the registry key),
+    ``loss_names`` (what :meth:`forward` returns), ``needs`` (keys every such
     input must carry: ``teacher_probs`` from the mean teacher, ``image_weak`` from the dataset
     mapper, ...) and implement :meth:`forward`.
 
@@ -65,11 +66,7 @@ def build_unsup_loss(name, cfg):
     """The registered loss whose ``name`` is ``name`` (None for "")."""
     if not name:
         return None
-    for _, cls in UNSUP_LOSS_REGISTRY:
-        if cls.name == name:
-            return cls(cfg)
-    known = sorted(cls.name for _, cls in UNSUP_LOSS_REGISTRY)
-    raise ValueError(f"unknown unsupervised loss {name!r}; registered: {known}")
+    return UNSUP_LOSS_REGISTRY.get(name)(cfg)
 
 
 def teacher_targets(inputs, student_logits, device):
