@@ -15,7 +15,8 @@ scores) on the same images.
 
 Both models are built from the same config (backbone, input size, head, GroupNorm) and start from
 the same weights (the RetinaNet's weights are copied into OXnet); detectron2 v0.6's RetinaNetHead
-cannot be built with NORM "GN", so its head is rebuilt with a GroupNorm callable, as OXNet does.
+cannot be built with NORM "GN", so both are built by ``oxnet.modeling.meta_arch.retinanet_parts``
+(a GroupNorm callable).
 Measurements alternate between the models (the order flips every repeat) and the medians are
 reported, which keeps a shared machine's load from favouring either side. On a CPU the ratios use
 the CPU seconds of this process (other jobs inflate wall time, not these); wall seconds are shown
@@ -37,7 +38,6 @@ import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import RetinaNet, build_model
-from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
@@ -49,6 +49,7 @@ from oxnet.data.mapper import OmniDatasetMapper
 from oxnet.data.synthetic import SyntheticCXR
 from oxnet.engine import MeanTeacherHook, OXnetTrainer
 from oxnet.methods import uses_teacher
+from oxnet.modeling.meta_arch import retinanet_parts
 from oxnet.modeling.precision import network_autocast, resolve_dtype
 from oxnet.testing import REPO_ROOT
 
@@ -120,18 +121,7 @@ def make_cfg(args, method="oxnet"):
 
 def build_plain_retinanet(cfg):
     """``detectron2.modeling.RetinaNet`` from the same config (MODEL.META_ARCHITECTURE "RetinaNet")."""
-    cfg = cfg.clone()
-    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
-    norm = cfg.MODEL.RETINANET.NORM
-    cfg.MODEL.RETINANET.NORM = ""
-    if norm != "GN":
-        cfg.MODEL.RETINANET.NORM = norm
-        return build_model(cfg)
-    ret = RetinaNet.from_config(cfg)
-    shapes = ret["backbone"].output_shape()
-    head_cfg = RetinaNetHead.from_config(cfg, [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES])
-    ret["head"] = RetinaNetHead(**{**head_cfg, "norm": lambda c: torch.nn.GroupNorm(min(32, c), c)})
-    return RetinaNet(**ret).to(torch.device(cfg.MODEL.DEVICE))
+    return RetinaNet(**retinanet_parts(cfg)).to(torch.device(cfg.MODEL.DEVICE))
 
 
 def make_inputs(cfg, n_full, n_weak, n_unlabeled, seed, folder):

@@ -6,8 +6,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling.anchor_generator import build_anchor_generator
+from detectron2.modeling.backbone import build_backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
+from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.events import get_event_storage
@@ -32,6 +35,41 @@ IMAGE_LABEL_LEVELS = ("full", "weak")  # weak losses are applied to D_W and D_F 
 
 def _group_norm(channels):
     return nn.GroupNorm(min(32, channels), channels)
+
+
+def retinanet_parts(cfg):
+    """detectron2 v0.6's ``RetinaNet.from_config``, with a GroupNorm head (``MODEL.RETINANET.NORM``
+    "GN") built once: v0.6's ``RetinaNetHead`` probes ``get_norm("GN", 1)``, which fails, so the head
+    gets a GroupNorm callable instead of the string. Built in detectron2's order (backbone, head,
+    anchors), so the head's weights are the random draws a head without norm would get."""
+    if cfg.MODEL.RETINANET.NORM != "GN":
+        return RetinaNet.from_config(cfg)
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    feature_shapes = [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES]
+    head = RetinaNetHead(**{**RetinaNetHead.from_config(cfg, feature_shapes), "norm": _group_norm})
+    r = cfg.MODEL.RETINANET
+    return {
+        "backbone": backbone,
+        "head": head,
+        "anchor_generator": build_anchor_generator(cfg, feature_shapes),
+        "box2box_transform": Box2BoxTransform(weights=r.BBOX_REG_WEIGHTS),
+        "anchor_matcher": Matcher(r.IOU_THRESHOLDS, r.IOU_LABELS, allow_low_quality_matches=True),
+        "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+        "pixel_std": cfg.MODEL.PIXEL_STD,
+        "num_classes": r.NUM_CLASSES,
+        "head_in_features": r.IN_FEATURES,
+        "focal_loss_alpha": r.FOCAL_LOSS_ALPHA,
+        "focal_loss_gamma": r.FOCAL_LOSS_GAMMA,
+        "smooth_l1_beta": r.SMOOTH_L1_LOSS_BETA,
+        "box_reg_loss_type": r.BBOX_REG_LOSS_TYPE,
+        "test_score_thresh": r.SCORE_THRESH_TEST,
+        "test_topk_candidates": r.TOPK_CANDIDATES_TEST,
+        "test_nms_thresh": r.NMS_THRESH_TEST,
+        "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        "vis_period": cfg.VIS_PERIOD,
+        "input_format": cfg.INPUT.FORMAT,
+    }
 
 
 @META_ARCH_REGISTRY.register()
@@ -129,18 +167,7 @@ class OXNet(RetinaNet):
 
     @classmethod
     def from_config(cls, cfg):
-        head_norm = cfg.MODEL.RETINANET.NORM
-        if head_norm == "GN":
-            # detectron2 v0.6's RetinaNetHead probes get_norm("GN", 1), which fails: build the head
-            # without norm first, then again with a GroupNorm callable.
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.MODEL.RETINANET.NORM = ""
-        ret = super().from_config(cfg)
-        if head_norm == "GN":
-            shapes = ret["backbone"].output_shape()
-            head_cfg = RetinaNetHead.from_config(cfg, [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES])
-            ret["head"] = RetinaNetHead(**{**head_cfg, "norm": _group_norm})
+        ret = retinanet_parts(cfg)
         check_method_config(cfg)
         parts = method_components(cfg.OXNET.METHOD)
         num_classes = cfg.MODEL.RETINANET.NUM_CLASSES

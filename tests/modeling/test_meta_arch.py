@@ -212,3 +212,33 @@ def test_retinanet_losses_equal_detectron2s_without_touching_its_module(monkeypa
     assert got.keys() == expected.keys()
     for k in got:
         assert torch.equal(got[k], expected[k]), k
+
+
+def test_groupnorm_head_is_built_once(monkeypatch):
+    """The GroupNorm head is built once, in detectron2's order: its weights are the draws a RetinaNet
+    head without norm gets from the same seed."""
+    from detectron2.modeling import RetinaNet
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+    import oxnet.modeling.meta_arch as ours
+
+    built = []
+    init = RetinaNetHead.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("norm"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(RetinaNetHead, "__init__", counting)
+    cfg = tiny_cfg("retinanet")
+    assert cfg.MODEL.RETINANET.NORM == "GN"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert built == [ours._group_norm]
+    plain = cfg.clone()
+    plain.MODEL.RETINANET.NORM = ""
+    torch.manual_seed(0)
+    reference = RetinaNet(**RetinaNet.from_config(plain))
+    assert torch.equal(model.head.cls_score.weight, reference.head.cls_score.weight)
+    assert torch.equal(model.head.cls_subnet[0].weight, reference.head.cls_subnet[0].weight)
+    assert isinstance(model.head.cls_subnet[1], torch.nn.GroupNorm)
