@@ -323,6 +323,79 @@ def load_results(out_dir):
         return json.load(f)
 
 
+def select_rows(table, spec, data, rows=None):
+    """``(rows to run, rows the table shows)``: every row of ``table`` (Table 1: the spec's rows;
+    Table 2: its settings), or the ``rows`` asked for (Table 1: method names, which the table then
+    lists too; Table 2: 1-based setting numbers). Fails early on an unknown row or a missing config."""
+    if table == "table1":
+        all_rows = shown = table1_rows(spec, data.n_train, n_extra=data.n_extra)
+        if rows:
+            unknown = [r for r in rows if r not in TABLE1_ROWS + TABLE1_EXTRA_ROWS]
+            if unknown:
+                raise ValueError(
+                    f"unknown table1 rows {unknown}; choose from {', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)}"
+                )
+            listed = [r.method for r in shown]
+            shown = shown + table1_rows(
+                spec, data.n_train, [r for r in rows if r not in listed], n_extra=data.n_extra
+            )
+            all_rows = [r for r in shown if r.method in rows]
+    elif table == "table2":
+        all_rows = shown = table2_rows(spec, data.n_train + data.n_extra)
+        if rows:
+            bad = [r for r in rows if not (str(r).isdigit() and 1 <= int(r) <= len(all_rows))]
+            if bad:
+                raise ValueError(f"table2 --rows are setting numbers 1..{len(all_rows)}, got {bad}")
+            all_rows = [all_rows[int(r) - 1] for r in rows]
+    else:
+        raise ValueError(f"unknown table {table!r}; choose table1 or table2")
+    for row in all_rows:
+        config_file(row.method)  # fail early on a missing config
+    return all_rows, shown
+
+
+def run_configs(spec, data, rows, seeds, iters, warm, out_dir, key):
+    """The frozen config of every (row, seed), as ``({key(row, seed): cfg}, inits)``. With a warm
+    start (``warm`` iterations) each run starts from its RetinaNet's weights: ``inits`` maps
+    ``(boxes, seed)`` to that RetinaNet's ``(row, cfg, fingerprint)``, shared by the rows with the same
+    boxes; the runs add the spec's ``warm_start.opts``."""
+    test_name, image_test_name = data.test_dataset(), data.image_test_dataset()
+    inits, cfgs = {}, {}
+    for row in rows:
+        for s in range(seeds):
+            mix = data.mix(row.full, row.weak, row.unlabeled)
+            cfg = build_cfg(spec, row, s, iters, mix, test_name, "", image_test_name)
+            if warm:
+                if (row.full, s) not in inits:  # rows with the same boxes share their warm start
+                    init_row = Row("retinanet", row.full, 0, 0)
+                    init_mix = data.mix(row.full, 0, 0)
+                    init_cfg = build_cfg(spec, init_row, s, warm, init_mix, test_name, "", image_test_name)
+                    init_fp = config_fingerprint(init_cfg)
+                    init_cfg.defrost()
+                    init_cfg.OUTPUT_DIR = run_dir(out_dir, "init", init_row, s, warm, init_fp)
+                    init_cfg.freeze()
+                    inits[(row.full, s)] = (init_row, init_cfg, init_fp)
+                init_cfg = inits[(row.full, s)][1]
+                cfg.defrost()
+                cfg.merge_from_list(list(spec["warm_start"].get("opts", [])))
+                cfg.MODEL.WEIGHTS = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
+                cfg.freeze()
+            cfgs[key(row, s)] = cfg
+    return cfgs, inits
+
+
+def shard_jobs(jobs, shard, warm):
+    """The (row, seed) jobs of shard ``(index, count)``: every count-th group of jobs from the
+    index-th, where jobs sharing a warm start (same boxes and seed) form one group."""
+    shard_index, shards = shard
+    if shards <= 1:
+        return jobs
+    group = lambda row, s: (row.full, s) if warm else (row, s)  # noqa: E731
+    groups = list(dict.fromkeys(group(*job) for job in jobs))
+    mine = {g for i, g in enumerate(groups) if i % shards == shard_index}
+    return [job for job in jobs if group(*job) in mine]
+
+
 def run_table(
     table,
     spec,
@@ -362,65 +435,12 @@ def run_table(
     if seeds < 1 or iters < 1:
         raise ValueError(f"--seeds and --iters must be >= 1, got {seeds} and {iters}")
     data = prepare_data(spec, out_dir)  # creates out_dir
-    if table == "table1":
-        all_rows = shown = table1_rows(spec, data.n_train, n_extra=data.n_extra)
-        if rows:
-            unknown = [r for r in rows if r not in TABLE1_ROWS + TABLE1_EXTRA_ROWS]
-            if unknown:
-                raise ValueError(
-                    f"unknown table1 rows {unknown}; choose from {', '.join(TABLE1_ROWS + TABLE1_EXTRA_ROWS)}"
-                )
-            listed = [r.method for r in shown]
-            shown = shown + table1_rows(
-                spec, data.n_train, [r for r in rows if r not in listed], n_extra=data.n_extra
-            )
-            all_rows = [r for r in shown if r.method in rows]
-    elif table == "table2":
-        all_rows = shown = table2_rows(spec, data.n_train + data.n_extra)
-        if rows:
-            bad = [r for r in rows if not (str(r).isdigit() and 1 <= int(r) <= len(all_rows))]
-            if bad:
-                raise ValueError(f"table2 --rows are setting numbers 1..{len(all_rows)}, got {bad}")
-            all_rows = [all_rows[int(r) - 1] for r in rows]
-    else:
-        raise ValueError(f"unknown table {table!r}; choose table1 or table2")
-    for row in all_rows:
-        config_file(row.method)  # fail early on a missing config
+    all_rows, shown = select_rows(table, spec, data, rows)
     test_name = data.test_dataset()
     image_test_name = data.image_test_dataset()
     warm = warm_start_iters(spec)
     key = lambda row, s: result_key(table, row, s, iters, warm)  # noqa: E731
-    inits = {}  # (boxes, seed) -> (results key, config, fingerprint) of the warm start's RetinaNet
-    cfgs = {}
-    for row in shown:
-        for s in range(seeds):
-            cfg = build_cfg(
-                spec,
-                row,
-                s,
-                iters,
-                data.mix(row.full, row.weak, row.unlabeled),
-                test_name,
-                "",
-                image_test_name,
-            )
-            if warm:
-                if (row.full, s) not in inits:  # rows with the same boxes share their warm start
-                    init_row = Row("retinanet", row.full, 0, 0)
-                    init_cfg = build_cfg(
-                        spec, init_row, s, warm, data.mix(row.full, 0, 0), test_name, "", image_test_name
-                    )
-                    init_fp = config_fingerprint(init_cfg)
-                    init_cfg.defrost()
-                    init_cfg.OUTPUT_DIR = run_dir(out_dir, "init", init_row, s, warm, init_fp)
-                    init_cfg.freeze()
-                    inits[(row.full, s)] = (init_row, init_cfg, init_fp)
-                init_cfg = inits[(row.full, s)][1]
-                cfg.defrost()
-                cfg.merge_from_list(list(spec["warm_start"].get("opts", [])))
-                cfg.MODEL.WEIGHTS = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
-                cfg.freeze()
-            cfgs[key(row, s)] = cfg
+    cfgs, inits = run_configs(spec, data, shown, seeds, iters, warm, out_dir, key)
     fingerprints = {k: config_fingerprint(c, root=out_dir) for k, c in cfgs.items()}
 
     def ensure_init(boxes, s):  # train the warm start's RetinaNet unless its weights are there
@@ -473,11 +493,7 @@ def run_table(
     done = current(results)
     jobs = [(row, s) for row in all_rows for s in range(seeds)]
     total = len(jobs)
-    if shards > 1:  # runs that share a warm start (same boxes and seed) go to the same shard
-        group = lambda row, s: (row.full, s) if warm else (row, s)  # noqa: E731
-        groups = list(dict.fromkeys(group(*job) for job in jobs))
-        mine = {g for i, g in enumerate(groups) if i % shards == shard_index}
-        jobs = [job for job in jobs if group(*job) in mine]
+    jobs = shard_jobs(jobs, shard, warm)
     missing = [(row, s) for row, s in jobs if key(row, s) not in done]
     todo = missing if train else []
     stale = [key(row, s) for row, s in todo if key(row, s) in results]
