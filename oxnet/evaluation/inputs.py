@@ -148,15 +148,44 @@ def load_ground_truth(gt):
         raise EvaluationInputError(f"{src}: duplicate category ids")
     names = [str(c.get("name", c["id"])) for c in cats]
     class_index = {int(c): k for k, c in enumerate(cat_ids)}
-    name_index = {n: k for k, n in enumerate(names)}
 
     images = data["images"]
+    image_index, heights, widths, box_eval, labels = _read_gt_images(images, names, src)
+    anns = _read_gt_annotations(data.get("annotations", []), images, image_index, class_index, box_eval, src)
+    # Labels of full images completed from the boxes: a class with a box is positive.
+    labels[anns["ann_image"], anns["ann_class"]] = 1
+    return GroundTruth(
+        source=src,
+        images=images,
+        categories=cats,
+        cat_ids=cat_ids,
+        class_names=names,
+        image_ids=np.array([img["id"] for img in images]),
+        heights=heights,
+        widths=widths,
+        box_eval=box_eval,
+        labels=labels,
+        **anns,
+        image_index=image_index,
+        class_index=class_index,
+        file_index=_file_index(images),
+    )
+
+
+def _read_gt_images(images, names, src):
+    """Check the ground-truth images (unique ids, positive sizes, known supervision, valid image labels).
+
+    Returns:
+        (dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray): {image id: index}, heights, widths,
+        box_eval and the [I, K] labels from ``image_labels`` (full images: 0 where not given, others -1).
+    """
+    name_index = {n: k for k, n in enumerate(names)}
     n_img = len(images)
     image_index = {}
     heights = np.zeros(n_img, np.float64)
     widths = np.zeros(n_img, np.float64)
     box_eval = np.ones(n_img, bool)
-    labels = np.full((n_img, len(cats)), -1, np.int8)
+    labels = np.full((n_img, len(names)), -1, np.int8)
     for i, img in enumerate(images):
         iid = img.get("id")
         if iid in image_index:
@@ -189,8 +218,15 @@ def load_ground_truth(gt):
                     f"{src}: image id {iid}: image label {name!r}={value!r} is not 1, 0 or -1"
                 )
             labels[i, name_index[name]] = value
+    return image_index, heights, widths, box_eval, labels
 
-    anns = data.get("annotations", [])
+
+def _read_gt_annotations(anns, images, image_index, class_index, box_eval, src):
+    """Check the ground-truth boxes (known image and category, a full image, a positive finite size).
+
+    Returns:
+        dict: :class:`GroundTruth`'s ``ann_*`` arrays.
+    """
     n_ann = len(anns)
     ann_image = np.zeros(n_ann, np.int64)
     ann_class = np.zeros(n_ann, np.int64)
@@ -229,29 +265,14 @@ def load_ground_truth(gt):
             f"(bbox {ann_boxes[bad[0]].tolist()}; COCO boxes are [x, y, width, height]); "
             f"{len(bad)} such box(es)"
         )
-    # Labels of full images completed from the boxes: a class with a box is positive.
-    labels[ann_image, ann_class] = 1
-    return GroundTruth(
-        source=src,
-        images=images,
-        categories=cats,
-        cat_ids=cat_ids,
-        class_names=names,
-        image_ids=np.array([img["id"] for img in images]),
-        heights=heights,
-        widths=widths,
-        box_eval=box_eval,
-        labels=labels,
-        ann_image=ann_image,
-        ann_class=ann_class,
-        ann_boxes=ann_boxes,
-        ann_area=ann_area,
-        ann_crowd=ann_crowd,
-        ann_ids=ann_ids,
-        image_index=image_index,
-        class_index=class_index,
-        file_index=_file_index(images),
-    )
+    return {
+        "ann_image": ann_image,
+        "ann_class": ann_class,
+        "ann_boxes": ann_boxes,
+        "ann_area": ann_area,
+        "ann_crowd": ann_crowd,
+        "ann_ids": ann_ids,
+    }
 
 
 def load_predictions(preds, gt, bbox_format="xywh", require_match=True):

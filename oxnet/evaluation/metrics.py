@@ -78,80 +78,116 @@ def evaluate_detections(
     else:
         preds = load_predictions(predictions, gt, bbox_format, require_match)
     warnings = list(preds.warnings)
-    K, names = gt.num_classes, gt.class_names
 
     ap = coco_average_precision(gt, preds, iou_thresholds, max_dets)
     hit, evaluated = match_detections(gt, preds, froc_iou, max_dets)
-
-    n_box_images = int(gt.box_eval.sum())
-    lesion = ~gt.ann_crowd
-    n_lesions = np.bincount(gt.ann_class[lesion], minlength=K)
-    froc_points = {}
-    fpi, sens, _ = froc_curve(preds.scores[evaluated], hit[evaluated], int(n_lesions.sum()), n_box_images)
-    froc_points["all lesions"] = (fpi, sens)
-    pooled = sensitivity_at(fpi, sens, froc_fps) if n_lesions.sum() else None
-    per_class_froc = []
-    for k in range(K):
-        m = evaluated & (preds.cls == k)
-        if n_lesions[k] == 0:
-            per_class_froc.append(None)
-            continue
-        fpi_k, sens_k, _ = froc_curve(preds.scores[m], hit[m], int(n_lesions[k]), n_box_images)
-        froc_points[names[k]] = (fpi_k, sens_k)
-        per_class_froc.append(sensitivity_at(fpi_k, sens_k, froc_fps))
-    valid = [s for s in per_class_froc if s is not None]
-    class_mean = np.mean(valid, axis=0) if valid else None
-
-    local = image_auroc(top_local_scores(preds, len(gt.images), K), gt.labels)
-    glob = None
-    if image_scores is not None:
-        scores = image_scores if isinstance(image_scores, np.ndarray) else load_image_scores(image_scores, gt)
-        if scores.shape != (len(gt.images), K):
-            raise ValueError(f"image scores have shape {scores.shape}, expected {(len(gt.images), K)}")
-        missing = int(((gt.labels >= 0) & ~np.isfinite(scores)).any(1).sum())
-        if missing:
-            msg = (
-                f"{missing} image(s) with known labels have no image-level score; "
-                "AUROC (global) leaves them out"
-            )
-            logger.warning(msg)
-            warnings.append(msg)
-        glob = image_auroc(scores, gt.labels)
-
-    def _mean(values):
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
-    per_class = {}
-    for k, name in enumerate(names):
-        row = {
-            "category_id": int(gt.cat_ids[k]),
-            "num_gt": int(n_lesions[k]),
-            "num_positive_images": int((gt.labels[:, k] == 1).sum()),
-            "num_negative_images": int((gt.labels[:, k] == 0).sum()),
-        }
-        row.update(ap["per_class"][k])
-        row["froc"] = None if per_class_froc[k] is None else [float(v) for v in per_class_froc[k]]
-        row["froc_mean"] = None if per_class_froc[k] is None else float(np.mean(per_class_froc[k]))
-        row["auroc_global"] = None if glob is None else glob[k]
-        row["auroc_local"] = local[k]
-        per_class[name] = row
+    froc = _froc(gt, preds, hit, evaluated, froc_fps)
+    local = image_auroc(top_local_scores(preds, len(gt.images), gt.num_classes), gt.labels)
+    glob = None if image_scores is None else _global_auroc(image_scores, gt, warnings)
 
     metrics = dict(ap["overall"])
-    metrics["per_class"] = per_class
+    metrics["per_class"] = _per_class(gt, ap, froc, glob, local)
     metrics["froc"] = {
         "fps_per_image": [float(f) for f in froc_fps],
-        "sensitivity": None if pooled is None else [float(v) for v in pooled],
-        "mean": None if pooled is None else float(np.mean(pooled)),
+        "sensitivity": _floats(froc.pooled),
+        "mean": None if froc.pooled is None else float(np.mean(froc.pooled)),
         "class_mean": {
-            "sensitivity": None if class_mean is None else [float(v) for v in class_mean],
-            "mean": None if class_mean is None else float(np.mean(class_mean)),
+            "sensitivity": _floats(froc.class_mean),
+            "mean": None if froc.class_mean is None else float(np.mean(froc.class_mean)),
         },
     }
     metrics["auroc"] = {"global": None if glob is None else _mean(glob), "local": _mean(local)}
     # false alarms on normal (box-free, fully annotated) images at 50/70/80 % lesion sensitivity
     metrics["normals"] = normal_image_metrics(gt, preds, hit, evaluated)
-    metrics["settings"] = {
+    metrics["settings"] = _settings(
+        gt, preds, evaluated, froc, iou_thresholds, max_dets, froc_iou, global_scores=glob is not None
+    )
+    metrics["warnings"] = warnings
+    result = EvaluationResult(
+        metrics, gt, preds, hit, evaluated, ap["pr_recall"], ap["pr_precision"], froc.points
+    )
+    if bootstrap:
+        from .bootstrap import bootstrap_intervals
+
+        metrics["bootstrap"] = bootstrap_intervals(result, n_boot=bootstrap, seed=seed)
+    return result
+
+
+@dataclass
+class _Froc:
+    """FROC of one evaluation: lesion counts, curves and sensitivities at the operating points."""
+
+    n_lesions: np.ndarray  # [K] ground-truth boxes (not crowd) per class
+    n_box_images: int  # images taking part in box evaluation
+    points: dict  # name -> (fps_per_image, sensitivity): "all lesions", then each class with lesions
+    pooled: np.ndarray  # sensitivity of all lesions pooled at each operating point (None: no lesions)
+    per_class: list  # [K] sensitivities at the operating points (None: class without lesions)
+    class_mean: np.ndarray  # mean of the per-class sensitivities (None: no class has lesions)
+
+
+def _froc(gt, preds, hit, evaluated, froc_fps):
+    """FROC of the ``evaluated`` detections (``hit``: FROC hits), pooled over all lesions and per class."""
+    n_box_images = int(gt.box_eval.sum())
+    lesion = ~gt.ann_crowd
+    n_lesions = np.bincount(gt.ann_class[lesion], minlength=gt.num_classes)
+    points = {}
+    fpi, sens, _ = froc_curve(preds.scores[evaluated], hit[evaluated], int(n_lesions.sum()), n_box_images)
+    points["all lesions"] = (fpi, sens)
+    pooled = sensitivity_at(fpi, sens, froc_fps) if n_lesions.sum() else None
+    per_class = []
+    for k in range(gt.num_classes):
+        m = evaluated & (preds.cls == k)
+        if n_lesions[k] == 0:
+            per_class.append(None)
+            continue
+        fpi_k, sens_k, _ = froc_curve(preds.scores[m], hit[m], int(n_lesions[k]), n_box_images)
+        points[gt.class_names[k]] = (fpi_k, sens_k)
+        per_class.append(sensitivity_at(fpi_k, sens_k, froc_fps))
+    valid = [s for s in per_class if s is not None]
+    class_mean = np.mean(valid, axis=0) if valid else None
+    return _Froc(n_lesions, n_box_images, points, pooled, per_class, class_mean)
+
+
+def _global_auroc(image_scores, gt, warnings):
+    """Per-class AUROC of image-level scores (path, dict or [I, K] array); images with known labels
+    but no score are left out, with a warning appended to ``warnings``."""
+    K = gt.num_classes
+    scores = image_scores if isinstance(image_scores, np.ndarray) else load_image_scores(image_scores, gt)
+    if scores.shape != (len(gt.images), K):
+        raise ValueError(f"image scores have shape {scores.shape}, expected {(len(gt.images), K)}")
+    missing = int(((gt.labels >= 0) & ~np.isfinite(scores)).any(1).sum())
+    if missing:
+        msg = (
+            f"{missing} image(s) with known labels have no image-level score; AUROC (global) leaves them out"
+        )
+        logger.warning(msg)
+        warnings.append(msg)
+    return image_auroc(scores, gt.labels)
+
+
+def _per_class(gt, ap, froc, glob, local):
+    """{class name: its counts, AP metrics, FROC sensitivities and AUROCs}."""
+    per_class = {}
+    for k, name in enumerate(gt.class_names):
+        row = {
+            "category_id": int(gt.cat_ids[k]),
+            "num_gt": int(froc.n_lesions[k]),
+            "num_positive_images": int((gt.labels[:, k] == 1).sum()),
+            "num_negative_images": int((gt.labels[:, k] == 0).sum()),
+        }
+        row.update(ap["per_class"][k])
+        sens = froc.per_class[k]
+        row["froc"] = _floats(sens)
+        row["froc_mean"] = None if sens is None else float(np.mean(sens))
+        row["auroc_global"] = None if glob is None else glob[k]
+        row["auroc_local"] = local[k]
+        per_class[name] = row
+    return per_class
+
+
+def _settings(gt, preds, evaluated, froc, iou_thresholds, max_dets, froc_iou, global_scores):
+    """``metrics["settings"]``: the evaluation's parameters, what they mean, and what was evaluated."""
+    return {
         "iou_thresholds": [float(t) for t in np.asarray(iou_thresholds)],
         "max_dets": int(max_dets),
         "area_ranges": {k: list(v) for k, v in AREA_RANGES.items()},
@@ -168,24 +204,26 @@ def evaluate_detections(
         ),
         "froc_operating_point": "highest sensitivity with at most the given false positives per image",
         "auroc_local_score": "highest detection score of the class in the image (0 when none)",
-        "auroc_global_score": "image-level class score (global head)" if glob is not None else None,
+        "auroc_global_score": "image-level class score (global head)" if global_scores else None,
         "num_images": len(gt.images),
-        "num_images_box_eval": n_box_images,
-        "num_gt_boxes": int(n_lesions.sum()),
+        "num_images_box_eval": froc.n_box_images,
+        "num_gt_boxes": int(froc.n_lesions.sum()),
         "num_predictions": len(preds),
         "num_predictions_evaluated": int(evaluated.sum()),
         "ground_truth": gt.source,
         "predictions": preds.source,
     }
-    metrics["warnings"] = warnings
-    result = EvaluationResult(
-        metrics, gt, preds, hit, evaluated, ap["pr_recall"], ap["pr_precision"], froc_points
-    )
-    if bootstrap:
-        from .bootstrap import bootstrap_intervals
 
-        metrics["bootstrap"] = bootstrap_intervals(result, n_boot=bootstrap, seed=seed)
-    return result
+
+def _mean(values):
+    """Mean of the values that are not None (None when there are none)."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _floats(values):
+    """An array of sensitivities as a list of floats; None stays None."""
+    return None if values is None else [float(v) for v in values]
 
 
 def percent_text(v):

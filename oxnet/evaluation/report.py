@@ -538,15 +538,8 @@ def write_report(
         dict name -> written path.
     """
     os.makedirs(out_dir, exist_ok=True)
-    m = result.metrics
+    m = _with_sources(result.metrics, gt_file, pred_file)
     s = m["settings"]
-    sources = {
-        "ground_truth": os.fspath(gt_file) if gt_file else s["ground_truth"],
-        "predictions": os.fspath(pred_file) if pred_file else s["predictions"],
-    }
-    if any(sources[k] != s[k] for k in sources):
-        m = dict(m, settings=dict(s, **sources))
-        s = m["settings"]
     paths = {"metrics": os.path.join(out_dir, "metrics.json")}
     atomic_write_json(paths["metrics"], m, indent=2)
     paths["pr_curves"] = os.path.join(out_dir, "pr_curves.png")
@@ -555,33 +548,98 @@ def write_report(
     plot_froc_curves(result, paths["froc"])
 
     notes = list(m["warnings"])
-    if image_paths is None:
-        root = image_root or (
-            os.path.dirname(os.path.abspath(s["ground_truth"])) if os.path.exists(s["ground_truth"]) else None
-        )
-        image_paths = {}
-        if root is not None:
-            for img in result.gt.images:
-                fn = img.get("file_name")
-                if fn:
-                    image_paths[img["id"]] = fn if os.path.isabs(fn) else os.path.join(root, fn)
-    image_paths = {k: v for k, v in image_paths.items() if os.path.exists(v)}
-    overlay_note = None
-    if n_overlays and image_paths:
-        try:
-            path = os.path.join(out_dir, "overlays.png")
-            if draw_overlays(result, path, image_paths, n_overlays, score_threshold, read_fn=read_fn):
-                paths["overlays"] = path
-        except ImportError as e:
-            overlay_note = f"overlays not drawn: {e}"
-    elif n_overlays:
-        overlay_note = "overlays not drawn: no image file of the ground truth was found (give the image root)"
+    image_paths = _existing_image_paths(result.gt, image_paths, image_root, s["ground_truth"])
+    overlays, overlay_note = _report_overlays(
+        result, out_dir, image_paths, n_overlays, score_threshold, read_fn
+    )
+    if overlays:
+        paths["overlays"] = overlays
     if overlay_note:
         logger.warning(overlay_note)
         notes.append(overlay_note)
 
     with_boxes, without_boxes = box_image_counts(result.gt)
-    settings_lines = [
+    settings_lines = _settings_lines(s, with_boxes, without_boxes)
+    figures = _report_figures(out_dir, "overlays" in paths, extra_images)
+
+    t1 = table1_row(m, method, counts, (with_boxes, without_boxes))
+    paths["md"] = os.path.join(out_dir, "report.md")
+    with atomic_open(paths["md"], "w", encoding="utf-8") as f:
+        f.write(_markdown_report(method, m, t1, settings_lines, notes, figures, out_dir))
+    paths["html"] = os.path.join(out_dir, "report.html")
+    with atomic_open(paths["html"], "w", encoding="utf-8") as f:
+        f.write(_html_report(method, m, t1, settings_lines, notes, figures, out_dir))
+    return paths
+
+
+def _with_sources(m, gt_file, pred_file):
+    """The metrics with ``gt_file``/``pred_file`` (when given) as the settings' ground truth and
+    predictions; a copy when they change, ``m`` itself otherwise."""
+    s = m["settings"]
+    sources = {
+        "ground_truth": os.fspath(gt_file) if gt_file else s["ground_truth"],
+        "predictions": os.fspath(pred_file) if pred_file else s["predictions"],
+    }
+    if any(sources[k] != s[k] for k in sources):
+        m = dict(m, settings=dict(s, **sources))
+    return m
+
+
+def _existing_image_paths(gt, image_paths, image_root, gt_source):
+    """The image files of the overlays that exist: ``image_paths`` (image id -> file), or by default the
+    ground truth's ``file_name`` joined to ``image_root`` (default: the folder of ``gt_source``, the
+    ground-truth file, when it exists)."""
+    if image_paths is None:
+        root = image_root or (
+            os.path.dirname(os.path.abspath(gt_source)) if os.path.exists(gt_source) else None
+        )
+        image_paths = {}
+        if root is not None:
+            for img in gt.images:
+                fn = img.get("file_name")
+                if fn:
+                    image_paths[img["id"]] = fn if os.path.isabs(fn) else os.path.join(root, fn)
+    return {k: v for k, v in image_paths.items() if os.path.exists(v)}
+
+
+def _report_overlays(result, out_dir, image_paths, n_overlays, score_threshold, read_fn):
+    """Draw ``out_dir/overlays.png`` when overlays are wanted and images were found.
+
+    Returns:
+        (str or None, str or None): the overlays' path (None: not drawn) and a note saying why they
+        were not drawn (None: drawn, drew nothing, or not wanted).
+    """
+    if n_overlays and image_paths:
+        try:
+            path = os.path.join(out_dir, "overlays.png")
+            if draw_overlays(result, path, image_paths, n_overlays, score_threshold, read_fn=read_fn):
+                return path, None
+        except ImportError as e:
+            return None, f"overlays not drawn: {e}"
+    elif n_overlays:
+        return None, "overlays not drawn: no image file of the ground truth was found (give the image root)"
+    return None, None
+
+
+def _report_figures(out_dir, overlays, extra_images):
+    """(title, file name) of the figures the report shows before its attention section: the curves,
+    the overlays when drawn and the ``extra_images`` that are not attention figures."""
+    figures = [("Precision-recall curves", "pr_curves.png"), ("FROC curves", "froc_curves.png")]
+    if overlays:
+        figures.append(
+            (
+                "Detections: ground truth (yellow, dashed), true positives (green), false positives "
+                "(vermillion, dotted)",
+                "overlays.png",
+            )
+        )
+    attention = {fn for _, fn in _attention_figures(out_dir)}  # shown in their own section
+    return figures + [(title, fn) for title, fn in extra_images if fn not in attention]
+
+
+def _settings_lines(s, with_boxes, without_boxes):
+    """The report's "Settings" items: what was evaluated and how (``s``: the metrics' settings)."""
+    return [
         f"IoU thresholds: {', '.join(f'{t:.2f}' for t in s['iou_thresholds'])}; max detections per image "
         f"and class: {s['max_dets']}",
         f"Areas: small < 32², medium 32²–96², large > 96² ({s['area_space']})",
@@ -592,20 +650,11 @@ def write_report(
         f"{s['num_predictions']} ({s['num_predictions_evaluated']} evaluated)",
         f"Ground truth: {s['ground_truth']}; predictions: {s['predictions']}",
     ]
-    fh, fr = _froc_rows(m)
-    figures = [("Precision-recall curves", "pr_curves.png"), ("FROC curves", "froc_curves.png")]
-    if "overlays" in paths:
-        figures.append(
-            (
-                "Detections: ground truth (yellow, dashed), true positives (green), false positives "
-                "(vermillion, dotted)",
-                "overlays.png",
-            )
-        )
-    attention = {fn for _, fn in _attention_figures(out_dir)}  # shown in their own section
-    figures += [(title, fn) for title, fn in extra_images if fn not in attention]
 
-    t1 = table1_row(m, method, counts, (with_boxes, without_boxes))
+
+def _markdown_report(method, m, t1, settings_lines, notes, figures, out_dir):
+    """report.md: the Table 1 row ``t1``, the metric tables, settings, warnings and figures."""
+    fh, fr = _froc_rows(m)
     md = [
         f"# Evaluation report: {method}",
         "",
@@ -637,10 +686,12 @@ def write_report(
     # The attention figures (the paper's Fig. 2 and 4) sit between markers: link_attention_figures
     # refreshes them when they are drawn after the report.
     md += ["", _figures_md(figures) + _attention_section(out_dir, markdown=True)]
-    paths["md"] = os.path.join(out_dir, "report.md")
-    with atomic_open(paths["md"], "w", encoding="utf-8") as f:
-        f.write("\n".join(md) + "\n")
+    return "\n".join(md) + "\n"
 
+
+def _html_report(method, m, t1, settings_lines, notes, figures, out_dir):
+    """report.html: the same content as :func:`_markdown_report`, as a standalone page."""
+    fh, fr = _froc_rows(m)
     t1_header = [h.strip() for h in TABLE1_HEADER.splitlines()[0].strip("|").split("|")]
     t1_row = [c.strip() for c in t1.strip("|").split("|")]
     body = [
@@ -652,6 +703,7 @@ def write_report(
         "<h2>FROC sensitivity (percent)</h2>",
         _html_table(fh, fr),
     ]
+    bh, br = _bootstrap_rows(m)
     if bh:
         body += [
             f"<h2>Bootstrap intervals over images (percent; {m['bootstrap']['n']} replicates)</h2>",
@@ -668,12 +720,8 @@ def write_report(
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
         "img{max-width:100%}"
     )
-    doc = (
+    return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(method)} evaluation</title>"
         f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-    paths["html"] = os.path.join(out_dir, "report.html")
-    with atomic_open(paths["html"], "w", encoding="utf-8") as f:
-        f.write(doc)
-    return paths

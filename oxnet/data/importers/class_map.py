@@ -171,43 +171,9 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None, absent_so
     labels = Counter(k for img in coco["images"] for k in img.get("image_labels", {}))
     positives = Counter(k for img in coco["images"] for k, v in img.get("image_labels", {}).items() if v == 1)
 
-    target_of = {}
-    rules = {}
-    unmapped_found = []
-    for s in sources:
-        if s in class_map.drop:
-            target_of[s], rules[s] = None, "drop"
-        elif s in class_map.mapping:
-            target_of[s] = class_map.mapping[s]
-        else:
-            unmapped_found.append(s)
-            if unmapped == "drop":
-                target_of[s], rules[s] = None, "drop-unmapped"
-            else:
-                target_of[s], rules[s] = s, "keep"
+    target_of, rules, unmapped_found = _targets(class_map, sources, unmapped)
     if unmapped == "error" and unmapped_found:
-        rows = class_rows or {}
-        first = rows.get(unmapped_found[0], (class_map.path, None))
-
-        def where(s):
-            if s not in rows:
-                return ""
-            file, row = rows[s]
-            row = row if isinstance(row, str) else f"row {row}"
-            return f", first at {row}" if file == first[0] else f", first at {file}, {row}"
-
-        details = "; ".join(f"{s!r} ({boxes[s]} boxes, {labels[s]} labels{where(s)})" for s in unmapped_found)
-        raise ImportDataError(
-            first[0],
-            first[1],
-            f"{len(unmapped_found)} classes are not in the class map {class_map.path} (strict mode): "
-            f"{details}",
-        )
-    merged = Counter(t for s, t in target_of.items() if t is not None and s in class_map.mapping)
-    for s in sources:
-        if s in class_map.mapping:
-            t = class_map.mapping[s]
-            rules[s] = "merge" if merged[t] > 1 or (t in sources and t not in class_map.mapping) else "rename"
+        _raise_unmapped(unmapped_found, class_map, class_rows or {}, boxes, labels)
 
     # Output vocabulary: the declared targets first (all of them), then the other kept classes.
     names = list(class_map.targets or [])
@@ -223,21 +189,47 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None, absent_so
         s = id_to_name[a["category_id"]]
         if s in src_to_new:
             annotations.append(dict(a, category_id=src_to_new[s], id=len(annotations) + 1))
-    images = []
-    for img in coco["images"]:
-        if "image_labels" in img:
-            grouped = defaultdict(list)
-            for k, v in img["image_labels"].items():
-                t = target_of.get(k)
-                if t is not None:
-                    grouped[t].append(v)
-            img = dict(img, image_labels={t: _merge_labels(v) for t, v in grouped.items()})
-            if img["supervision"] == "full" and not img["image_labels"]:
-                del img["image_labels"]
-        images.append(img)
+    images = [_map_image_labels(img, target_of) for img in coco["images"]]
     out = dict(
         coco, images=images, annotations=annotations, categories=[{"id": new_id[n], "name": n} for n in names]
     )
+    return out, _report_rows(class_map, sources, target_of, rules, (boxes, labels, positives))
+
+
+def _targets(class_map, sources, unmapped):
+    """Where each source class goes under ``class_map`` and the ``unmapped`` policy, and by which rule.
+
+    Returns:
+        (dict, dict, list): {source: target name or None (dropped)}, {source: rule} and the unmapped
+        sources in order.
+    """
+    target_of = {}
+    rules = {}
+    unmapped_found = []
+    for s in sources:
+        if s in class_map.drop:
+            target_of[s], rules[s] = None, "drop"
+        elif s in class_map.mapping:
+            target_of[s] = class_map.mapping[s]
+        else:
+            unmapped_found.append(s)
+            if unmapped == "drop":
+                target_of[s], rules[s] = None, "drop-unmapped"
+            else:
+                target_of[s], rules[s] = s, "keep"
+    # A mapped class merges when its target also receives another class (mapped or kept), else renames.
+    merged = Counter(t for s, t in target_of.items() if t is not None and s in class_map.mapping)
+    for s in sources:
+        if s in class_map.mapping:
+            t = class_map.mapping[s]
+            rules[s] = "merge" if merged[t] > 1 or (t in sources and t not in class_map.mapping) else "rename"
+    return target_of, rules, unmapped_found
+
+
+def _report_rows(class_map, sources, target_of, rules, counts):
+    """:func:`apply_class_map`'s report: a row per source class (``counts``: Counters of its boxes,
+    labels and positive labels), then an ``absent`` row per class-map class not in ``sources``."""
+    boxes, labels, positives = counts
     report = [
         {
             "source": s,
@@ -261,7 +253,43 @@ def apply_class_map(coco, class_map, unmapped="keep", class_rows=None, absent_so
         }
         for s in absent
     ]
-    return out, report
+    return report
+
+
+def _raise_unmapped(unmapped_found, class_map, rows, boxes, labels):
+    """Strict mode: raise :class:`ImportDataError` at the first unmapped class's first row (``rows``),
+    listing every unmapped class with its box and label counts and first row."""
+    first = rows.get(unmapped_found[0], (class_map.path, None))
+
+    def where(s):
+        if s not in rows:
+            return ""
+        file, row = rows[s]
+        row = row if isinstance(row, str) else f"row {row}"
+        return f", first at {row}" if file == first[0] else f", first at {file}, {row}"
+
+    details = "; ".join(f"{s!r} ({boxes[s]} boxes, {labels[s]} labels{where(s)})" for s in unmapped_found)
+    raise ImportDataError(
+        first[0],
+        first[1],
+        f"{len(unmapped_found)} classes are not in the class map {class_map.path} (strict mode): {details}",
+    )
+
+
+def _map_image_labels(img, target_of):
+    """``img`` with its ``image_labels`` renamed to the targets and merged (:func:`_merge_labels`),
+    dropped classes removed; a full image left without labels loses the field."""
+    if "image_labels" not in img:
+        return img
+    grouped = defaultdict(list)
+    for k, v in img["image_labels"].items():
+        t = target_of.get(k)
+        if t is not None:
+            grouped[t].append(v)
+    img = dict(img, image_labels={t: _merge_labels(v) for t, v in grouped.items()})
+    if img["supervision"] == "full" and not img["image_labels"]:
+        del img["image_labels"]
+    return img
 
 
 def format_class_report(report):

@@ -15,6 +15,7 @@ from oxnet.data.format import SUPERVISION_LEVELS, is_finite_number
 
 from .common import (
     ImportDataError,
+    box_annotation,
     check_boxes_xywh,
     check_sizes,
     new_coco,
@@ -69,9 +70,66 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
     anns = src.get("annotations", [])
     if not isinstance(anns, list):
         raise ImportDataError(json_file, None, "'annotations' must be a list")
+    cats = _read_categories(src["categories"], json_file)
+    index = _index_images(src["images"], json_file)
+    W = np.array([img["width"] for img in src["images"]], np.float64)
+    H = np.array([img["height"] for img in src["images"]], np.float64)
+    check_sizes(W, H, np.array([f"images[{i}]" for i in range(len(W))], dtype=object), json_file)
+    file_names = [img["file_name"] for img in src["images"]]
+    sizes, n_missing = resolve_paths(file_names, images, allow_missing_images, json_file)
+    _check_file_sizes(sizes, file_names, W, H, json_file)
+    rows, img_idx, boxes, classes = _read_annotations(anns, index, cats, json_file)
+    xywh, clipped = check_boxes_xywh(
+        np.asarray(boxes, np.float64).reshape(-1, 4),
+        W[img_idx],
+        H[img_idx],
+        np.array(rows, dtype=object),
+        json_file,
+        clip=clip_boxes,
+    )
 
+    coco = new_coco("coco", f"imported from {os.path.basename(os.fspath(json_file))}")
+    if isinstance(src.get("info"), dict) and src["info"].get("description"):
+        coco["info"]["description"] = src["info"]["description"]
+    coco["categories"] = [{"id": cid, "name": n} for cid, n in cats.items()]
+    per_image = {}
+    for k, i in enumerate(img_idx):
+        per_image.setdefault(int(i), []).append(k)
+    for i, img in enumerate(src["images"]):
+        box_ids = per_image.get(i, [])
+        coco["images"].append(
+            _convert_image(img, i, supervision, {cats[classes[k]] for k in box_ids}, cats, json_file)
+        )
+        if supervision == "full":
+            for k in box_ids:
+                coco["annotations"].append(
+                    box_annotation(
+                        len(coco["annotations"]) + 1,
+                        i + 1,
+                        classes[k],
+                        xywh[k],
+                        iscrowd=int(anns[k].get("iscrowd", 0)),
+                    )
+                )
+    class_rows = {}
+    for r, c in zip(rows, classes):
+        class_rows.setdefault(cats[c], (str(json_file), r))
+    report = {
+        "images": len(src["images"]),
+        "boxes": len(anns),
+        "missing_images": n_missing,
+        "boxes_clipped": clipped,
+        "supervision": supervision,
+        "boxes_removed": 0 if supervision == "full" else len(anns),
+        "class_rows": class_rows,
+    }
+    return coco, report
+
+
+def _read_categories(categories, json_file):
+    """{category id: name} of the source's categories (integer ids, non-empty names, both unique)."""
     cats = {}
-    for i, c in enumerate(src["categories"]):
+    for i, c in enumerate(categories):
         if not (
             isinstance(c, dict)
             and isinstance(c.get("id"), int)
@@ -87,9 +145,14 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
         if c["name"] in cats.values():
             raise ImportDataError(json_file, f"categories[{i}]", f"duplicate category name {c['name']!r}")
         cats[c["id"]] = c["name"]
+    return cats
 
+
+def _index_images(images, json_file):
+    """{image id: position in ``images``}, checking each image's id, file_name (both unique) and numeric
+    width and height."""
     index, names = {}, set()
-    for i, img in enumerate(src["images"]):
+    for i, img in enumerate(images):
         where = f"images[{i}]"
         if not (
             isinstance(img, dict)
@@ -111,12 +174,11 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
                 raise ImportDataError(json_file, where, f"'{k}' must be a number, got {img.get(k)!r}")
         index[img["id"]] = i
         names.add(img["file_name"])
-    W = np.array([img["width"] for img in src["images"]], np.float64)
-    H = np.array([img["height"] for img in src["images"]], np.float64)
-    check_sizes(W, H, np.array([f"images[{i}]" for i in range(len(W))], dtype=object), json_file)
+    return index
 
-    file_names = [img["file_name"] for img in src["images"]]
-    sizes, n_missing = resolve_paths(file_names, images, allow_missing_images, json_file)
+
+def _check_file_sizes(sizes, file_names, W, H, json_file):
+    """The image files found (``sizes``: (width, height) or None each) must have the JSON's sizes."""
     for i, size in enumerate(sizes):
         if size is not None and tuple(size) != (int(W[i]), int(H[i])):
             raise ImportDataError(
@@ -125,6 +187,14 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
                 f"{file_names[i]} is {size[0]}x{size[1]} but the JSON says {W[i]:g}x{H[i]:g}",
             )
 
+
+def _read_annotations(anns, index, cats, json_file):
+    """Check the annotations against the images ``index`` and categories ``cats``.
+
+    Returns:
+        (list, np.ndarray, list, list): per annotation its place (``annotations[i]``), image position,
+        bbox and category id.
+    """
     rows, img_idx, boxes, classes = [], [], [], []
     for i, a in enumerate(anns):
         where = f"annotations[{i}]"
@@ -145,58 +215,18 @@ def load_coco(json_file, images=None, allow_missing_images=False, supervision="f
         img_idx.append(index[a["image_id"]])
         boxes.append(b)
         classes.append(a["category_id"])
-    img_idx = np.asarray(img_idx, int)
-    xywh, clipped = check_boxes_xywh(
-        np.asarray(boxes, np.float64).reshape(-1, 4),
-        W[img_idx],
-        H[img_idx],
-        np.array(rows, dtype=object),
-        json_file,
-        clip=clip_boxes,
-    )
+    return rows, np.asarray(img_idx, int), boxes, classes
 
-    coco = new_coco("coco", f"imported from {os.path.basename(os.fspath(json_file))}")
-    if isinstance(src.get("info"), dict) and src["info"].get("description"):
-        coco["info"]["description"] = src["info"]["description"]
-    coco["categories"] = [{"id": cid, "name": n} for cid, n in cats.items()]
-    per_image = {}
-    for k, i in enumerate(img_idx):
-        per_image.setdefault(int(i), []).append(k)
-    for i, img in enumerate(src["images"]):
-        new = {k: v for k, v in img.items() if k not in ("supervision", "image_labels")}
-        new.update(id=i + 1, supervision=supervision)
-        box_ids = per_image.get(i, [])
-        if supervision == "weak":
-            positive = {cats[classes[k]] for k in box_ids}
-            new["image_labels"] = {n: int(n in positive) for n in cats.values()}
-        elif supervision == "full" and img.get("image_labels") is not None:
-            new["image_labels"] = _checked_labels(
-                img["image_labels"], set(cats.values()), json_file, f"images[{i}]"
-            )
-        coco["images"].append(new)
-        if supervision == "full":
-            for k in box_ids:
-                b = xywh[k]
-                coco["annotations"].append(
-                    {
-                        "id": len(coco["annotations"]) + 1,
-                        "image_id": i + 1,
-                        "category_id": classes[k],
-                        "bbox": [float(v) for v in b],
-                        "area": float(b[2] * b[3]),
-                        "iscrowd": int(anns[k].get("iscrowd", 0)),
-                    }
-                )
-    class_rows = {}
-    for r, c in zip(rows, classes):
-        class_rows.setdefault(cats[c], (str(json_file), r))
-    report = {
-        "images": len(src["images"]),
-        "boxes": len(anns),
-        "missing_images": n_missing,
-        "boxes_clipped": clipped,
-        "supervision": supervision,
-        "boxes_removed": 0 if supervision == "full" else len(anns),
-        "class_rows": class_rows,
-    }
-    return coco, report
+
+def _convert_image(img, i, supervision, positive, cats, json_file):
+    """The OXnet-COCO image of source image ``img`` (position ``i``), its other fields kept; ``positive``:
+    the names of the classes it has boxes of (its labels when ``supervision`` is "weak")."""
+    new = {k: v for k, v in img.items() if k not in ("supervision", "image_labels")}
+    new.update(id=i + 1, supervision=supervision)
+    if supervision == "weak":
+        new["image_labels"] = {n: int(n in positive) for n in cats.values()}
+    elif supervision == "full" and img.get("image_labels") is not None:
+        new["image_labels"] = _checked_labels(
+            img["image_labels"], set(cats.values()), json_file, f"images[{i}]"
+        )
+    return new

@@ -30,6 +30,7 @@ __all__ = [
     "resolve_images",
     "resolve_paths",
     "new_coco",
+    "box_annotation",
     "write_output",
     "IMAGE_EXTENSIONS",
     "DICOM_EXTENSIONS",
@@ -410,6 +411,21 @@ def new_coco(source, description):
         "images": [],
         "annotations": [],
         "categories": [],
+    }
+
+
+def box_annotation(aid, image_id, category_id, xywh, digits=None, iscrowd=0, **extra):
+    """An OXnet-COCO annotation of box ``xywh``; its coordinates and area are rounded to ``digits``
+    decimals unless ``digits`` is None. ``extra`` fields (e.g. ``rad_id``) come last."""
+    area = float(xywh[2] * xywh[3])
+    return {
+        "id": aid,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [float(v) if digits is None else round(float(v), digits) for v in xywh],
+        "area": area if digits is None else round(area, digits),
+        "iscrowd": iscrowd,
+        **extra,
     }
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from .common import (
     IMAGE_EXTENSIONS,
     ImportDataError,
+    box_annotation,
     check_boxes_xywh,
     check_sizes,
     new_coco,
@@ -97,78 +98,22 @@ def load_nih(
         raise ValueError(f"absent must be 'negative' or 'unknown', got {absent!r}")
     if unboxed not in ("weak", "unlabeled"):
         raise ValueError(f"unboxed must be 'weak' or 'unlabeled', got {unboxed!r}")
-    de = read_csv_table(data_entry, DATA_ENTRY_COLUMNS, DATA_ENTRY_OPTIONAL)
-    if (de["image"] == "").any():
-        raise ImportDataError(
-            data_entry, int(de.loc[de["image"] == "", "line"].iloc[0]), "empty 'Image Index'"
-        )
-    _duplicates(de, "image", data_entry)
-    empty = de["findings"] == ""
-    if empty.any():
-        raise ImportDataError(
-            data_entry,
-            int(de.loc[empty, "line"].iloc[0]),
-            "empty 'Finding Labels' (use 'No Finding' for a negative image)",
-        )
-    if (de["patient"] == "").any():
-        raise ImportDataError(
-            data_entry, int(de.loc[de["patient"] == "", "line"].iloc[0]), "empty 'Patient ID'"
-        )
-    if "width" in de and "height" in de:
-        ow = numeric_column(de, "width", data_entry)
-        oh = numeric_column(de, "height", data_entry)
-        check_sizes(ow, oh, de["line"].to_numpy(), data_entry, "OriginalImage[Width,Height]")
-    else:
-        ow = oh = None
-    findings = pd.Series([[x.strip() for x in v.split("|")] for v in de["findings"]], index=de.index)
-    bad = pd.Series([(NO_FINDING in f and len(f) > 1) or "" in f for f in findings], index=de.index)
-    if bad.any():
-        row = de[bad].iloc[0]
-        raise ImportDataError(
-            data_entry,
-            int(row["line"]),
-            f"bad 'Finding Labels' {row['findings']!r} (empty item or 'No Finding' with findings)",
-        )
+    de = _read_data_entry(data_entry)
+    ow, oh = _original_sizes(de, data_entry)
+    findings = _parse_findings(de, data_entry)
     classes = sorted({x for f in findings for x in f} - {NO_FINDING})
-
-    boxes_by_image = {}
     report = {
         "data_entry_rows": len(de),
         "patients": int(de["patient"].nunique()),
         "no_finding": int((de["findings"] == NO_FINDING).sum()),
     }
-    class_rows = {}
-    exploded = de["line"].repeat(findings.str.len()).to_numpy()
-    first_line = {}
-    for c, line in zip((x for f in findings for x in f), exploded):
-        first_line.setdefault(c, int(line))
-    for c in classes:
-        class_rows[c] = (os.fspath(data_entry), first_line[c])
+    class_rows = _first_rows(de, findings, classes, data_entry)
+
+    boxes_by_image = {}
     if bbox_list is not None:
-        bb = read_csv_table(bbox_list, BBOX_COLUMNS)
-        xywh = np.stack([numeric_column(bb, k, bbox_list) for k in "xywh"], axis=1)
-        unknown = ~bb["image"].isin(de["image"])
-        if unknown.any():
-            raise ImportDataError(
-                bbox_list,
-                int(bb.loc[unknown, "line"].iloc[0]),
-                f"image {bb.loc[unknown, 'image'].iloc[0]!r} is not in {data_entry} "
-                f"({int(unknown.sum())} such rows)",
-            )
-        if (bb["label"] == "").any():
-            raise ImportDataError(
-                bbox_list, int(bb.loc[bb["label"] == "", "line"].iloc[0]), "empty 'Finding Label'"
-            )
-        renamed = bb["label"].isin(list(BOX_CLASS_RENAMES))
-        report["box_class_renamed"] = {k: int((bb["label"] == k).sum()) for k in BOX_CLASS_RENAMES}
-        bb["label"] = bb["label"].replace(BOX_CLASS_RENAMES)
-        report["boxes"] = len(bb)
-        report["boxed_images"] = int(bb["image"].nunique())
-        report["box_rows_renamed"] = int(renamed.sum())
-        for c in sorted(set(bb["label"]) - set(classes)):
-            classes.append(c)
-        for c in set(bb["label"]):
-            class_rows.setdefault(c, (os.fspath(bbox_list), int(bb.loc[bb["label"] == c, "line"].iloc[0])))
+        bb, xywh, counts = _read_bbox_list(bbox_list, de, data_entry)
+        report.update(counts)
+        _add_box_classes(bb, bbox_list, classes, class_rows)
         boxes_by_image = {k: v for k, v in bb.assign(i=np.arange(len(bb))).groupby("image")["i"]}
     cat_id = {c: i + 1 for i, c in enumerate(classes)}
 
@@ -195,12 +140,7 @@ def load_nih(
     findings_list = findings.tolist()
     box_labels = bb["label"].tolist() if boxes_by_image else []
     for i, name in enumerate(names):
-        f = findings_list[i]
-        if f == [NO_FINDING]:
-            labels = {c: 0 for c in classes}
-        else:
-            labels = {c: 0 for c in classes} if absent == "negative" else {}
-            labels.update({c: 1 for c in f})
+        labels = _image_labels(findings_list[i], classes, absent)
         box_rows = boxes_by_image.get(name)
         sup = "full" if box_rows is not None else unboxed
         img = {
@@ -217,21 +157,7 @@ def load_nih(
         if ow is not None:
             img["original_width"], img["original_height"] = int(ow[i]), int(oh[i])
         if box_rows is not None:
-            for r in box_rows:
-                c = box_labels[r]
-                if labels.get(c) != 1:
-                    label_added += 1
-                    labels[c] = 1
-                coco["annotations"].append(
-                    {
-                        "id": len(coco["annotations"]) + 1,
-                        "image_id": i + 1,
-                        "category_id": cat_id[c],
-                        "bbox": [round(float(v), 3) for v in xywh[r]],
-                        "area": round(float(xywh[r, 2] * xywh[r, 3]), 3),
-                        "iscrowd": 0,
-                    }
-                )
+            label_added += _add_boxes(coco, i + 1, box_rows, box_labels, xywh, cat_id, labels)
         if sup != "unlabeled":
             img["image_labels"] = labels
         coco["images"].append(img)
@@ -240,3 +166,118 @@ def load_nih(
     report["full_images"] = sum(img["supervision"] == "full" for img in coco["images"])
     report["class_rows"] = class_rows
     return coco, report
+
+
+def _read_data_entry(path):
+    """Data_Entry as a table, checked: every row has an image id (unique), findings and a patient id."""
+    de = read_csv_table(path, DATA_ENTRY_COLUMNS, DATA_ENTRY_OPTIONAL)
+    if (de["image"] == "").any():
+        raise ImportDataError(path, int(de.loc[de["image"] == "", "line"].iloc[0]), "empty 'Image Index'")
+    _duplicates(de, "image", path)
+    empty = de["findings"] == ""
+    if empty.any():
+        raise ImportDataError(
+            path,
+            int(de.loc[empty, "line"].iloc[0]),
+            "empty 'Finding Labels' (use 'No Finding' for a negative image)",
+        )
+    if (de["patient"] == "").any():
+        raise ImportDataError(path, int(de.loc[de["patient"] == "", "line"].iloc[0]), "empty 'Patient ID'")
+    return de
+
+
+def _original_sizes(de, path):
+    """(widths, heights) of the original images when Data_Entry has them (checked positive), else
+    (None, None)."""
+    if "width" in de and "height" in de:
+        ow = numeric_column(de, "width", path)
+        oh = numeric_column(de, "height", path)
+        check_sizes(ow, oh, de["line"].to_numpy(), path, "OriginalImage[Width,Height]")
+        return ow, oh
+    return None, None
+
+
+def _parse_findings(de, path):
+    """Each row's '|'-separated findings as a list (a Series); an empty item or 'No Finding' together
+    with findings is an error."""
+    findings = pd.Series([[x.strip() for x in v.split("|")] for v in de["findings"]], index=de.index)
+    bad = pd.Series([(NO_FINDING in f and len(f) > 1) or "" in f for f in findings], index=de.index)
+    if bad.any():
+        row = de[bad].iloc[0]
+        raise ImportDataError(
+            path,
+            int(row["line"]),
+            f"bad 'Finding Labels' {row['findings']!r} (empty item or 'No Finding' with findings)",
+        )
+    return findings
+
+
+def _first_rows(de, findings, classes, path):
+    """{class: (Data_Entry file, line of its first row)} for the ``classes`` of ``findings``."""
+    exploded = de["line"].repeat(findings.str.len()).to_numpy()
+    first_line = {}
+    for c, line in zip((x for f in findings for x in f), exploded):
+        first_line.setdefault(c, int(line))
+    return {c: (os.fspath(path), first_line[c]) for c in classes}
+
+
+def _read_bbox_list(path, de, data_entry):
+    """BBox_List checked against Data_Entry ``de`` (every image in it, every row with a class), with its
+    classes renamed to Data_Entry's (:data:`BOX_CLASS_RENAMES`).
+
+    Returns:
+        (DataFrame, np.ndarray, dict): the table, its [n, 4] xywh boxes and the report's box counts.
+    """
+    bb = read_csv_table(path, BBOX_COLUMNS)
+    xywh = np.stack([numeric_column(bb, k, path) for k in "xywh"], axis=1)
+    unknown = ~bb["image"].isin(de["image"])
+    if unknown.any():
+        raise ImportDataError(
+            path,
+            int(bb.loc[unknown, "line"].iloc[0]),
+            f"image {bb.loc[unknown, 'image'].iloc[0]!r} is not in {data_entry} "
+            f"({int(unknown.sum())} such rows)",
+        )
+    if (bb["label"] == "").any():
+        raise ImportDataError(path, int(bb.loc[bb["label"] == "", "line"].iloc[0]), "empty 'Finding Label'")
+    renamed = bb["label"].isin(list(BOX_CLASS_RENAMES))
+    counts = {"box_class_renamed": {k: int((bb["label"] == k).sum()) for k in BOX_CLASS_RENAMES}}
+    bb["label"] = bb["label"].replace(BOX_CLASS_RENAMES)
+    counts["boxes"] = len(bb)
+    counts["boxed_images"] = int(bb["image"].nunique())
+    counts["box_rows_renamed"] = int(renamed.sum())
+    return bb, xywh, counts
+
+
+def _add_box_classes(bb, path, classes, class_rows):
+    """Append BBox_List's classes that Data_Entry lacks to ``classes`` (sorted) and give every box class
+    without a row in ``class_rows`` its first BBox_List row."""
+    for c in sorted(set(bb["label"]) - set(classes)):
+        classes.append(c)
+    for c in set(bb["label"]):
+        class_rows.setdefault(c, (os.fspath(path), int(bb.loc[bb["label"] == c, "line"].iloc[0])))
+
+
+def _add_boxes(coco, image_id, rows, box_labels, xywh, cat_id, labels):
+    """Append the annotations of an image's BBox_List ``rows`` to ``coco`` and set their classes
+    positive in its ``labels``; returns how many labels that changed (classes its findings omit)."""
+    added = 0
+    for r in rows:
+        c = box_labels[r]
+        if labels.get(c) != 1:
+            added += 1
+            labels[c] = 1
+        coco["annotations"].append(
+            box_annotation(len(coco["annotations"]) + 1, image_id, cat_id[c], xywh[r], digits=3)
+        )
+    return added
+
+
+def _image_labels(findings, classes, absent):
+    """An image's labels from its findings: listed classes 1; the others 0 for 'No Finding' or
+    ``absent="negative"``, left out for ``absent="unknown"``."""
+    if findings == [NO_FINDING]:
+        return {c: 0 for c in classes}
+    labels = {c: 0 for c in classes} if absent == "negative" else {}
+    labels.update({c: 1 for c in findings})
+    return labels

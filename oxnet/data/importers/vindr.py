@@ -17,6 +17,7 @@ from .common import (
     DICOM_EXTENSIONS,
     IMAGE_EXTENSIONS,
     ImportDataError,
+    box_annotation,
     check_boxes_xywh,
     new_coco,
     numeric_column,
@@ -86,45 +87,9 @@ def load_vindr(
     """
     if fusion not in ("wbf", "none"):
         raise ValueError(f"fusion must be 'wbf' or 'none', got {fusion!r}")
-    df = read_csv_table(train_csv, COLUMNS)
-    if not len(df):
-        raise ImportDataError(train_csv, None, "the file has a header but no rows")
+    df, class_id = _read_rows(train_csv)
     lines = df["line"].to_numpy()
-    for col in ("image", "class_name", "rad_id"):
-        empty = df[col] == ""
-        if empty.any():
-            raise ImportDataError(train_csv, int(lines[empty.to_numpy()][0]), f"empty {col!r}")
-    class_id = numeric_column(df, "class_id", train_csv, integer=True).astype(int)
-    pairs = df.assign(cid=class_id).groupby("class_name")["cid"].unique()
-    for name, ids in pairs.items():
-        if len(ids) > 1:
-            rows = df.loc[(df["class_name"] == name) & (class_id != ids[0]), "line"]
-            raise ImportDataError(
-                train_csv,
-                int(rows.iloc[0]),
-                f"class {name!r} has several class_id values {sorted(ids.tolist())}",
-            )
-    coords = np.stack(
-        [numeric_column(df, c, train_csv, allow_empty=True) for c in ("x_min", "y_min", "x_max", "y_max")],
-        axis=1,
-    )
-    has_box = np.isfinite(coords).all(axis=1)
-    partial = np.isfinite(coords).any(axis=1) & ~has_box
-    no_finding = (df["class_name"] == NO_FINDING).to_numpy()
-    for bad, problem in (
-        (partial, "a box needs all of x_min, y_min, x_max, y_max"),
-        (no_finding & has_box, f"a {NO_FINDING!r} row must not have a box"),
-        (~no_finding & ~has_box, "a finding row needs a box (x_min, y_min, x_max, y_max)"),
-    ):
-        if bad.any():
-            raise ImportDataError(train_csv, int(lines[bad][0]), f"{problem} ({int(bad.sum())} such rows)")
-    dup = df.duplicated(["image", "class_name", "rad_id", "x_min", "y_min", "x_max", "y_max"], keep="first")
-    if dup.any():
-        raise ImportDataError(
-            train_csv,
-            int(lines[dup.to_numpy()][0]),
-            f"duplicate row (same image, class, reader and box; {int(dup.sum())} such rows)",
-        )
+    coords, has_box, no_finding = _read_boxes(df, train_csv)
 
     image_ids = list(dict.fromkeys(df["image"]))
     row_of = {k: i for i, k in enumerate(image_ids)}
@@ -134,23 +99,11 @@ def load_vindr(
     )
     width = np.array([s[0] if s else np.nan for s in sizes], dtype=np.float64)
     height = np.array([s[1] if s else np.nan for s in sizes], dtype=np.float64)
-    xywh = np.concatenate([coords[:, :2], coords[:, 2:] - coords[:, :2]], axis=1)
-    box_rows = np.flatnonzero(has_box)
-    checked, clipped = check_boxes_xywh(
-        xywh[box_rows],
-        width[img_idx[box_rows]],
-        height[img_idx[box_rows]],
-        lines[box_rows],
-        train_csv,
-        clip=clip_boxes,
+    xywh, clipped = _checked_xywh(
+        coords, has_box, width[img_idx], height[img_idx], lines, train_csv, clip_boxes
     )
-    xywh[box_rows] = checked
-
-    findings = df.loc[~no_finding].assign(cid=class_id[~no_finding])
-    first = findings.groupby("class_name")[["cid", "line"]].first()
-    classes = sorted(first.index, key=lambda c: int(first.at[c, "cid"]))
+    classes, class_rows = _finding_classes(df, class_id, no_finding, train_csv)
     cat_id = {c: i + 1 for i, c in enumerate(classes)}
-    class_rows = {c: (str(train_csv), int(first.at[c, "line"])) for c in classes}
 
     readers = df["rad_id"].to_numpy()
     names = df["class_name"].to_numpy()
@@ -190,24 +143,11 @@ def load_vindr(
         rows = rows[has_box[rows]]
         if not len(rows):
             continue
-        if fusion == "none":
-            for r in rows:
-                coco["annotations"].append(
-                    _ann(
-                        len(coco["annotations"]) + 1, i + 1, cat_id[names[r]], xywh[r], rad_id=str(readers[r])
-                    )
-                )
-            continue
-        labels = np.array([cat_id[n] for n in names[rows]])
-        xyxy = np.concatenate([xywh[rows, :2], xywh[rows, :2] + xywh[rows, 2:]], axis=1)
-        fused, fused_labels, num = _fuse(xyxy, labels, readers[rows], iou_thr)
-        for b, c, n in zip(fused, fused_labels, num):
-            if n < min_readers:
-                report["dropped_below_min_readers"] += 1
-                continue
-            box = np.array([b[0], b[1], b[2] - b[0], b[3] - b[1]])
+        found, dropped = _image_boxes(rows, xywh, names, readers, cat_id, fusion, iou_thr, min_readers)
+        report["dropped_below_min_readers"] += dropped
+        for box, c, extra in found:
             coco["annotations"].append(
-                _ann(len(coco["annotations"]) + 1, i + 1, int(c), box, num_readers=int(n))
+                box_annotation(len(coco["annotations"]) + 1, i + 1, c, box, digits=2, **extra)
             )
     report["images_all_readers_no_finding"] = int(all_no_finding)
     report["boxes"] = len(coco["annotations"])
@@ -215,13 +155,107 @@ def load_vindr(
     return coco, report
 
 
-def _ann(aid, image_id, category_id, xywh, **extra):
-    return {
-        "id": aid,
-        "image_id": image_id,
-        "category_id": category_id,
-        "bbox": [round(float(v), 2) for v in xywh],
-        "area": round(float(xywh[2] * xywh[3]), 2),
-        "iscrowd": 0,
-        **extra,
-    }
+def _read_rows(train_csv):
+    """``train.csv`` as a table, checked: rows present, no empty image, class or reader, one
+    ``class_id`` per class name. Returns (table, class_id per row)."""
+    df = read_csv_table(train_csv, COLUMNS)
+    if not len(df):
+        raise ImportDataError(train_csv, None, "the file has a header but no rows")
+    lines = df["line"].to_numpy()
+    for col in ("image", "class_name", "rad_id"):
+        empty = df[col] == ""
+        if empty.any():
+            raise ImportDataError(train_csv, int(lines[empty.to_numpy()][0]), f"empty {col!r}")
+    class_id = numeric_column(df, "class_id", train_csv, integer=True).astype(int)
+    pairs = df.assign(cid=class_id).groupby("class_name")["cid"].unique()
+    for name, ids in pairs.items():
+        if len(ids) > 1:
+            rows = df.loc[(df["class_name"] == name) & (class_id != ids[0]), "line"]
+            raise ImportDataError(
+                train_csv,
+                int(rows.iloc[0]),
+                f"class {name!r} has several class_id values {sorted(ids.tolist())}",
+            )
+    return df, class_id
+
+
+def _read_boxes(df, train_csv):
+    """The rows' boxes, checked: a finding row has a whole box, a "No finding" row none, and no row
+    repeats another.
+
+    Returns:
+        (np.ndarray, np.ndarray, np.ndarray): [n, 4] x_min, y_min, x_max, y_max (NaN without a box),
+        whether each row has a box and whether it is a "No finding" row.
+    """
+    lines = df["line"].to_numpy()
+    coords = np.stack(
+        [numeric_column(df, c, train_csv, allow_empty=True) for c in ("x_min", "y_min", "x_max", "y_max")],
+        axis=1,
+    )
+    has_box = np.isfinite(coords).all(axis=1)
+    partial = np.isfinite(coords).any(axis=1) & ~has_box
+    no_finding = (df["class_name"] == NO_FINDING).to_numpy()
+    for bad, problem in (
+        (partial, "a box needs all of x_min, y_min, x_max, y_max"),
+        (no_finding & has_box, f"a {NO_FINDING!r} row must not have a box"),
+        (~no_finding & ~has_box, "a finding row needs a box (x_min, y_min, x_max, y_max)"),
+    ):
+        if bad.any():
+            raise ImportDataError(train_csv, int(lines[bad][0]), f"{problem} ({int(bad.sum())} such rows)")
+    dup = df.duplicated(["image", "class_name", "rad_id", "x_min", "y_min", "x_max", "y_max"], keep="first")
+    if dup.any():
+        raise ImportDataError(
+            train_csv,
+            int(lines[dup.to_numpy()][0]),
+            f"duplicate row (same image, class, reader and box; {int(dup.sum())} such rows)",
+        )
+    return coords, has_box, no_finding
+
+
+def _checked_xywh(coords, has_box, width, height, lines, train_csv, clip_boxes):
+    """The rows' boxes as xywh, those present checked against (or clipped to) their image's ``width``
+    and ``height`` (per row; NaN: unknown). Returns (xywh, number clipped)."""
+    xywh = np.concatenate([coords[:, :2], coords[:, 2:] - coords[:, :2]], axis=1)
+    box_rows = np.flatnonzero(has_box)
+    checked, clipped = check_boxes_xywh(
+        xywh[box_rows], width[box_rows], height[box_rows], lines[box_rows], train_csv, clip=clip_boxes
+    )
+    xywh[box_rows] = checked
+    return xywh, clipped
+
+
+def _finding_classes(df, class_id, no_finding, train_csv):
+    """The finding classes in ``class_id`` order and {class: (file, line of its first row)}."""
+    findings = df.loc[~no_finding].assign(cid=class_id[~no_finding])
+    first = findings.groupby("class_name")[["cid", "line"]].first()
+    classes = sorted(first.index, key=lambda c: int(first.at[c, "cid"]))
+    return classes, {c: (str(train_csv), int(first.at[c, "line"])) for c in classes}
+
+
+def _image_boxes(rows, xywh, names, readers, cat_id, fusion, iou_thr, min_readers):
+    """The boxes of one image's finding ``rows``: every reader's (``fusion="none"``) or the readers' boxes
+    fused, less those fused from fewer than ``min_readers`` readers.
+
+    Returns:
+        (list, int): (xywh box, category id, extra annotation fields) per box, and how many fused boxes
+        were dropped.
+    """
+    if fusion == "none":
+        return [(xywh[r], cat_id[names[r]], {"rad_id": str(readers[r])}) for r in rows], 0
+    labels = np.array([cat_id[n] for n in names[rows]])
+    found, dropped = [], 0
+    for box, c, n in _fuse_xywh(xywh[rows], labels, readers[rows], iou_thr):
+        if n < min_readers:
+            dropped += 1
+            continue
+        found.append((box, int(c), {"num_readers": int(n)}))
+    return found, dropped
+
+
+def _fuse_xywh(xywh, labels, readers, iou_thr):
+    """:func:`_fuse` of xywh boxes: (xywh box, label, num_readers) per fused box."""
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    fused, fused_labels, num = _fuse(xyxy, labels, readers, iou_thr)
+    return [
+        (np.array([b[0], b[1], b[2] - b[0], b[3] - b[1]]), c, n) for b, c, n in zip(fused, fused_labels, num)
+    ]
