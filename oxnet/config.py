@@ -89,9 +89,10 @@ def add_oxnet_config(cfg):
 
     # Weak images' labels in the detector's loss.
     _C.OXNET.WEAK = CN()
-    # For each class a weak image is labelled without (0), RetinaNet's focal loss with target 0 on
-    # every anchor (for methods with image labels: a global head or weak_negatives).
-    _C.OXNET.WEAK.NEGATIVE_FOCAL = True
+    # Weak negatives, a loss the paper does not have: for each class a weak image is labelled without
+    # (0), RetinaNet's focal loss with target 0 on every anchor. True adds it to every method with image
+    # labels (a global head); the *_neg methods (retinanet_neg, daa_neg, oxnet_neg) have it built in.
+    _C.OXNET.WEAK.NEGATIVE_FOCAL = False
 
     # Global prototype alignment (GPA, Sec. 2.2, Eq. 4-6).
     _C.OXNET.GPA = CN()

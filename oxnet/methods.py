@@ -4,11 +4,12 @@ A method is a global head ("" none, "gap": GAP + sigmoid, the "+MT" baselines, o
 GPA (Eq. 4-6) or not, a loss on the images without boxes ("" none, "sfl": the mean teacher's soft
 focal loss, Eq. 8, or a semi-supervised baseline's: "pi", "mean_teacher", "mmt_psm", "focalmix", each
 registered in :data:`oxnet.modeling.unsup.UNSUP_LOSS_REGISTRY`), and extras: ``weak_negatives``
-(the detector also trains on the weak images' absent classes without a global head) and ``requires``
+(the detector also trains on the weak images' absent classes: a loss the paper does not have, so the
+methods with it are rows of their own, ``*_neg``) and ``requires``
 (config values the method is defined with; building a model whose config differs is an error).
 Image labels are used only by methods with a global head or ``weak_negatives``; the others treat weak
-images as unlabeled. Methods with image labels train the detector on their absent classes when
-``OXNET.WEAK.NEGATIVE_FOCAL`` is on.
+images as unlabeled. The rows named after the paper train exactly its losses; ``OXNET.WEAK.NEGATIVE_FOCAL
+True`` adds weak negatives to any method with image labels.
 
 A new method is one more ``register_method(Method(...))``; an unknown or repeated name is an error
 listing the registered ones (:class:`oxnet.utils.registry.NamedRegistry`).
@@ -123,13 +124,17 @@ register_method(Method("sfl", unsup="sfl"))
 register_method(Method("daa", global_head="daa"))
 register_method(Method("daa_gpa", global_head="daa", gpa=True))
 register_method(Method("oxnet", global_head="daa", gpa=True, unsup="sfl"))
-# OXnet with filtered SFL and a zero-initialized global head (not in the paper)
+# DAA and OXnet with weak negatives (not in the paper)
+register_method(Method("daa_neg", global_head="daa", weak_negatives=True))
+register_method(Method("oxnet_neg", global_head="daa", gpa=True, unsup="sfl", weak_negatives=True))
+# OXnet with weak negatives, filtered SFL and a zero-initialized global head (not in the paper)
 register_method(
     Method(
         "oxnet_plus",
         global_head="daa",
         gpa=True,
         unsup="sfl",
+        weak_negatives=True,
         requires=(("OXNET.SFL.MODE", "filtered"), ("OXNET.GLOBAL_HEAD.INIT", "zero")),
         config_file="configs/table1/oxnet_plus.yaml",
     )
@@ -176,9 +181,12 @@ def uses_image_labels(method):
 
 
 def uses_weak_negatives(cfg):
-    """Whether the detector trains on weak images' absent classes: ``OXNET.WEAK.NEGATIVE_FOCAL`` for a
-    method with image labels."""
-    return bool(cfg.OXNET.WEAK.NEGATIVE_FOCAL) and uses_image_labels(cfg.OXNET.METHOD)
+    """Whether the detector trains on weak images' absent classes: a method with weak negatives built in
+    (``*_neg``), or ``OXNET.WEAK.NEGATIVE_FOCAL`` with a method that uses image labels."""
+    method = cfg.OXNET.METHOD
+    return get_method(method).weak_negatives or (
+        bool(cfg.OXNET.WEAK.NEGATIVE_FOCAL) and uses_image_labels(method)
+    )
 
 
 def second_view(method):
@@ -196,7 +204,7 @@ COMPONENT_TITLES = {
     "global_head": "global head",
     "gpa": "GPA",
     "unsup": "loss on images without boxes",
-    "weak_negatives": "weak negatives without a global head",
+    "weak_negatives": "weak negatives (not in the paper)",
 }
 COMPONENT_VALUES = {
     "global_head": {"": "-", "gap": "GAP (+MT)", "daa": "DAA"},

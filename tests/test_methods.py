@@ -19,7 +19,15 @@ from oxnet.testing import tiny_cfg
 
 def test_table1_rows_in_order_then_the_extra_rows():
     assert method_names()[:2] == ["retinanet", "retinanet_neg"]
-    assert method_names()[-5:] == ["daa", "daa_gpa", "oxnet", "oxnet_plus", "sfl_plus"]
+    assert method_names()[-7:] == [
+        "daa",
+        "daa_gpa",
+        "oxnet",
+        "daa_neg",
+        "oxnet_neg",
+        "oxnet_plus",
+        "sfl_plus",
+    ]
     assert method_components("oxnet") == {
         "global_head": "daa",
         "gpa": True,

@@ -46,8 +46,10 @@ METHOD_NAMES = {
     "daa_gpa": "DAA + GPA",
     "oxnet": "OXnet (SFL+DAA+GPA)",
     "retinanet_neg": "RetinaNet + weak negatives",
-    "oxnet_plus": "OXnet+ (authors' SFL, zero-init head)",
-    "sfl_plus": "SFL+ (authors' SFL, weak negatives)",
+    "daa_neg": "DAA + weak negatives",
+    "oxnet_neg": "OXnet + weak negatives",
+    "oxnet_plus": "OXnet+ (weak negatives, filtered SFL, zero-init head)",
+    "sfl_plus": "SFL+ (weak negatives, filtered SFL)",
 }
 
 #: The lesion sensitivity at which the table shows false alarms per normal image.
