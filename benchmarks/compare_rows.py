@@ -5,7 +5,9 @@
     python benchmarks/compare_rows.py OUT/results.json --against BASE/results.json [--warm 250]
 
 For each row: mAP mean ± sample std over seeds, mAP per seed, the difference to the reference row
-trained from the same seed (and the same warm start), and where recorded the false alarms per
+trained from the same seed (and the same warm start) with the mean difference's 95 % confidence
+interval (paired t over seeds) and its reading: "better" or "worse" when the interval excludes zero,
+else "not resolved", and where recorded the false alarms per
 normal image at 70 % lesion sensitivity and the image-level AUROC (top box score, global head).
 With ``--curves`` (runs trained with ``--eval-period``): the learning curves instead, one table per
 quantity (mAP, false alarms per normal image at 70 %, image AUROC from the box score and the global
@@ -38,6 +40,34 @@ def _mean_std(values, digits=1):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def paired_interval(diffs, level=0.95):
+    """``(mean, low, high)``: the mean of paired per-seed differences and its two-sided ``level``
+    confidence interval (Student's t with n - 1 degrees of freedom); None for fewer than 2 pairs."""
+    from scipy import stats
+
+    diffs = [d for d in diffs if d is not None]
+    if len(diffs) < 2:
+        return None
+    mean = statistics.mean(diffs)
+    half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def verdict(interval):
+    """ "better" or "worse" when the interval excludes 0, else "not resolved" (n/a without one)."""
+    if interval is None:
+        return "n/a"
+    _, low, high = interval
+    return "better" if low > 0 else "worse" if high < 0 else "not resolved"
+
+
+def _interval_text(interval):
+    if interval is None:
+        return "n/a"
+    mean, low, high = interval
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {verdict(interval)}"
+
+
 def rows_by_method(results, table="table1", warm=None, iters=None):
     """{method: {seed: record}} of the finished runs of ``table`` (with warm start ``warm``)."""
     out = {}
@@ -56,9 +86,9 @@ def compare(results, reference="retinanet", warm=None, iters=None):
     rows = rows_by_method(results, warm=warm, iters=iters)
     ref = rows.get(reference, {})
     lines = [
-        "| row | mAP | per seed | minus " + reference + " (same seed) | FP/normal @70% | "
-        "image AUROC box | image AUROC global |",
-        "|---|---|---|---|---|---|---|",
+        "| row | mAP | per seed | minus " + reference + " (same seed) | mean difference [95 % CI], "
+        "paired t | FP/normal @70% | image AUROC box | image AUROC global |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method, by_seed in rows.items():
         seeds = sorted(by_seed)
@@ -67,9 +97,11 @@ def compare(results, reference="retinanet", warm=None, iters=None):
         fps = [_fp70(by_seed[s]) for s in seeds]
         box = [(by_seed[s].get("image_auroc") or {}).get("box") for s in seeds]
         glob = [(by_seed[s].get("image_auroc") or {}).get("global") for s in seeds]
+        is_ref = method == reference
         lines.append(
             f"| {method} | {_mean_std(maps)} | {_fmt(maps)} | "
-            f"{_fmt(diffs, sign=True) if method != reference else '-'} | "
+            f"{_fmt(diffs, sign=True) if not is_ref else '-'} | "
+            f"{_interval_text(paired_interval(diffs)) if not is_ref else '-'} | "
             f"{_mean_std(fps, 2)} | {_mean_std(box)} | {_mean_std(glob)} |"
         )
     return "\n".join(lines)
@@ -101,9 +133,9 @@ def against(results, base, warm=None, iters=None):
         lines.append("")
     rows, ref = rows_by_method(results, warm=warm, iters=iters), rows_by_method(base, warm=warm, iters=iters)
     lines += [
-        "| row | mAP | baseline mAP | minus baseline (same seed) | FP/normal @70% | baseline FP/normal "
-        "@70% | image AUROC box | baseline image AUROC box |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | mAP | baseline mAP | minus baseline (same seed) | mean difference [95 % CI], paired t "
+        "| FP/normal @70% | baseline FP/normal @70% | image AUROC box | baseline image AUROC box |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, by_seed in rows.items():
         seeds = [s for s in sorted(by_seed) if s in ref.get(method, {})]
@@ -115,6 +147,7 @@ def against(results, base, warm=None, iters=None):
         lines.append(
             f"| {method} | {_mean_std(maps)} | {_mean_std(base_maps)} | "
             f"{_fmt([x - y for x, y in zip(maps, base_maps)], sign=True)} | "
+            f"{_interval_text(paired_interval([x - y for x, y in zip(maps, base_maps)]))} | "
             f"{_mean_std([_fp70(r) for r in a], 2)} | {_mean_std([_fp70(r) for r in b], 2)} | "
             f"{_mean_std(box(a))} | {_mean_std(box(b))} |"
         )

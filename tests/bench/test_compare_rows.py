@@ -90,3 +90,20 @@ def test_against_pairs_rows_by_seed_and_checks_the_warm_starts():
     assert not any(line.startswith(("| sfl", "| oxnet")) for line in text.splitlines())  # only rows in both
     variant["i1"] = _init(1, 8.5)
     assert "differ (seed 1: 8.5000 against 8.0000)" in mod.against(variant, base, warm=250)
+
+
+def test_paired_interval_is_students_t_over_seeds_and_reads_the_sign():
+    mod = _module()
+    mean, low, high = mod.paired_interval([1.0, 2.0, 3.0])
+    # mean 2, sample sd 1, t(0.975, 2) = 4.302653: 2 +- 4.302653 / sqrt(3)
+    assert mean == 2.0 and abs(low - (2.0 - 2.484138)) < 1e-5 and abs(high - (2.0 + 2.484138)) < 1e-5
+    assert mod.verdict((mean, low, high)) == "not resolved"
+    assert mod.verdict(mod.paired_interval([1.0, 1.2, 0.9, 1.1, 1.0])) == "better"
+    assert mod.verdict(mod.paired_interval([-1.0, -1.2, -0.9])) == "worse"
+    assert mod.paired_interval([1.0, None]) is None and mod.verdict(None) == "n/a"
+    results = {}
+    for s, (base, d) in enumerate([(10, 1.0), (12, 1.2), (11, 0.9)]):
+        results[f"retinanet{s}"] = _run("retinanet", s, base)
+        results[f"daa{s}"] = _run("daa", s, base + d)
+    daa = next(line for line in mod.compare(results, warm=250).splitlines() if line.startswith("| daa"))
+    assert "+1.03 [+0.65, +1.41] better" in daa
