@@ -402,3 +402,29 @@ def test_every_new_option_is_neutral_or_knowingly_fingerprinted():
         f"oxnet.config.NEUTRAL_OPTIONS with the value that trains as before, or to {listed}"
     )
     assert not recorded - options, f"{sorted(recorded - options)} listed in {listed} no longer exist"
+
+
+def test_precision_is_resolved_on_the_machine_before_the_fingerprint(monkeypatch):
+    """A bench run's precision enters its config (SOLVER.AMP.ENABLED, OXNET.AMP.DTYPE) resolved on this
+    machine: float32 and bfloat16 runs never share a fingerprint, and "auto" on a machine without native
+    bfloat16 is the float32 run."""
+    from detectron2.data import MetadataCatalog
+
+    from oxnet.modeling import precision
+
+    MetadataCatalog.get("precision_test_set").thing_classes = ["a", "b"]
+    row = table1_rows(load_spec("toy"), 12)[0]
+
+    def fingerprint(prec):
+        spec = dict(load_spec("toy"), precision=prec)
+        cfg = runner.build_cfg(spec, row, 0, 2, "train", "precision_test_set", "")
+        return cfg.SOLVER.AMP.ENABLED, cfg.OXNET.AMP.DTYPE, runner.config_fingerprint(cfg)
+
+    fp32, bf16 = fingerprint("float32"), fingerprint("bfloat16")
+    assert fp32[:2] == (False, "bfloat16") and bf16[:2] == (True, "bfloat16") and fp32[2] != bf16[2]
+    monkeypatch.setattr(precision, "bfloat16_supported", lambda device: False)
+    assert fingerprint("auto") == fp32
+    monkeypatch.setattr(precision, "bfloat16_supported", lambda device: True)
+    assert fingerprint("auto") == bf16
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        fingerprint("float16")
