@@ -47,7 +47,7 @@ def _toy_trainer(root, max_iter=1000):
     name = "reliability_" + root.name
     if name not in DatasetCatalog.list():
         register_omni_coco(name, json_file, str(root / "data" / "images"))
-    cfg = tiny_cfg("oxnet")
+    cfg = tiny_cfg("oxnet_neg")  # OXnet with weak negatives: every loss term the trainer can meet
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), ()
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.OXNET.BATCH.FULL, cfg.OXNET.BATCH.WEAK, cfg.OXNET.BATCH.UNLABELED = 2, 2, 2

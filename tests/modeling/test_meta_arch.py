@@ -96,8 +96,7 @@ def test_losses_of_each_stream():
         "loss_gpa_intra",
         "loss_gpa_inter",
         "loss_sfl",
-        "loss_weak_negative",
-    }
+    }  # the paper's OXnet: no weak negatives (oxnet_neg has them)
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_box_reg"] > 0 and losses["loss_sfl"] > 0
     assert model.prototypes.initialized.tolist() == [False, True, False]  # only class 1 had positives
