@@ -180,6 +180,40 @@ def live_server(app, **config):
         thread.join(15)
 
 
+def trainer_state(trainer):
+    """Everything a training step may change: the student (with its GPA prototypes and normalizers),
+    the mean teacher and the optimizer's state, copied."""
+    import copy
+
+    from oxnet.engine.hooks import unwrap
+
+    return {
+        "student": {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()},
+        "teacher": {k: v.clone() for k, v in trainer.teacher_hook.teacher.state_dict().items()},
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
+    }
+
+
+def changed_state(before, after):
+    """Names of the entries that differ between two :func:`trainer_state` results."""
+    out = []
+    for part in ("student", "teacher"):
+        out += [f"{part}.{k}" for k, v in before[part].items() if not torch.equal(v, after[part][k])]
+    for idx, st in before["optimizer"].items():
+        for k, v in st.items():
+            if not torch.equal(torch.as_tensor(v), torch.as_tensor(after["optimizer"][idx][k])):
+                out.append(f"optimizer.{idx}.{k}")
+    return out
+
+
+def step_trainer(trainer):
+    """One training step of ``trainer`` by hand (hooks included), inside the caller's EventStorage."""
+    trainer.before_step()
+    trainer.run_step()
+    trainer.after_step()
+    trainer.iter += 1
+
+
 def read_json(path):
     """The JSON document in the file ``path`` (UTF-8)."""
     with open(path, encoding="utf-8") as f:

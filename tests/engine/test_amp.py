@@ -1,6 +1,5 @@
 """Mixed-precision training (SOLVER.AMP.ENABLED): it learns, every training guard holds, resume is exact."""
 
-import copy
 import json
 import os
 
@@ -12,7 +11,14 @@ from detectron2.utils.events import EventStorage
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer
 from oxnet.engine.hooks import unwrap
-from oxnet.testing import log_messages, tiny_cfg, write_toy_dataset
+from oxnet.testing import (
+    changed_state,
+    log_messages,
+    step_trainer,
+    tiny_cfg,
+    trainer_state,
+    write_toy_dataset,
+)
 
 SIZE = 64
 
@@ -56,32 +62,6 @@ def test_bfloat16_training_learns(tmp_path):
     assert len(losses) == 2 and losses[1] < 0.8 * losses[0], losses
 
 
-def _state(trainer):
-    return {
-        "student": {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()},
-        "teacher": {k: v.clone() for k, v in trainer.teacher_hook.teacher.state_dict().items()},
-        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
-    }
-
-
-def _changed(before, after):
-    out = []
-    for part in ("student", "teacher"):
-        out += [f"{part}.{k}" for k, v in before[part].items() if not torch.equal(v, after[part][k])]
-    for idx, st in before["optimizer"].items():
-        for k, v in st.items():
-            if not torch.equal(torch.as_tensor(v), torch.as_tensor(after["optimizer"][idx][k])):
-                out.append(f"optimizer.{idx}.{k}")
-    return out
-
-
-def _step(trainer):
-    trainer.before_step()
-    trainer.run_step()
-    trainer.after_step()
-    trainer.iter += 1
-
-
 @pytest.fixture
 def amp_trainer(tmp_path):
     """A tiny bfloat16 OXnet trainer after one normal step, stepped by hand inside an EventStorage."""
@@ -92,7 +72,7 @@ def amp_trainer(tmp_path):
     with EventStorage(0) as trainer.storage:
         trainer.iter = trainer.start_iter = 0
         trainer.before_train()
-        _step(trainer)
+        step_trainer(trainer)
         yield trainer
 
 
@@ -105,18 +85,18 @@ def test_nan_under_autocast_is_skipped(amp_trainer):
         seen.append(output.dtype)
         return output * float("nan")
 
-    before = _state(trainer)
+    before = trainer_state(trainer)
     hook = head.register_forward_hook(poison)
     with log_messages("oxnet.engine.trainer") as messages:
-        _step(trainer)
+        step_trainer(trainer)
     hook.remove()
     assert torch.bfloat16 in seen  # the NaN was made inside the autocast region
-    assert _changed(before, _state(trainer)) == []
+    assert changed_state(before, trainer_state(trainer)) == []
     assert trainer._trainer.nonfinite_streak == 1
     assert any("loss not finite (loss_cls = nan" in m for m in messages), messages
-    _step(trainer)  # the next step trains again
+    step_trainer(trainer)  # the next step trains again
     assert trainer._trainer.nonfinite_streak == 0
-    assert "student.head.cls_score.weight" in _changed(before, _state(trainer))
+    assert "student.head.cls_score.weight" in changed_state(before, trainer_state(trainer))
 
 
 def test_nonfinite_gradient_is_skipped(amp_trainer):
@@ -127,12 +107,12 @@ def test_nonfinite_gradient_is_skipped(amp_trainer):
     def poison_grad(module, inputs, output):
         output.register_hook(lambda g: g * float("inf"))
 
-    before = _state(trainer)
+    before = trainer_state(trainer)
     hook = head.register_forward_hook(poison_grad)
     with log_messages("oxnet.engine.trainer") as messages:
-        _step(trainer)
+        step_trainer(trainer)
     hook.remove()
-    assert _changed(before, _state(trainer)) == []  # weights, prototypes, teacher, optimizer
+    assert changed_state(before, trainer_state(trainer)) == []  # weights, prototypes, teacher, optimizer
     assert trainer._trainer.nonfinite_streak == 1 and trainer._trainer.last_step_skipped
     assert any("gradient not finite (backbone." in m and "more): step skipped" in m for m in messages), (
         messages
@@ -146,7 +126,7 @@ def test_gradient_scaler_skip_is_not_a_nonfinite_skip(amp_trainer):
     trainer = amp_trainer
     step = trainer._trainer
     step.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    _step(trainer)  # a normal scaled step
+    step_trainer(trainer)  # a normal scaled step
     assert not step.last_scaler_skip and step.grad_scaler.get_scale() == 2.0**10
     head = unwrap(trainer.model).head.cls_score
 
@@ -155,7 +135,7 @@ def test_gradient_scaler_skip_is_not_a_nonfinite_skip(amp_trainer):
 
     hook = head.register_forward_hook(poison_grad)
     student = {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()}
-    _step(trainer)
+    step_trainer(trainer)
     hook.remove()
     assert step.last_scaler_skip and step.scaler_skips == 1 and step.nonfinite_streak == 0
     assert step.grad_scaler.get_scale() == 2.0**9
@@ -175,7 +155,7 @@ def test_resume_under_bfloat16_is_bit_exact(tmp_path):
     straight = OXnetTrainer(_cfg(name, tmp_path / "straight"))
     straight.resume_or_load(resume=False)
     straight.train()
-    expected = _state(straight)
+    expected = trainer_state(straight)
 
     torch.manual_seed(0)
     first = OXnetTrainer(_cfg(name, tmp_path / "resumed", max_iter=2))
@@ -186,18 +166,18 @@ def test_resume_under_bfloat16_is_bit_exact(tmp_path):
     second.resume_or_load(resume=True)
     assert second.start_iter == 2
     second.train()
-    got = _state(second)
+    got = trainer_state(second)
     for part in ("student", "teacher"):
         for k, v in expected[part].items():
             assert torch.equal(v, got[part][k]), (part, k)
-    assert _changed(expected, got) == []
+    assert changed_state(expected, got) == []
     # bfloat16 really trained: the weights differ from a float32 run's
     torch.manual_seed(0)
     fp32 = OXnetTrainer(_cfg(name, tmp_path / "fp32", amp=False))
     fp32.resume_or_load(resume=False)
     fp32.train()
     assert not torch.equal(
-        _state(fp32)["student"]["head.cls_score.weight"], expected["student"]["head.cls_score.weight"]
+        trainer_state(fp32)["student"]["head.cls_score.weight"], expected["student"]["head.cls_score.weight"]
     )
 
 

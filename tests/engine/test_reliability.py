@@ -1,7 +1,6 @@
 """Faults during training and loading: non-finite losses, stop signals, a full disk, weights files that
 would run code."""
 
-import copy
 import errno
 import os
 import pickle
@@ -16,7 +15,14 @@ from oxnet.engine.checkpoint import AtomicCheckpointer, CheckpointWriteError
 from oxnet.engine.hooks import unwrap
 from oxnet.engine.model_files import StrictCheckpointer
 from oxnet.engine.trainer import NonFiniteLossError, _StopSignals
-from oxnet.testing import log_messages, tiny_cfg, write_toy_dataset
+from oxnet.testing import (
+    changed_state,
+    log_messages,
+    step_trainer,
+    tiny_cfg,
+    trainer_state,
+    write_toy_dataset,
+)
 from oxnet.utils.safe_load import UnsafeWeightsError, load_weights_file
 
 #: The loss terms of the tiny OXnet model (the fixture checks that these are exactly its terms).
@@ -61,35 +67,6 @@ def _toy_trainer(root, max_iter=1000):
     return trainer
 
 
-def _state(trainer):
-    """Everything a step may change: the student (with its GPA prototypes and normalizers), the
-    teacher and the optimizer."""
-    return {
-        "student": {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()},
-        "teacher": {k: v.clone() for k, v in trainer.teacher_hook.teacher.state_dict().items()},
-        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
-    }
-
-
-def _changed(before, after):
-    """Names of the entries that differ between two :func:`_state` results."""
-    out = []
-    for part in ("student", "teacher"):
-        out += [f"{part}.{k}" for k, v in before[part].items() if not torch.equal(v, after[part][k])]
-    for idx, st in before["optimizer"].items():
-        for k, v in st.items():
-            if not torch.equal(torch.as_tensor(v), torch.as_tensor(after["optimizer"][idx][k])):
-                out.append(f"optimizer.{idx}.{k}")
-    return out
-
-
-def _step(trainer):
-    trainer.before_step()
-    trainer.run_step()
-    trainer.after_step()
-    trainer.iter += 1
-
-
 @pytest.fixture(scope="module")
 def stepped(tmp_path_factory):
     """A tiny OXnet trainer after one normal step, stepped by hand inside an EventStorage."""
@@ -107,7 +84,7 @@ def stepped(tmp_path_factory):
     with EventStorage(0) as trainer.storage:
         trainer.iter = trainer.start_iter = 0
         trainer.before_train()
-        _step(trainer)
+        step_trainer(trainer)
         del model.forward
         assert names == [OXNET_LOSSES]
         yield trainer
@@ -131,11 +108,13 @@ def _inject(monkeypatch, trainer, term, value, from_iter=0):
 )
 def test_nonfinite_loss_term_skips_the_step(stepped, monkeypatch, records, term, value):
     trainer = stepped
-    before = _state(trainer)
+    before = trainer_state(trainer)
     _inject(monkeypatch, trainer, term, value)
     it = trainer.iter
-    _step(trainer)
-    assert _changed(before, _state(trainer)) == []  # weights, prototypes, teacher, optimizer untouched
+    step_trainer(trainer)
+    assert (
+        changed_state(before, trainer_state(trainer)) == []
+    )  # weights, prototypes, teacher, optimizer untouched
     assert trainer._trainer.nonfinite_streak == 1
     warning = [m for m in records if "not finite" in m]
     assert len(warning) == 1 and term in warning[0] and f"Iteration {it}" in warning[0]
@@ -143,8 +122,8 @@ def test_nonfinite_loss_term_skips_the_step(stepped, monkeypatch, records, term,
 
     # The next normal step trains again, prototypes and teacher included, and ends the streak.
     monkeypatch.undo()
-    _step(trainer)
-    changed = _changed(before, _state(trainer))
+    step_trainer(trainer)
+    changed = changed_state(before, trainer_state(trainer))
     assert "student.prototypes.prototypes" in changed
     assert "student.head.cls_score.weight" in changed and "teacher.head.cls_score.weight" in changed
     assert any(c.startswith("optimizer.") for c in changed)
@@ -154,14 +133,14 @@ def test_nonfinite_loss_term_skips_the_step(stepped, monkeypatch, records, term,
 def test_nonfinite_steps_in_a_row_save_a_checkpoint_and_stop(stepped, monkeypatch):
     trainer = stepped
     trainer._trainer.max_nonfinite_skips = 2
-    before = _state(trainer)
+    before = trainer_state(trainer)
     start = trainer.iter
     _inject(monkeypatch, trainer, "loss_gpa_intra", float("nan"))
     try:
-        _step(trainer)  # skipped
+        step_trainer(trainer)  # skipped
         expected = f"loss_gpa_intra not finite at iteration {start + 1}"
         with pytest.raises(NonFiniteLossError, match=expected) as info:
-            _step(trainer)  # skipped, the second in a row: stop
+            step_trainer(trainer)  # skipped, the second in a row: stop
     finally:
         trainer._trainer.max_nonfinite_skips = 5
         trainer._trainer.nonfinite_streak = 0
