@@ -103,19 +103,15 @@ register_method(Method("retinanet"))
 # RetinaNet that also learns from the weak images' absent classes as box-free images (not in the paper)
 register_method(Method("retinanet_neg", weak_negatives=True))
 # semi-supervised baselines (Table 1, rows 2-5) and their multi-task "+MT" variants (rows 6-9)
-for _unsup, _name in (
+_BASELINES = (
     ("pi", "pi_model"),
     ("mean_teacher", "mean_teacher"),
     ("mmt_psm", "mmt_psm"),
     ("focalmix", "focalmix"),
-):
+)
+for _unsup, _name in _BASELINES:
     register_method(Method(_name, unsup=_unsup))
-for _unsup, _name in (
-    ("pi", "pi_model"),
-    ("mean_teacher", "mean_teacher"),
-    ("mmt_psm", "mmt_psm"),
-    ("focalmix", "focalmix"),
-):
+for _unsup, _name in _BASELINES:
     register_method(Method(f"{_name}_mt", global_head="gap", unsup=_unsup))
 # RetinaNet with the multi-task global head alone
 register_method(Method("gap", global_head="gap"))
@@ -149,7 +145,7 @@ register_method(
         config_file="configs/table1/sfl_plus.yaml",
     )
 )
-del _unsup, _name
+del _BASELINES, _unsup, _name
 
 
 def method_components(method):
