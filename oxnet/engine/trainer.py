@@ -87,6 +87,18 @@ class TrainingPreempted(BaseException):
     catches it."""
 
 
+def _put_scalars(**values):
+    """Log scalars to the current EventStorage, unsmoothed; nothing outside one (a step run by hand)."""
+    from detectron2.utils.events import get_event_storage
+
+    try:
+        storage = get_event_storage()
+    except AssertionError:
+        return
+    for name, value in values.items():
+        storage.put_scalar(name, value, smoothing_hint=False)
+
+
 def _distributed():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -164,14 +176,9 @@ class OmniStepTrainer(SimpleTrainer):
             logger.info(
                 f"Iteration {self.iter}: float16 gradients overflowed; the gradient scaler skipped the step"
             )
-        try:
-            from detectron2.utils.events import get_event_storage
-
-            storage = get_event_storage()
-            storage.put_scalar("amp/grad_scale", self.grad_scaler.get_scale(), smoothing_hint=False)
-            storage.put_scalar("amp/scaler_skipped", self.scaler_skips, smoothing_hint=False)
-        except AssertionError:  # no EventStorage (a step run outside train())
-            pass
+        _put_scalars(
+            **{"amp/grad_scale": self.grad_scaler.get_scale(), "amp/scaler_skipped": self.scaler_skips}
+        )
 
     def state_dict(self):
         ret = super().state_dict()
@@ -233,14 +240,7 @@ class OmniStepTrainer(SimpleTrainer):
             f"optimizer, teacher and GPA prototypes unchanged ({self.nonfinite_streak} such "
             f"step(s) in a row; training stops at {limit}, OXNET.SOLVER.MAX_NONFINITE_SKIPS)"
         )
-        try:
-            from detectron2.utils.events import get_event_storage
-
-            get_event_storage().put_scalar(
-                "nonfinite_skipped_steps", self.nonfinite_streak, smoothing_hint=False
-            )
-        except AssertionError:  # no EventStorage (a step run outside train())
-            pass
+        _put_scalars(nonfinite_skipped_steps=self.nonfinite_streak)
         if self.nonfinite_streak >= max(limit, 1):
             what = "loss term(s)" if kind == "loss" else "gradient(s) of"
             raise NonFiniteLossError(
