@@ -77,9 +77,10 @@ def add_oxnet_config(cfg):
     # (oxnet.modeling.attention.gate_attention): "all" (Eq. 3, the paper), "positive" (present classes
     # only) or "none".
     _C.OXNET.GLOBAL_HEAD.ATTENTION_GRAD = "all"
-    # The image-label BCE (Eq. 1) over the known (image, class) entries: "mean" (the authors' code)
-    # or "sum_classes" (Eq. 1's sum over classes, averaged over images; K times the mean).
-    _C.OXNET.GLOBAL_HEAD.BCE_REDUCTION = "mean"
+    # The image-label BCE (Eq. 1) over the known (image, class) entries: "sum_classes" (Eq. 1's sum
+    # over classes, averaged over images; the paper) or "mean" (the authors' train_oxnet.py l.296-324:
+    # BCEWithLogits averaged over images x classes, 1/K of Eq. 1).
+    _C.OXNET.GLOBAL_HEAD.BCE_REDUCTION = "sum_classes"
     # Initialization of the 1x1 classifier: "normal" (std 0.01, zero bias) or "zero" (the authors'
     # code: zero weights, no bias, so DAA sends no gradient into the detector until the CAM has learned).
     _C.OXNET.GLOBAL_HEAD.INIT = "normal"

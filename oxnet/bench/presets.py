@@ -61,8 +61,9 @@ keys; missing keys take :data:`DEFAULTS`):
   ``"float32"``, ``"bfloat16"`` or ``"float16"`` (CUDA). It is resolved on the machine before the run
   is fingerprinted (``SOLVER.AMP.ENABLED`` and ``OXNET.AMP.DTYPE``), so float32 and bfloat16 runs
   never share a folder or a results entry; each result records it. Evaluation stays float32.
-* ``burn_in_fraction`` (default 0), ``rampup_fraction`` (default 0.25): ``OXNET.RAMPUP.BURN_IN_ITERS``
-  and ``OXNET.RAMPUP.ITERS`` as fractions of ``iters``, for every row alike.
+* ``burn_in_fraction`` (default 0), ``rampup_fraction`` (default 0: the paper's plain sum of the
+  losses; runs recorded before 2026-12-06 used 0.25): ``OXNET.RAMPUP.BURN_IN_ITERS`` and
+  ``OXNET.RAMPUP.ITERS`` as fractions of ``iters``, for every row alike.
 * ``eval_period`` (default 0: only after training): also evaluate on the test set every so many
   iterations (or this fraction of ``iters``) during training; the mAPs are kept as the run's
   ``curve`` in results.json.

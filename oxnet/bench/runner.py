@@ -125,7 +125,7 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir, image_t
     cfg.SOLVER.WARMUP_ITERS = min(50, iters // 10)
     cfg.SOLVER.CHECKPOINT_PERIOD = max(iters // 4, 1)
     cfg.OXNET.RAMPUP.BURN_IN_ITERS = int(spec.get("burn_in_fraction", 0.0) * iters)
-    cfg.OXNET.RAMPUP.ITERS = int(spec.get("rampup_fraction", 0.25) * iters)
+    cfg.OXNET.RAMPUP.ITERS = int(spec.get("rampup_fraction", 0.0) * iters)
     # the test set is evaluated after training by train_and_evaluate; with the spec's eval_period also
     # during training (a learning curve in the run's metrics.json)
     period = _count(spec.get("eval_period", 0), iters)
