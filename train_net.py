@@ -12,6 +12,9 @@ processes (gloo).
 
 SIGTERM or SIGINT during training saves a checkpoint at the end of the current step and exits 0;
 ``--resume`` continues the run. ``--dist-timeout`` bounds how long a process waits for the others.
+
+With ``OXNET.WARM_START`` (``configs/authors/oxnet_R101.yaml``) the RetinaNet stage that config names is
+trained first (in ``OUTPUT_DIR/warm_start``) and the run starts its student and mean teacher from it.
 """
 
 import datetime
@@ -30,6 +33,7 @@ from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer, launch
 from oxnet.engine.model_files import StrictCheckpointer, load_model_config, split_weights
+from oxnet.engine.warm_start import train_warm_start
 
 logger = logging.getLogger("oxnet")
 
@@ -81,6 +85,12 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
+    resuming = args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if cfg.OXNET.WARM_START and not cfg.MODEL.WEIGHTS and not resuming:
+        cfg = train_warm_start(cfg, args.config_file, args.opts)
+        if cfg is None:
+            logger.warning("Stopped during the warm start's RetinaNet stage; the same command resumes it")
+            return None
     trainer = OXnetTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     result = trainer.train()

@@ -40,6 +40,20 @@ NEUTRAL_OPTIONS = {
     # a default that changed: the old value is the neutral one, so runs with the new default (fused
     # Adam, whose results differ in the last bits) get new folders instead of reusing recorded ones
     "OXNET.SOLVER.FUSED": False,
+    # the authors' recipe (configs/authors/, README "The paper, the authors' code and our defaults"):
+    # each switch's default is the paper's form, the form every earlier run trained
+    "OXNET.SFL.TEACHER_BOXES": "inference",
+    "OXNET.SFL.TEACHER_BOX_INDEX_BUG": False,
+    "OXNET.SFL.BOX_LOSS": "retinanet",
+    "OXNET.SFL.ALPHA_BATCH_BUG": False,
+    "OXNET.SFL.TEACHER_VIEW": "weak",
+    "OXNET.GPA.ABSENT_DECAY": False,
+    "OXNET.GPA.VIEW_BUG": False,
+    "OXNET.AUG.POLICY": "oxnet",
+    "OXNET.BACKBONE.FREEZE_BN_STATS": False,
+    "OXNET.TEACHER.BUFFERS": "copy",
+    "OXNET.SOLVER.STEP_FRACTIONS": (),
+    "OXNET.WARM_START": "",
 }
 
 
@@ -66,6 +80,18 @@ def add_oxnet_config(cfg):
     # "imagenet", "xrv" (torchxrayvision's [-1024, 1024]), "auto" (xrv for xrv:// names and files with a
     # 1-channel conv1, else imagenet) or "none" (no check).
     _C.OXNET.BACKBONE.PRETRAINED_INPUT = "auto"
+    # BatchNorm layers (MODEL.RESNETS.NORM "BN") kept in eval mode while training: their running
+    # statistics stay as loaded, their affine weights still train. False: detectron2's training-mode
+    # BN. True: the authors' train_oxnet.py (``retinanet.module.freeze_bn()``), which detectron2's
+    # "FrozenBN" is not (it freezes the affine weights too).
+    _C.OXNET.BACKBONE.FREEZE_BN_STATS = False
+
+    # Start from a trained detector: a config file (relative to the working directory or to the
+    # config file that names it) whose run trains the RetinaNet stage; train_net.py trains it first
+    # (in OUTPUT_DIR/warm_start, resumable) and starts the student and the mean teacher from its
+    # model_final.pth. "" or MODEL.WEIGHTS set: no such stage (the authors' train_retinanet.py,
+    # then train_oxnet.py with both models loaded from it).
+    _C.OXNET.WARM_START = ""
 
     # The global head: image-level classification from the image labels (Sec. 2.1, Eq. 1; the "gap" and
     # "daa" heads of the methods, oxnet.methods).
@@ -75,7 +101,8 @@ def add_oxnet_config(cfg):
     _C.OXNET.GLOBAL_HEAD.LOSS_WEIGHT = 1.0  # weight of the global head's BCE loss (Eq. 1)
     # Whose image labels reach the detector through DAA's attention R
     # (oxnet.modeling.attention.gate_attention): "all" (Eq. 3, the paper), "positive" (present classes
-    # only) or "none".
+    # only) or "none". It gates the global BCE only: GPA's class features (Eq. 4) use R ungated, so
+    # with GPA the image labels still reach the detector through R.
     _C.OXNET.GLOBAL_HEAD.ATTENTION_GRAD = "all"
     # The image-label BCE (Eq. 1) over the known (image, class) entries: "sum_classes" (Eq. 1's sum
     # over classes, averaged over images; the paper) or "mean" (the authors' train_oxnet.py l.296-324:
@@ -104,6 +131,13 @@ def add_oxnet_config(cfg):
     # Eq. 6's form: "paper" (per-image class features, hinge max(0, delta - d)) or "authors" (their
     # code: per-class batch-mean features, ((delta - sqrt d) / delta)^2 max(delta - sqrt d, 0)^2).
     _C.OXNET.GPA.FORM = "paper"
+    # A class absent from the batch: False (Eq. 5 updates present classes only, the paper) or True
+    # (the authors' update_prototypes, model.py l.309-335: its prototype is multiplied by MOMENTUM).
+    _C.OXNET.GPA.ABSENT_DECAY = False
+    # The authors' bug in their class features (model.py l.322): the (B, C, K) stack is reshaped with
+    # ``.view(B, K, C)``, which scrambles channels and classes, instead of permuted. Off unless
+    # reproducing their runs.
+    _C.OXNET.GPA.VIEW_BUG = False
 
     # Soft focal loss on the mean teacher's predictions (SFL, Sec. 2.3, Eq. 7-8):
     # (q~ alpha + eps) |q~ - q|^gamma BCE(q, q~) for the student's q and the teacher's q~.
@@ -117,6 +151,29 @@ def add_oxnet_config(cfg):
     _C.OXNET.SFL.MODE = "dense"
     # Filtered mode, unlabeled images (no labels to filter with): "dense" (Eq. 8) or "skip".
     _C.OXNET.SFL.UNLABELED = "dense"
+    # --- the authors' ConsistencyLoss (LLYXC/OXnet retinanet/losses.py, model.py); defaults: ours ---
+    # Filtered mode, which teacher boxes: "inference" (detectron2's inference: score >
+    # SCORE_THRESH_TEST, per-class NMS at NMS_THRESH_TEST, at most DETECTIONS_PER_IMAGE) or "authors"
+    # (model.py l.422-459: every anchor decoded and clipped, score = max class probability > 0.01,
+    # one NMS over all classes at IoU 0.5, then score > 0.5).
+    _C.OXNET.SFL.TEACHER_BOXES = "inference"
+    # The authors' bug in that selection (model.py l.452): the coordinates are the first K boxes in
+    # anchor order among those above 0.01 instead of the K kept ones (scores and classes are right).
+    # Only with TEACHER_BOXES "authors"; off unless reproducing their runs.
+    _C.OXNET.SFL.TEACHER_BOX_INDEX_BUG = False
+    # Filtered mode, box consistency on the positive anchors: "retinanet" (RetinaNet's box loss as
+    # configured, summed over coordinates, / positives) or "authors" (losses.py l.244-292: smooth L1
+    # with beta 1/9 on deltas divided by (0.1, 0.1, 0.2, 0.2), teacher box sides clamped to >= 1,
+    # averaged over the 4 coordinates and the positive anchors).
+    _C.OXNET.SFL.BOX_LOSS = "retinanet"
+    # The authors' bug in SFL's alpha (losses.py l.234): each weak image's loss is weighted by the
+    # whole weak batch's sum_b (eps + alpha q~_b) instead of its own (eps + alpha q~). Off unless
+    # reproducing their runs.
+    _C.OXNET.SFL.ALPHA_BATCH_BUG = False
+    # The teacher's view of a weak or unlabeled image: "weak" (the student's geometry without its
+    # photometric changes) or "augmented" (a second, independently augmented view, as the authors'
+    # TransformTwice gives the teacher).
+    _C.OXNET.SFL.TEACHER_VIEW = "weak"
 
     # Schedule of every loss beyond RetinaNet's on boxed images (global head, GPA, SFL and the
     # baselines' consistency): zero for the first BURN_IN_ITERS iterations (the detector learns from
@@ -146,6 +203,10 @@ def add_oxnet_config(cfg):
     # The mean teacher: an exponential moving average of the student (methods with a teacher loss).
     _C.OXNET.TEACHER = CN()
     _C.OXNET.TEACHER.EMA_DECAY = 0.99  # lambda of the mean teacher (Sec. 2.3)
+    # The student's buffers (GPA prototypes, loss normalizers, BN statistics): "copy" (copied into the
+    # teacher after each step) or "keep" (the teacher keeps its own; the authors' update_ema_variables,
+    # train_oxnet.py l.35-40, averages parameters only).
+    _C.OXNET.TEACHER.BUFFERS = "copy"
 
     # Images per iteration from each stream (whole job; split evenly across processes).
     _C.OXNET.BATCH = CN()
@@ -165,6 +226,11 @@ def add_oxnet_config(cfg):
     _C.OXNET.AUG.NOISE_STD = 6.0  # strong view: Gaussian noise (grey levels)
     _C.OXNET.AUG.CUTOUT = 1  # strong view: number of cutout squares
     _C.OXNET.AUG.CUTOUT_SIZE = 0.1  # strong view: cutout square side as a fraction of the image side
+    # "oxnet": the strong view above, on weak and unlabeled images only. "authors" (their Augmenter,
+    # retinanet/dataloader.py l.413-450): with p = 0.9 one of 9 colour operations at fixed levels and a
+    # black cutout square of 2-98 px (of a 512 px image; scaled to INPUT_SIZE), on every training
+    # image, box images included (oxnet.data.authors_augment).
+    _C.OXNET.AUG.POLICY = "oxnet"
 
     # Mixed precision (oxnet.modeling.precision). Training runs the network pass (backbone, FPN, head) of
     # the student and the teacher under autocast when detectron2's SOLVER.AMP.ENABLED is True; losses,
@@ -189,6 +255,9 @@ def add_oxnet_config(cfg):
     _C.OXNET.SOLVER.PLATEAU_PATIENCE = 0
     _C.OXNET.SOLVER.PLATEAU_FACTOR = 0.1  # the LR's factor at each plateau (0.1: LR / 10)
     _C.OXNET.SOLVER.PLATEAU_METRIC = "bbox/mAP"  # the validation metric PLATEAU_PATIENCE watches
+    # LR steps (x SOLVER.GAMMA) at these fractions of SOLVER.MAX_ITER, replacing SOLVER.STEPS; ()
+    # keeps SOLVER.STEPS. The authors' schedule (train_oxnet.py l.316-323): (21/55, 46/55).
+    _C.OXNET.SOLVER.STEP_FRACTIONS = ()
     # A step whose loss has a NaN or infinite term is skipped (no update of the weights, optimizer,
     # teacher or GPA prototypes) and the term logged; after this many such steps in a row training
     # saves a checkpoint and stops with an error naming the term and the iteration.

@@ -59,6 +59,9 @@ class Method:
     requires: tuple = ()
     #: where the method's full config is (named in the error when ``requires`` is not met)
     config_file: str = ""
+    #: the method whose run is this method's RetinaNet stage when it starts from a trained detector
+    #: (``python -m oxnet.bench --warm-start``)
+    warm_start: str = "retinanet"
 
     def __post_init__(self):
         if self.global_head not in ("", "gap", "daa"):
@@ -145,7 +148,36 @@ register_method(
         config_file="configs/table1/sfl_plus.yaml",
     )
 )
-del _BASELINES, _unsup, _name
+# The authors' recipe (configs/authors/, README): their RetinaNet stage and OXnet as their code trains
+# it, with every switch of the README's difference table set to their code (their bugs included)
+_AUTHORS_REQUIRES = (("OXNET.AUG.POLICY", "authors"),)
+register_method(
+    Method(
+        "retinanet_authors",
+        requires=_AUTHORS_REQUIRES,
+        config_file="configs/authors/retinanet_R101.yaml",
+        warm_start="retinanet_authors",
+    )
+)
+register_method(
+    Method(
+        "oxnet_authors",
+        global_head="daa",
+        gpa=True,
+        unsup="sfl",
+        requires=_AUTHORS_REQUIRES
+        + (
+            ("OXNET.SFL.MODE", "filtered"),
+            ("OXNET.SFL.TEACHER_BOXES", "authors"),
+            ("OXNET.SFL.BOX_LOSS", "authors"),
+            ("OXNET.GPA.FORM", "authors"),
+            ("OXNET.TEACHER.BUFFERS", "keep"),
+        ),
+        config_file="configs/authors/oxnet_R101.yaml",
+        warm_start="retinanet_authors",
+    )
+)
+del _BASELINES, _unsup, _name, _AUTHORS_REQUIRES
 
 
 def method_components(method):

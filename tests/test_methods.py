@@ -19,7 +19,7 @@ from oxnet.testing import tiny_cfg
 
 def test_table1_rows_in_order_then_the_extra_rows():
     assert method_names()[:2] == ["retinanet", "retinanet_neg"]
-    assert method_names()[-7:] == [
+    assert method_names()[-9:] == [
         "daa",
         "daa_gpa",
         "oxnet",
@@ -27,7 +27,11 @@ def test_table1_rows_in_order_then_the_extra_rows():
         "oxnet_neg",
         "oxnet_plus",
         "sfl_plus",
+        "retinanet_authors",
+        "oxnet_authors",
     ]
+    assert method_components("oxnet_authors") == method_components("oxnet")
+    assert get_method("oxnet_authors").warm_start == "retinanet_authors"
     assert method_components("oxnet") == {
         "global_head": "daa",
         "gpa": True,

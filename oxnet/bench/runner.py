@@ -101,6 +101,15 @@ def table2_rows(spec, n_train):
     return [Row(m, *(int(c) for c in s)) for m, s in zip(methods, settings)]
 
 
+def add_finer_anchor_level(cfg):
+    """A row whose config adds P2 (six head levels, the authors' P2-P7) on a spec that sets five
+    anchor sizes (P3-P7) gets half the P3 sizes on P2, as the authors' 16 px anchors are half of
+    RetinaNet's 32."""
+    sizes = [list(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
+    if len(cfg.MODEL.RETINANET.IN_FEATURES) == len(sizes) + 1:
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[round(v / 2, 2) for v in sizes[0]]] + sizes
+
+
 def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir, image_test_name=None):
     """The config of one run: the row's config file, then the spec's ``opts``, then the run's data
     (and its classes), seed and schedule (steps at 75% and 90%, warm-up over the first 10%, at
@@ -115,6 +124,7 @@ def build_cfg(spec, row, seed, iters, train_name, test_name, output_dir, image_t
     add_oxnet_config(cfg)
     cfg.merge_from_file(config_file(row.method))
     cfg.merge_from_list(list(spec.get("opts", [])))
+    add_finer_anchor_level(cfg)
     cfg.DATASETS.TRAIN = (train_name,)
     classes = MetadataCatalog.get(test_name).thing_classes
     cfg.MODEL.RETINANET.NUM_CLASSES = len(classes)
@@ -357,8 +367,10 @@ def select_rows(table, spec, data, rows=None):
 def run_configs(spec, data, rows, seeds, iters, warm, out_dir, key):
     """The frozen config of every (row, seed), as ``({key(row, seed): cfg}, inits)``. With a warm
     start (``warm`` iterations) each run starts from its RetinaNet's weights: ``inits`` maps
-    ``(boxes, seed)`` to that RetinaNet's ``(row, cfg, fingerprint)``, shared by the rows with the same
-    boxes; the runs add the spec's ``warm_start.opts``."""
+    ``(stage method, boxes, seed)`` (:func:`warm_start_key`) to that RetinaNet's ``(row, cfg,
+    fingerprint)``, shared by the rows with the same boxes and RetinaNet stage (the method's
+    ``warm_start``: "retinanet", or "retinanet_authors" for the authors' recipe); the runs add the
+    spec's ``warm_start.opts``."""
     test_name, image_test_name = data.test_dataset(), data.image_test_dataset()
     inits, cfgs = {}, {}
     for row in rows:
@@ -366,16 +378,17 @@ def run_configs(spec, data, rows, seeds, iters, warm, out_dir, key):
             mix = data.mix(row.full, row.weak, row.unlabeled)
             cfg = build_cfg(spec, row, s, iters, mix, test_name, "", image_test_name)
             if warm:
-                if (row.full, s) not in inits:  # rows with the same boxes share their warm start
-                    init_row = Row("retinanet", row.full, 0, 0)
+                init_key = warm_start_key(row, s)
+                if init_key not in inits:  # rows with the same boxes and stage share their warm start
+                    init_row = Row(init_key[0], row.full, 0, 0)
                     init_mix = data.mix(row.full, 0, 0)
                     init_cfg = build_cfg(spec, init_row, s, warm, init_mix, test_name, "", image_test_name)
                     init_fp = config_fingerprint(init_cfg)
                     init_cfg.defrost()
                     init_cfg.OUTPUT_DIR = run_dir(out_dir, "init", init_row, s, warm, init_fp)
                     init_cfg.freeze()
-                    inits[(row.full, s)] = (init_row, init_cfg, init_fp)
-                init_cfg = inits[(row.full, s)][1]
+                    inits[init_key] = (init_row, init_cfg, init_fp)
+                init_cfg = inits[init_key][1]
                 cfg.defrost()
                 cfg.merge_from_list(list(spec["warm_start"].get("opts", [])))
                 cfg.MODEL.WEIGHTS = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
@@ -384,13 +397,20 @@ def run_configs(spec, data, rows, seeds, iters, warm, out_dir, key):
     return cfgs, inits
 
 
+def warm_start_key(row, seed):
+    """``(RetinaNet stage method, boxes, seed)``: which warm start a row's run starts from."""
+    from oxnet.methods import get_method
+
+    return (get_method(row.method).warm_start, row.full, seed)
+
+
 def shard_jobs(jobs, shard, warm):
     """The (row, seed) jobs of shard ``(index, count)``: every count-th group of jobs from the
     index-th, where jobs sharing a warm start (same boxes and seed) form one group."""
     shard_index, shards = shard
     if shards <= 1:
         return jobs
-    group = lambda row, s: (row.full, s) if warm else (row, s)  # noqa: E731
+    group = lambda row, s: warm_start_key(row, s) if warm else (row, s)  # noqa: E731
     groups = list(dict.fromkeys(group(*job) for job in jobs))
     mine = {g for i, g in enumerate(groups) if i % shards == shard_index}
     return [job for job in jobs if group(*job) in mine]
@@ -443,8 +463,9 @@ def run_table(
     cfgs, inits = run_configs(spec, data, shown, seeds, iters, warm, out_dir, key)
     fingerprints = {k: config_fingerprint(c, root=out_dir) for k, c in cfgs.items()}
 
-    def ensure_init(boxes, s):  # train the warm start's RetinaNet unless its weights are there
-        init_row, init_cfg, fp = inits[(boxes, s)]
+    def ensure_init(init_key):  # train the warm start's RetinaNet unless its weights are there
+        init_row, init_cfg, fp = inits[init_key]
+        s = init_key[2]
         k = result_key("init", init_row, s, warm)
         weights = os.path.join(init_cfg.OUTPUT_DIR, "model_final.pth")
         if load_results(out_dir).get(k, {}).get("config") == fp and os.path.exists(weights):
@@ -517,7 +538,7 @@ def run_table(
         cfg.OUTPUT_DIR = run_dir(out_dir, table, row, s, iters, fp)
         cfg.freeze()
         if warm:
-            ensure_init(row.full, s)
+            ensure_init(warm_start_key(row, s))
         train_and_record(key(row, s), table, row, s, iters, cfg, fp, keep_weights, warm=warm)
         bar.update(1)
     bar.close()

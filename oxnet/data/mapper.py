@@ -9,6 +9,8 @@ from detectron2.data import transforms as T
 
 from oxnet.methods import second_view
 
+from .authors_augment import AUG_POLICIES, authors_view
+
 SUPERVISION_KEY = "supervision"
 
 
@@ -22,8 +24,10 @@ class OmniDatasetMapper:
     images also get ``"image_weak"``, the teacher's view: same geometry as the student's ``"image"``
     (so their anchors align), without the strong view's photometric changes (brightness, contrast,
     noise, cutout). For the Pi model
-    (``oxnet.config.second_view(method) == "strong"``), ``"image_weak"`` is instead a second strong
-    view with its own photometric draw.
+    (``oxnet.config.second_view(method) == "strong"``), and with ``OXNET.SFL.TEACHER_VIEW augmented``
+    (the authors' ``TransformTwice``), ``"image_weak"`` is instead a second strong view with its own
+    photometric draw. ``OXNET.AUG.POLICY authors`` replaces the strong view's changes by the
+    authors' (:mod:`oxnet.data.authors_augment`) and applies them to box images too.
 
     Output keys: ``image`` (3, S, S) float32, ``height``/``width`` (original size, for
     post-processing), ``file_name``, ``image_id``, ``supervision``, ``image_labels`` (K,) float with
@@ -45,6 +49,14 @@ class OmniDatasetMapper:
         self.second_view = second_view(cfg.OXNET.METHOD) if is_train else ""
         self.teacher_view = self.second_view == "weak"
         aug = cfg.OXNET.AUG
+        if aug.POLICY not in AUG_POLICIES:
+            raise ValueError(f"OXNET.AUG.POLICY must be one of {AUG_POLICIES}, got {aug.POLICY!r}")
+        if cfg.OXNET.SFL.TEACHER_VIEW not in ("weak", "augmented"):
+            raise ValueError(
+                f"OXNET.SFL.TEACHER_VIEW must be 'weak' or 'augmented', got {cfg.OXNET.SFL.TEACHER_VIEW!r}"
+            )
+        self.policy = aug.POLICY
+        self.augmented_teacher = cfg.OXNET.SFL.TEACHER_VIEW == "augmented"
         lo, hi = (float(v) for v in aug.SCALE_RANGE)
         if not 0 < lo <= hi:
             raise ValueError(
@@ -91,6 +103,13 @@ class OmniDatasetMapper:
             image[y : y + side, x : x + side] = mean
         return np.clip(image, 0, 255).astype(np.float32)
 
+    def augment(self, image):
+        """The student's photometric view: :meth:`strong_view`, or the authors' with
+        ``OXNET.AUG.POLICY authors``."""
+        if self.policy == "authors":
+            return authors_view(image, self.size)
+        return self.strong_view(image)
+
     def _labels_tensor(self, labels):
         out = torch.full((self.num_classes,), -1.0)
         for k, v in (labels or {}).items():
@@ -126,10 +145,13 @@ class OmniDatasetMapper:
             "image_labels": self._labels_tensor(d.get("image_labels")),
         }
         if self.is_train and level != "full":
-            student = self.strong_view(image.copy())
+            student = self.augment(image.copy())
             if self.second_view:
-                other = image if self.second_view == "weak" else self.strong_view(image.copy())
+                plain = self.second_view == "weak" and not self.augmented_teacher
+                other = image if plain else self.augment(image.copy())
                 out["image_weak"] = torch.as_tensor(np.ascontiguousarray(other.transpose(2, 0, 1)))
+        elif self.is_train and self.policy == "authors":  # the authors augment box images too
+            student = self.augment(image.copy())
         else:
             student = image
         out["image"] = torch.as_tensor(np.ascontiguousarray(student.transpose(2, 0, 1)))

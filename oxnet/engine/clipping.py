@@ -7,20 +7,33 @@ long as the backward pass (BENCHMARKS.md). :func:`add_gradient_clipping` compute
 one ``torch._foreach_*`` call per step and device: every tensor's norm, its own clip coefficient
 ``min(1, CLIP_VALUE / (norm + 1e-6))`` and the scaling, with the same operations as detectron2 (equal
 bit for bit in ``tests/engine/test_clipping.py``, on the CPU).
+
+``CLIP_TYPE "full_model"`` (the name detectron2's DETR and Mask2Former projects give it) clips the
+norm of all gradients together, ``torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_VALUE)``,
+as the authors' ``train_oxnet.py`` (l.243, at 0.1) does.
 """
 
 from collections import defaultdict
 
 import torch
 
-__all__ = ["add_gradient_clipping", "clip_each_parameter"]
+__all__ = ["add_gradient_clipping", "clip_each_parameter", "clip_full_model"]
 
-CLIP_TYPES = ("value", "norm")
+CLIP_TYPES = ("value", "norm", "full_model")
 
 
 def _check_clip_type(clip_type):
     if clip_type not in CLIP_TYPES:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got {clip_type!r}")
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {CLIP_TYPES}, got {clip_type!r}")
+
+
+def clip_full_model(params, clip_value, norm_type=2.0):
+    """Scale all gradients by one coefficient so that their joint ``norm_type`` norm is at most
+    ``clip_value`` (``torch.nn.utils.clip_grad_norm_``); returns the norm before clipping."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.nn.utils.clip_grad_norm_(grads, clip_value, norm_type=norm_type, foreach=True)
 
 
 def clip_each_parameter(params, clip_type, clip_value, norm_type=2.0):
@@ -46,7 +59,8 @@ def clip_each_parameter(params, clip_type, clip_value, norm_type=2.0):
 
 def add_gradient_clipping(cfg, optimizer_cls):
     """``optimizer_cls``, or with ``SOLVER.CLIP_GRADIENTS.ENABLED`` a subclass whose ``step`` first
-    clips each parameter's gradient (:func:`clip_each_parameter`); a drop-in for detectron2's
+    clips each parameter's gradient (:func:`clip_each_parameter`), or all of them together
+    (``full_model``, :func:`clip_full_model`); a drop-in for detectron2's
     ``maybe_add_gradient_clipping`` on optimizer classes."""
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if not clip.ENABLED:
@@ -55,7 +69,11 @@ def add_gradient_clipping(cfg, optimizer_cls):
     _check_clip_type(clip_type)  # at build time, not at the first step
 
     def step(self, closure=None):
-        clip_each_parameter((p for g in self.param_groups for p in g["params"]), clip_type, value, norm_type)
+        params = (p for g in self.param_groups for p in g["params"])
+        if clip_type == "full_model":
+            clip_full_model(params, value, norm_type)
+        else:
+            clip_each_parameter(params, clip_type, value, norm_type)
         return super(cls, self).step(closure)
 
     cls = type(optimizer_cls.__name__ + "WithGradientClip", (optimizer_cls,), {"step": step})

@@ -20,9 +20,12 @@ class MeanTeacherHook(HookBase):
     """Keeps the mean teacher: ``theta~ <- lambda_t theta~ + (1 - lambda_t) theta`` after every step.
 
     ``lambda_t = min(1 - 1 / (t + 1), lambda)`` (Tarvainen & Valpola's warm-up; t is the 0-based
-    iteration, so after the first step the teacher equals the student). Floating-point parameters
-    are averaged; buffers (GPA prototypes and their flags, loss normalizers, pixel statistics, any
-    normalization statistics) are copied from the student, since an average of them is meaningless.
+    iteration, so after the first step the teacher equals the student), as the authors'
+    ``update_ema_variables`` (``train_oxnet.py`` l.35-40). Floating-point parameters are averaged;
+    with ``buffers="copy"`` (``OXNET.TEACHER.BUFFERS``, the default) buffers (GPA prototypes and
+    their flags, loss normalizers, pixel statistics, any normalization statistics) are copied from
+    the student, since an average of them is meaningless; with ``"keep"`` the teacher keeps the
+    buffers it started with, as the authors' code (parameters only).
     The teacher stays in eval mode and never requires gradients; it is saved in checkpoints as
     ``teacher``.
 
@@ -31,10 +34,14 @@ class MeanTeacherHook(HookBase):
     over the views and ``teacher_std`` their standard deviation (the perturbation sensitivity).
     """
 
-    def __init__(self, student, decay=0.99, views=1, noise_std=0.0):
+    BUFFER_MODES = ("copy", "keep")
+
+    def __init__(self, student, decay=0.99, views=1, noise_std=0.0, buffers="copy"):
         if views < 1:
             raise ValueError(f"the teacher needs at least one view, got {views}")
-        self.decay = decay
+        if buffers not in self.BUFFER_MODES:
+            raise ValueError(f"OXNET.TEACHER.BUFFERS must be one of {self.BUFFER_MODES}, got {buffers!r}")
+        self.decay, self.buffers = decay, buffers
         self.views, self.noise_std = views, noise_std
         self.teacher = copy.deepcopy(unwrap(student))
         self.teacher.eval()
@@ -71,8 +78,9 @@ class MeanTeacherHook(HookBase):
         student = unwrap(student)
         for t, s in zip(self.teacher.parameters(), student.parameters()):
             t.mul_(lam).add_(s.detach(), alpha=1.0 - lam)
-        for t, s in zip(self.teacher.buffers(), student.buffers()):
-            t.copy_(s)
+        if self.buffers == "copy":
+            for t, s in zip(self.teacher.buffers(), student.buffers()):
+                t.copy_(s)
         return lam
 
     @torch.no_grad()

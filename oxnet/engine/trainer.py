@@ -314,7 +314,11 @@ class OXnetTrainer(DefaultTrainer):
             mmt = method_components(cfg.OXNET.METHOD)["unsup"] == "mmt_psm"
             views = cfg.OXNET.MMT_PSM.VIEWS if mmt else 1
             self.teacher_hook = MeanTeacherHook(
-                model, cfg.OXNET.TEACHER.EMA_DECAY, views=views, noise_std=cfg.OXNET.MMT_PSM.NOISE_STD
+                model,
+                cfg.OXNET.TEACHER.EMA_DECAY,
+                views=views,
+                noise_std=cfg.OXNET.MMT_PSM.NOISE_STD,
+                buffers=cfg.OXNET.TEACHER.BUFFERS,
             )
         amp_dtype = getattr(model, "amp_dtype", None)
         logger.info(f"Training precision: {dtype_name(amp_dtype)}" + (" mixed" if amp_dtype else ""))
@@ -450,6 +454,16 @@ class OXnetTrainer(DefaultTrainer):
         return ret
 
     @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """detectron2's scheduler; with ``OXNET.SOLVER.STEP_FRACTIONS`` its steps are those fractions
+        of ``SOLVER.MAX_ITER`` (:func:`lr_steps`)."""
+        if cfg.OXNET.SOLVER.STEP_FRACTIONS:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SOLVER.STEPS = lr_steps(cfg)
+        return super().build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
     def build_optimizer(cls, cfg, model):
         params = get_default_optimizer_params(
             model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM
@@ -518,6 +532,19 @@ class OXnetTrainer(DefaultTrainer):
         return OXnetEvaluator(
             dataset_name, output_dir=out, method=cfg.OXNET.METHOD, training_counts=training_counts(cfg)
         )
+
+
+def lr_steps(cfg):
+    """The LR steps: ``SOLVER.STEPS``, or ``OXNET.SOLVER.STEP_FRACTIONS`` of ``SOLVER.MAX_ITER``
+    (rounded down; steps outside (0, MAX_ITER) dropped; the authors' ``(21/55, 46/55)``: 1e-5 for 21
+    of 55 epochs, 1e-6 for 25, 1e-7 for 9)."""
+    fractions = tuple(float(f) for f in cfg.OXNET.SOLVER.STEP_FRACTIONS)
+    if not fractions:
+        return tuple(cfg.SOLVER.STEPS)
+    if any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(fractions):
+        raise ValueError(f"OXNET.SOLVER.STEP_FRACTIONS must increase within (0, 1), got {fractions}")
+    steps = (int(f * cfg.SOLVER.MAX_ITER) for f in fractions)
+    return tuple(sorted({s for s in steps if 0 < s < cfg.SOLVER.MAX_ITER}))
 
 
 def _digest(named_tensors):

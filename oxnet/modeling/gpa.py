@@ -6,7 +6,7 @@ from torch import distributed as dist
 from torch import nn
 
 
-def class_features(features: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+def class_features(features: torch.Tensor, attention: torch.Tensor, view_bug: bool = False) -> torch.Tensor:
     """``F_c = sum_i M_i * R_c,i`` (Eq. 4).
 
     Args:
@@ -16,7 +16,16 @@ def class_features(features: torch.Tensor, attention: torch.Tensor) -> torch.Ten
     Returns:
         (B, K, C): one C-dimensional feature per image and class. Each class keeps its own spatial
         weighting; channels and classes are never mixed.
+
+    ``view_bug`` (``OXNET.GPA.VIEW_BUG``, off by default) reproduces the authors' bug
+    (``model.py`` l.322): they stack the features as (B, C, K) and reshape them with
+    ``.contiguous().view(B, K, C)`` instead of permuting, so "class k's feature" holds channels of
+    several classes.
     """
+    if view_bug:
+        b, c = features.shape[:2]
+        k = attention.shape[1]
+        return torch.einsum("bchw,bkhw->bck", features, attention).contiguous().view(b, k, c)
     return torch.einsum("bchw,bkhw->bkc", features, attention)
 
 
@@ -27,11 +36,16 @@ class PrototypeMemory(nn.Module):
     labelled positive for the class, weighted by their confidence ``p_k``. ``beta`` is 0 at a
     class's first update and ``momentum`` (0.7) afterwards. Under ``torch.distributed`` the weighted
     sums are all-reduced first, so every process keeps the same prototypes.
+
+    ``absent_decay`` (``OXNET.GPA.ABSENT_DECAY``): the authors' ``update_prototypes`` (``model.py``
+    l.309-335) updates every class at every step; a class with no positive image in the batch has a
+    weighted mean of 0, so its prototype becomes ``beta * P`` (it decays towards 0 by 0.7 per step).
+    Eq. 5 as written (False, the default) leaves such a prototype as it is.
     """
 
-    def __init__(self, num_classes: int, dim: int, momentum: float = 0.7):
+    def __init__(self, num_classes: int, dim: int, momentum: float = 0.7, absent_decay: bool = False):
         super().__init__()
-        self.momentum = momentum
+        self.momentum, self.absent_decay = momentum, absent_decay
         self.register_buffer("prototypes", torch.zeros(num_classes, dim))
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
@@ -52,6 +66,9 @@ class PrototypeMemory(nn.Module):
             dist.all_reduce(packed)
             weighted_sum, total = packed[:, :-1], packed[:, -1]
         present = total > 0
+        if self.absent_decay:  # P <- beta * P + (1 - beta) * 0 for the initialized absent classes
+            decay = ~present & self.initialized
+            self.prototypes[decay] *= self.momentum
         if not present.any():
             return
         mean = weighted_sum[present] / total[present, None]

@@ -35,13 +35,14 @@ def masked_bce_with_logits(logits, labels, reduction="mean"):
     return (per_entry * valid).sum() / denominator
 
 
-def soft_focal_loss(student_logits, teacher_probs, alpha=0.9, eps=0.05, gamma=2.0):
+def soft_focal_loss(student_logits, teacher_probs, alpha=0.9, eps=0.05, gamma=2.0, alpha_term=None):
     """Soft focal loss of Eq. 8, elementwise.
 
     ``L = (q~ * alpha + eps) * |q~ - q|^gamma * BCE(q, q~)`` with ``q = sigmoid(student_logits)``, the
     teacher's probability ``q~`` as the soft target, and ``BCE(q, q~) = -[q~ log q + (1-q~) log(1-q)]``
     (Eq. 8 writes the leading minus of Eq. 7 in front; the BCE term already carries it, so the loss
-    is non-negative). ``q~`` is treated as a constant.
+    is non-negative). ``q~`` is treated as a constant. ``alpha_term`` (broadcastable to the inputs)
+    replaces ``q~ * alpha + eps`` (the authors' batch-wide alpha, ``OXNET.SFL.ALPHA_BATCH_BUG``).
 
     Returns:
         A tensor of the same shape as the inputs (sum or normalize it yourself).
@@ -49,7 +50,9 @@ def soft_focal_loss(student_logits, teacher_probs, alpha=0.9, eps=0.05, gamma=2.
     teacher_probs = teacher_probs.detach().to(student_logits.dtype)
     q = torch.sigmoid(student_logits)
     bce = F.binary_cross_entropy_with_logits(student_logits, teacher_probs, reduction="none")
-    weight = (teacher_probs * alpha + eps) * (teacher_probs - q).abs().pow(gamma)
+    if alpha_term is None:
+        alpha_term = teacher_probs * alpha + eps
+    weight = alpha_term.detach().to(q.dtype) * (teacher_probs - q).abs().pow(gamma)
     return weight * bce
 
 

@@ -13,6 +13,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regr
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss
 from torch import distributed as dist
@@ -27,6 +28,7 @@ from .global_head import GlobalHead
 from .gpa import GPA_FORMS, PrototypeMemory, class_features, gpa_losses, gpa_losses_authors
 from .losses import BCE_REDUCTIONS, masked_bce_with_logits, weak_negative_focal_loss
 from .precision import Float32LastLevelP6P7, network_autocast, resolve_dtype
+from .teacher_boxes import TEACHER_BOX_MODES, authors_teacher_boxes
 from .unsup import UnsupLoss, build_unsup_loss
 
 SOFT_TARGET_LEVELS = ("weak", "unlabeled")  # SFL is applied to D_W and D_U (Sec. 2.4)
@@ -110,6 +112,10 @@ class OXNet(RetinaNet):
         gpa_margin: float = 1.0,
         gpa_intra_weight: float = 1.0,
         gpa_inter_weight: float = 1.0,
+        gpa_view_bug: bool = False,
+        teacher_boxes: str = "inference",
+        teacher_box_index_bug: bool = False,
+        freeze_bn_stats: bool = False,
         unsup_loss: UnsupLoss = None,
         weak_negatives: bool = False,
         burn_in: int = 0,
@@ -147,6 +153,14 @@ class OXNet(RetinaNet):
         if gpa_form not in GPA_FORMS:
             raise ValueError(f"OXNET.GPA.FORM must be one of {GPA_FORMS}, got {gpa_form!r}")
         self.align_corners, self.gpa_form = bool(align_corners), gpa_form
+        if teacher_boxes not in TEACHER_BOX_MODES:
+            raise ValueError(
+                f"OXNET.SFL.TEACHER_BOXES must be one of {TEACHER_BOX_MODES}, got {teacher_boxes!r}"
+            )
+        # the mean teacher (a copy of this model) reads these when it selects its boxes
+        self.teacher_boxes, self.teacher_box_index_bug = teacher_boxes, bool(teacher_box_index_bug)
+        self.gpa_view_bug = bool(gpa_view_bug)
+        self.freeze_bn_stats = bool(freeze_bn_stats)
         self.prototypes = prototypes
         self.gpa_margin = gpa_margin
         self.gpa_intra_weight = gpa_intra_weight
@@ -177,6 +191,9 @@ class OXNet(RetinaNet):
             weak_negatives=uses_weak_negatives(cfg),
             burn_in=cfg.OXNET.RAMPUP.BURN_IN_ITERS,
             rampup=cfg.OXNET.RAMPUP.ITERS,
+            teacher_boxes=cfg.OXNET.SFL.TEACHER_BOXES,
+            teacher_box_index_bug=cfg.OXNET.SFL.TEACHER_BOX_INDEX_BUG,
+            freeze_bn_stats=cfg.OXNET.BACKBONE.FREEZE_BN_STATS,
             amp_dtype=resolve_dtype(cfg.OXNET.AMP.DTYPE, cfg.MODEL.DEVICE)
             if cfg.SOLVER.AMP.ENABLED
             else None,
@@ -203,7 +220,10 @@ class OXNet(RetinaNet):
             )
             if parts["gpa"]:
                 ret.update(
-                    prototypes=PrototypeMemory(num_classes, channels, cfg.OXNET.GPA.MOMENTUM),
+                    prototypes=PrototypeMemory(
+                        num_classes, channels, cfg.OXNET.GPA.MOMENTUM, cfg.OXNET.GPA.ABSENT_DECAY
+                    ),
+                    gpa_view_bug=cfg.OXNET.GPA.VIEW_BUG,
                     gpa_margin=cfg.OXNET.GPA.MARGIN,
                     gpa_intra_weight=cfg.OXNET.GPA.INTRA_WEIGHT,
                     gpa_inter_weight=cfg.OXNET.GPA.INTER_WEIGHT,
@@ -212,6 +232,16 @@ class OXNet(RetinaNet):
         return ret
 
     # ------------------------------------------------------------------ helpers
+    def train(self, mode: bool = True):
+        """``nn.Module.train``; with ``OXNET.BACKBONE.FREEZE_BN_STATS`` every BatchNorm layer stays in
+        eval mode (running statistics frozen, affine weights trained), as the authors' ``freeze_bn``."""
+        super().train(mode)
+        if mode and self.freeze_bn_stats:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
     def _keep_bottom_up_features(self, module, inputs, outputs):
         self._bottom_up_features = outputs
 
@@ -410,7 +440,7 @@ class OXNet(RetinaNet):
         loss = masked_bce_with_logits(logits, labels, self.bce_reduction)  # Eq. 1
         out["loss_global"] = out["loss_global"] + self.global_loss_weight * loss
         if self.prototypes is not None:
-            feats = class_features(feats_m[sel], attention[sel])  # Eq. 4
+            feats = class_features(feats_m[sel], attention[sel], self.gpa_view_bug)  # Eq. 4
             positives = labels == 1
             self.prototypes.update(feats, g_logits[sel].sigmoid(), positives)  # Eq. 5
             losses_fn = gpa_losses if self.gpa_form == "paper" else gpa_losses_authors
@@ -466,11 +496,28 @@ class OXNet(RetinaNet):
     @torch.no_grad()
     def teacher_outputs(self, batched_inputs, image_key="image_weak"):
         """One pass of this model as the teacher: dense probabilities (B, R, K) and its detections
-        (``Instances`` in the input frame: score threshold, NMS and top-k as at inference)."""
+        (``Instances`` in the input frame with ``pred_boxes``, ``scores``, ``pred_classes``), selected
+        as ``OXNET.SFL.TEACHER_BOXES`` says (:mod:`oxnet.modeling.teacher_boxes`)."""
         images, features, logits, deltas = self._run_network(batched_inputs, image_key, dtype=self.amp_dtype)
         self._bottom_up_features = None
-        probs = cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1).sigmoid()
-        detections = self.forward_inference(images, features, [logits, deltas])
+        dense_logits, dense_deltas = self._transpose_dense_predictions(
+            [logits, deltas], [self.num_classes, 4]
+        )
+        probs = cat(dense_logits, dim=1).sigmoid()
+        if self.teacher_boxes == "inference":
+            return probs, self.forward_inference(images, features, [logits, deltas])
+        anchors = Boxes.cat(self.anchor_generator(features)).tensor
+        dense_deltas = cat(dense_deltas, dim=1)
+        detections = []
+        for i, size in enumerate(images.image_sizes):
+            decoded = Boxes(self.box2box_transform.apply_deltas(dense_deltas[i], anchors))
+            decoded.clip(size)
+            boxes, scores, classes = authors_teacher_boxes(
+                probs[i], decoded.tensor, self.teacher_box_index_bug
+            )
+            det = Instances(size)
+            det.pred_boxes, det.scores, det.pred_classes = Boxes(boxes), scores, classes
+            detections.append(det)
         return probs, detections
 
     @torch.no_grad()

@@ -388,8 +388,11 @@ def _check_config(cfg, spec, path, depth, kind, channels):
     problems = []
     if depth != res.DEPTH:
         problems.append(f"the file holds a ResNet-{depth} but MODEL.RESNETS.DEPTH is {res.DEPTH}")
-    if res.NORM != "FrozenBN":
-        problems.append(f"MODEL.RESNETS.NORM is {res.NORM!r}; the weights' batch norms load as 'FrozenBN'")
+    if res.NORM != "FrozenBN" and not (res.NORM == "BN" and cfg.OXNET.BACKBONE.FREEZE_BN_STATS):
+        problems.append(
+            f"MODEL.RESNETS.NORM is {res.NORM!r}; the weights' batch norms load as 'FrozenBN' (or as "
+            "'BN' with OXNET.BACKBONE.FREEZE_BN_STATS True: statistics frozen, affine trained)"
+        )
     if res.STRIDE_IN_1X1:
         problems.append(
             "MODEL.RESNETS.STRIDE_IN_1X1 is True; these ResNets stride in the 3x3 convolution (False)"

@@ -428,3 +428,40 @@ def test_precision_is_resolved_on_the_machine_before_the_fingerprint(monkeypatch
     assert fingerprint("auto") == bf16
     with pytest.raises(ValueError, match="float16 needs a CUDA device"):
         fingerprint("float16")
+
+
+def test_the_authors_row_starts_from_the_authors_retinanet_stage_with_a_p2_anchor_level(
+    tmp_path, monkeypatch
+):
+    """``oxnet_authors`` warm-starts from ``retinanet_authors`` (their recipe: P2-P7, BN), not from the
+    rows' common RetinaNet; on a preset with five anchor sizes its P2 level gets half the P3 sizes."""
+    seen = {}
+
+    def fake_training(cfg, test_name, keep_weights=False, **kwargs):
+        seen[cfg.OXNET.METHOD] = (
+            [list(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES],
+            tuple(cfg.MODEL.RETINANET.IN_FEATURES),
+            cfg.MODEL.WEIGHTS,
+        )
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        open(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), "wb").close()
+        return {k: 1.0 for k in runner.METRIC_KEYS}
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
+    out = str(tmp_path / "bench")
+    args = ["table1", "--data", "toy", "--out", out, "--iters", "2", "--warm-start", "3", "--no-progress"]
+    assert main(args + ["--rows", "retinanet,oxnet_authors"]) == 0
+    results = read_json(os.path.join(out, "results.json"))
+    assert sorted(k for k in results if k.startswith("init/")) == [
+        "init/retinanet_authors_f3_w0_u0/seed0/iters3",
+        "init/retinanet_f3_w0_u0/seed0/iters3",
+    ]
+    sizes, levels, weights = seen["oxnet_authors"]
+    assert levels == ("p2", "p3", "p4", "p5", "p6", "p7") and len(sizes) == 6
+    toy_p3 = [
+        list(s)
+        for s in load_spec("toy")["opts"][load_spec("toy")["opts"].index("MODEL.ANCHOR_GENERATOR.SIZES") + 1]
+    ][0]
+    assert sizes[0] == [round(v / 2, 2) for v in toy_p3] and sizes[1] == toy_p3
+    assert "retinanet_authors_f3_w0_u0" in weights
+    assert len(seen["retinanet"][0]) == 5

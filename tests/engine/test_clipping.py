@@ -51,7 +51,7 @@ def test_disabled_clipping_returns_the_optimizer_and_bad_types_are_refused():
     cfg = get_cfg()
     assert add_gradient_clipping(cfg, torch.optim.SGD) is torch.optim.SGD
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "global"
     with pytest.raises(ValueError, match="CLIP_TYPE"):
         add_gradient_clipping(cfg, torch.optim.SGD)
 
@@ -81,3 +81,31 @@ def test_fused_adam_is_used_and_matches_the_loop():
     loop, fused = run(False), run(True)
     for a, b in zip(loop, fused):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+def test_full_model_clipping_scales_all_gradients_by_one_coefficient_as_the_authors():
+    """``CLIP_TYPE full_model`` at 0.1: the authors' ``clip_grad_norm_(retinanet.parameters(), 0.1)``
+    (train_oxnet.py l.243), transcribed: total = sqrt(sum of every squared gradient entry), each
+    gradient times min(1, 0.1 / (total + 1e-6)); the per-parameter "norm" clipping differs."""
+    cfg = get_cfg()
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    c.ENABLED, c.CLIP_TYPE, c.CLIP_VALUE, c.NORM_TYPE = True, "full_model", 0.1, 2.0
+    params = _params(0)
+    grads = [p.grad.clone() if p.grad is not None else None for p in params]
+    total = sum(float((g.double() ** 2).sum()) for g in grads if g is not None) ** 0.5
+    coef = min(1.0, 0.1 / (total + 1e-6))
+    opt = add_gradient_clipping(cfg, torch.optim.SGD)(params, lr=1.0)
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    for p, g, b in zip(params, grads, before):
+        if g is None:
+            assert torch.equal(p, b)
+            continue
+        assert torch.allclose(p.grad, g * coef, rtol=1e-5, atol=1e-12)
+        assert torch.allclose(p.detach(), b - g * coef, rtol=1e-5, atol=1e-7)
+    joint = torch.sqrt(sum((p.grad**2).sum() for p in params if p.grad is not None))
+    assert joint.item() == pytest.approx(0.1, rel=1e-4)
+    c.CLIP_TYPE = "norm"
+    each = _params(0)
+    add_gradient_clipping(cfg, torch.optim.SGD)(each, lr=1.0).step()
+    assert not torch.allclose(each[1].grad, params[1].grad)  # a small gradient kept by per-tensor clipping

@@ -68,3 +68,32 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     # the teacher is a real average, not a copy of the student
     diffs = [(got["model"][k] - got["teacher"][k]).abs().max() for k in got["model"] if k.endswith("weight")]
     assert max(diffs) > 0
+
+
+def test_step_fractions_give_the_authors_schedule():
+    """OXNET.SOLVER.STEP_FRACTIONS (21/55, 46/55): with one "epoch" per iteration of a 55-iteration run
+    the LR is 1e-5 for iterations 0-20, 1e-6 for 21-45 and 1e-7 for 46-54, as the authors' epochs
+    (train_oxnet.py l.316-323); SOLVER.STEPS is ignored; bad fractions are refused."""
+    import pytest
+
+    from oxnet.engine.trainer import lr_steps
+
+    cfg = tiny_cfg("oxnet")
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS = 1e-5, 55, 0
+    cfg.SOLVER.STEPS = (5,)
+    cfg.OXNET.SOLVER.STEP_FRACTIONS = (21 / 55, 46 / 55)
+    assert lr_steps(cfg) == (21, 46)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-5)
+    scheduler = OXnetTrainer.build_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(55):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    want = [1e-5] * 21 + [1e-6] * 25 + [1e-7] * 9
+    assert lrs == pytest.approx(want, rel=1e-9)
+    cfg.OXNET.SOLVER.STEP_FRACTIONS = ()
+    assert lr_steps(cfg) == (5,)
+    cfg.OXNET.SOLVER.STEP_FRACTIONS = (0.8, 0.3)
+    with pytest.raises(ValueError, match="STEP_FRACTIONS"):
+        lr_steps(cfg)

@@ -121,3 +121,54 @@ def test_gpa_form_option_reaches_the_model():
             values[form] = {k: v.item() for k, v in model(batch).items()}
     assert values["paper"]["loss_gpa_intra"] != values["authors"]["loss_gpa_intra"]
     assert values["paper"]["loss_global"] == values["authors"]["loss_global"]
+
+
+def _authors_update_prototypes(prototypes, cls_features, one_hot, probs, decay):
+    """``update_prototypes`` (LLYXC/OXnet ``model.py`` l.309-335) in plain torch: the (B, D, C) features
+    reshaped with ``.view(B, C, D)``, masked by the image labels; a prototype still all zero gets decay
+    0; ``P <- d P + (1 - d) sum_b f p / sum_b (onehot p + 1e-10)``."""
+    b, d = cls_features.shape[0], cls_features.shape[1]
+    c = one_hot.shape[1]
+    feats = cls_features.contiguous().view(b, c, d) * one_hot.unsqueeze(2)
+    decays = torch.ones(c, 1) * decay
+    decays[torch.where(prototypes.sum(dim=1) == 0)] = 0.0
+    p = probs.unsqueeze(2)
+    weighted = (feats * p).sum(dim=0) / (one_hot.unsqueeze(2) * p + 1e-10).sum(dim=0)
+    return decays * prototypes + (1.0 - decays) * weighted, feats
+
+
+def test_absent_class_decay_and_the_view_bug_equal_the_authors_update():
+    """Three steps of OXNET.GPA.ABSENT_DECAY + VIEW_BUG against the authors' update; class 2 is absent
+    at step 1 (its prototype must decay by 0.7), class 1 at step 2."""
+    torch.manual_seed(0)
+    b, ch, k, h, w = 2, 4, 3, 3, 3
+    mem = PrototypeMemory(num_classes=k, dim=ch, momentum=0.7, absent_decay=True)
+    theirs = torch.zeros(k, ch)
+    presence = [
+        torch.tensor([[1.0, 0, 1], [1, 1, 0]]),
+        torch.tensor([[1.0, 1, 0], [0, 1, 0]]),
+        torch.tensor([[1.0, 0, 1], [1, 0, 0]]),
+    ]
+    for step, one_hot in enumerate(presence):
+        feats_m, attn = torch.randn(b, ch, h, w), torch.rand(b, k, h, w)
+        probs = torch.rand(b, k)
+        stacked = torch.einsum("bchw,bkhw->bck", feats_m, attn)  # their (B, D, C) stack of F_c
+        theirs, masked = _authors_update_prototypes(
+            theirs, stacked, one_hot, probs, 0.0 if step == 0 else 0.7
+        )
+        ours = class_features(feats_m, attn, view_bug=True)
+        assert torch.allclose(ours * one_hot[:, :, None], masked, atol=1e-6)
+        mem.update(ours, probs, one_hot.bool())
+        assert torch.allclose(mem.prototypes, theirs, atol=1e-5), step
+    # Eq. 5 as written leaves an absent class's prototype alone, and the paper's features differ
+    paper = PrototypeMemory(num_classes=k, dim=ch, momentum=0.7)
+    feats = torch.randn(b, k, ch)
+    paper.update(feats, torch.ones(b, k), torch.tensor([[True, False, True], [True, False, False]]))
+    before = paper.prototypes.clone()
+    paper.update(feats, torch.ones(b, k), torch.tensor([[True, False, False], [False, False, False]]))
+    assert torch.equal(paper.prototypes[2], before[2])
+    decaying = PrototypeMemory(num_classes=k, dim=ch, momentum=0.7, absent_decay=True)
+    decaying.update(feats, torch.ones(b, k), torch.tensor([[True, False, True], [True, False, False]]))
+    decaying.update(feats, torch.ones(b, k), torch.tensor([[True, False, False], [False, False, False]]))
+    assert torch.allclose(decaying.prototypes[2], 0.7 * before[2]) and (decaying.prototypes[1] == 0).all()
+    assert not torch.allclose(class_features(feats_m, attn), class_features(feats_m, attn, view_bug=True))

@@ -30,12 +30,12 @@ from fvcore.nn import sigmoid_focal_loss
 from torch.nn import functional as F
 
 from oxnet.engine.hooks import MeanTeacherHook
-from oxnet.methods import method_components, method_names, second_view, uses_teacher
+from oxnet.methods import get_method, method_components, method_names, second_view, uses_teacher
 from oxnet.modeling import baselines
 from oxnet.modeling.attention import daa_logits, local_attention, normalize_attention
 from oxnet.modeling.gpa import PrototypeMemory, class_features, gpa_losses, gpa_losses_authors
 from oxnet.modeling.losses import masked_bce_with_logits, soft_focal_loss, weak_negative_focal_loss
-from oxnet.modeling.unsup.sfl import filter_teacher_boxes, filtered_sfl_image
+from oxnet.modeling.unsup.sfl import batch_alpha_term, filter_teacher_boxes, filtered_sfl_image
 from oxnet.testing import REPO_ROOT, random_input, tiny_cfg
 
 ITERATION = 0
@@ -70,6 +70,8 @@ EXPECTED_TERMS = {
     "oxnet_neg": DETECTOR | GLOBAL | GPA | NEG | {"loss_sfl"},
     "oxnet_plus": DETECTOR | GLOBAL | GPA | NEG | {"loss_sfl", "loss_sfl_box"},
     "sfl_plus": DETECTOR | NEG | {"loss_sfl", "loss_sfl_box"},
+    "retinanet_authors": DETECTOR,
+    "oxnet_authors": DETECTOR | GLOBAL | GPA | {"loss_sfl", "loss_sfl_box"},
 }
 
 
@@ -101,8 +103,20 @@ def row_cfg(method):
     """``tiny_cfg(method)`` plus the row's own ``OXNET`` options (``configs/table1/<method>.yaml`` without
     its ``_BASE_``): the "_plus" rows set filtered SFL and a zero-initialized global head."""
     cfg = tiny_cfg(method)
-    with open(os.path.join(REPO_ROOT, "configs", "table1", f"{method}.yaml"), encoding="utf-8") as f:
-        own = yaml.safe_load(f).get("OXNET", {})
+    path = os.path.join(REPO_ROOT, "configs", "table1", f"{method}.yaml")
+    if get_method(method).warm_start != "retinanet":  # the authors' recipe: its whole OXNET chain
+        full = tiny_cfg(method)
+        full.merge_from_file(path)
+        own = yaml.safe_load(full.OXNET.dump())
+        own.pop("INPUT_SIZE")
+        r = full.MODEL.RETINANET  # and their box coder
+        cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS, cfg.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = (
+            r.BBOX_REG_WEIGHTS,
+            r.SMOOTH_L1_LOSS_BETA,
+        )
+    else:
+        with open(path, encoding="utf-8") as f:
+            own = yaml.safe_load(f).get("OXNET", {})
     cfg.merge_from_other_cfg(CfgNode({"OXNET": own}))
     return cfg
 
@@ -136,9 +150,12 @@ def attach_teacher_targets(cfg, model, batch):
         cfg.OXNET.TEACHER.EMA_DECAY,
         views=cfg.OXNET.MMT_PSM.VIEWS if mmt else 1,
         noise_std=cfg.OXNET.MMT_PSM.NOISE_STD,
+        buffers=cfg.OXNET.TEACHER.BUFFERS,
     )
     with torch.no_grad():
-        hook.teacher.head.cls_score.bias.add_(TEACHER_BIAS_SHIFT)
+        # the authors' teacher keeps boxes above 0.5 only: one more unit of bias puts some above
+        authors = cfg.OXNET.SFL.TEACHER_BOXES == "authors"
+        hook.teacher.head.cls_score.bias.add_(TEACHER_BIAS_SHIFT + (1.0 if authors else 0.0))
     hook.attach_soft_targets(batch, ITERATION)
     if mmt:
         assert all("teacher_std" in x for x in batch if x["supervision"] != "full")
@@ -151,6 +168,12 @@ def run_step(method):
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
+    if model.prototypes is not None and cfg.OXNET.GLOBAL_HEAD.INIT == "zero":
+        # a zero-initialized head gives every image the same confidence, so a first update (beta 0)
+        # makes the prototype the batch mean and the authors' intra term 0: start from prototypes
+        with torch.no_grad():
+            model.prototypes.prototypes.normal_(0, 0.1, generator=torch.Generator().manual_seed(5))
+            model.prototypes.initialized.fill_(True)
     batch = make_batch(method)
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     passes, last_stages = [], []
@@ -283,11 +306,11 @@ def global_head_terms(step):
     if not method_components(cfg.OXNET.METHOD)["gpa"]:
         return terms, None
     p = cfg.OXNET.GPA
-    memory = PrototypeMemory(k, m.shape[1], p.MOMENTUM)
+    memory = PrototypeMemory(k, m.shape[1], p.MOMENTUM, p.ABSENT_DECAY)
     memory.load_state_dict(
         {name: step.buffers[f"prototypes.{name}"] for name in ("prototypes", "initialized")}
     )
-    feats = class_features(m[sel], attention[sel])  # Eq. 4
+    feats = class_features(m[sel], attention[sel], p.VIEW_BUG)  # Eq. 4
     positives = labels == 1
     memory.update(feats, logits[sel].sigmoid(), positives)  # Eq. 5
     losses_fn = gpa_losses if p.FORM == "paper" else gpa_losses_authors
@@ -373,6 +396,8 @@ def sfl_terms(step, soft, student, positives_per_image):
     if s.MODE == "dense":
         loss = soft_focal_loss(student, teacher, s.ALPHA, s.EPS, s.GAMMA).sum()
         return {"loss_sfl": s.WEIGHT * loss / (len(soft) * positives_per_image)}
+    weak = torch.as_tensor([j for j, x in enumerate(soft) if x["supervision"] == "weak"])
+    alpha_term = batch_alpha_term(teacher[weak], s.ALPHA, s.EPS) if s.ALPHA_BATCH_BUG else None
     main = step.passes[0]
     soft_idx = torch.as_tensor([i for i, x in enumerate(step.batch) if x["supervision"] != "full"])
     deltas = dense(main.deltas, 4)[soft_idx]
@@ -399,8 +424,9 @@ def sfl_terms(step, soft, student, positives_per_image):
             s.ALPHA,
             s.EPS,
             s.GAMMA,
-            r.BBOX_REG_LOSS_TYPE,
+            "authors" if s.BOX_LOSS == "authors" else r.BBOX_REG_LOSS_TYPE,
             r.SMOOTH_L1_LOSS_BETA,
+            alpha_term,
         )
         assert num_pos > 0
         cls_total, box_total, filtered = cls_total + cls, box_total + reg, filtered + 1

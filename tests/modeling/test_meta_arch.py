@@ -241,3 +241,32 @@ def test_groupnorm_head_is_built_once(monkeypatch):
     assert torch.equal(model.head.cls_score.weight, reference.head.cls_score.weight)
     assert torch.equal(model.head.cls_subnet[0].weight, reference.head.cls_subnet[0].weight)
     assert isinstance(model.head.cls_subnet[1], torch.nn.GroupNorm)
+
+
+def test_frozen_batch_norm_statistics_keep_running_stats_and_train_the_affine():
+    """OXNET.BACKBONE.FREEZE_BN_STATS (the authors' freeze_bn): BatchNorm layers stay in eval mode in
+    training, so one training step leaves their running statistics as they were while their affine
+    weights get gradients; without it the statistics move."""
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+    from torch import nn
+
+    from oxnet.testing import random_input, tiny_cfg
+
+    for frozen in (True, False):
+        cfg = tiny_cfg("daa")
+        cfg.MODEL.RESNETS.NORM = "BN"
+        cfg.OXNET.BACKBONE.FREEZE_BN_STATS = frozen
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert bns and all(m.training is not frozen for m in bns)
+        before = [m.running_mean.clone() for m in bns]
+        batch = [random_input("full", boxes=[[8, 8, 30, 30]], classes=[1], labels=[0, 1, 0], seed=1)]
+        batch.append(random_input("full", boxes=[[20, 4, 50, 40]], classes=[0], labels=[1, 0, 0], seed=2))
+        with EventStorage(0):
+            sum(model(batch).values()).backward()
+        moved = [not torch.equal(m.running_mean, b) for m, b in zip(bns, before)]
+        assert (not any(moved)) if frozen else all(moved)
+        assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in bns)
+        assert model.training  # the model itself is in training mode

@@ -10,10 +10,17 @@ Anchors with IoU < 0.4 or >= 0.5 to the kept boxes take the teacher's probabilit
 (Eq. 8), the band between is ignored, and the positive anchors (IoU >= 0.5) also regress towards
 their teacher box (RetinaNet's box loss, ``loss_sfl_box``). Both terms are divided by the image's
 number of positive anchors and averaged over the images. Unlabeled images have no labels to filter
-with: ``OXNET.SFL.UNLABELED`` "dense" gives them the dense form, "skip" leaves them out.
+with: ``OXNET.SFL.UNLABELED`` "dense" gives them the dense form, "skip" leaves them out (in either
+mode: SFL on the weak stream only, as the authors' ``train_oxnet.py``).
+
+The authors' forms of the filtered loss, each a switch whose default is ours: their teacher boxes
+(``OXNET.SFL.TEACHER_BOXES``, :mod:`oxnet.modeling.teacher_boxes`), their box consistency
+(``OXNET.SFL.BOX_LOSS authors``, :func:`authors_box_consistency`) and their batch-wide alpha
+(``OXNET.SFL.ALPHA_BATCH_BUG``, :func:`batch_alpha_term`).
 """
 
 import torch
+from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, pairwise_iou
 from fvcore.nn import giou_loss, smooth_l1_loss
 
@@ -21,10 +28,21 @@ from oxnet.modeling.losses import soft_focal_loss
 
 from .base import UNSUP_LOSS_REGISTRY, UnsupLoss, teacher_targets
 
-__all__ = ["SoftFocalLoss", "SFL_MODES", "SFL_UNLABELED", "filter_teacher_boxes", "filtered_sfl_image"]
+__all__ = [
+    "SoftFocalLoss",
+    "SFL_MODES",
+    "SFL_UNLABELED",
+    "authors_box_consistency",
+    "batch_alpha_term",
+    "filter_teacher_boxes",
+    "filtered_sfl_image",
+]
 
 SFL_MODES = ("dense", "filtered")
 SFL_UNLABELED = ("dense", "skip")
+BOX_LOSSES = ("retinanet", "authors")
+#: The authors' box encoding: deltas divided by these (``BBoxTransform``'s std) and smooth L1's beta.
+AUTHORS_BOX_STD, AUTHORS_SMOOTH_L1_BETA = (0.1, 0.1, 0.2, 0.2), 1.0 / 9.0
 #: The authors' anchor assignment to teacher boxes: soft targets below / from these IoUs.
 NEGATIVE_IOU, POSITIVE_IOU = 0.4, 0.5
 
@@ -33,6 +51,37 @@ def filter_teacher_boxes(boxes, classes, labels):
     """The teacher's boxes (n, 4) and classes (n,) whose class is labelled present (1) in ``labels`` (K,)."""
     keep = labels.to(classes.device)[classes] == 1 if len(classes) else classes.new_zeros(0, dtype=torch.bool)
     return boxes[keep], classes[keep]
+
+
+def authors_box_consistency(pred_deltas, anchors, target_boxes, weights):
+    """The authors' box consistency on one image's positive anchors (``losses.py`` l.244-292).
+
+    Args:
+        pred_deltas: (P, 4) the student's raw deltas, in the units of a box coder with ``weights``.
+        anchors: (P, 4) the positive anchors; target_boxes: (P, 4) their teacher boxes.
+        weights: the student's ``Box2BoxTransform`` weights.
+
+    Returns:
+        Smooth L1 (beta 1/9) between the student's and the teacher box's deltas, both divided by
+        (0.1, 0.1, 0.2, 0.2), with the teacher box's sides clamped to >= 1 px before the log,
+        averaged over the P x 4 entries.
+    """
+    std = pred_deltas.new_tensor(AUTHORS_BOX_STD)
+    unscaled = pred_deltas / pred_deltas.new_tensor(weights)  # the deltas apply_deltas would use
+    targets = target_boxes.clone()
+    side = (targets[:, 2:] - targets[:, :2]).clamp(min=1.0)
+    centre = (targets[:, 2:] + targets[:, :2]) / 2
+    targets = torch.cat([centre - side / 2, centre + side / 2], dim=1)
+    target = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)).get_deltas(anchors, targets)
+    loss = smooth_l1_loss(unscaled / std, target / std, beta=AUTHORS_SMOOTH_L1_BETA, reduction="sum")
+    return loss / max(pred_deltas.numel(), 1)
+
+
+def batch_alpha_term(weak_teacher_probs, alpha, eps):
+    """The authors' SFL weight with their bug (``losses.py`` l.234): the (B', R, K) teacher
+    probabilities of the batch's weak images give every weak image the same ``sum_b (eps + alpha
+    q~_b)`` (R, K) instead of its own ``eps + alpha q~``."""
+    return (weak_teacher_probs * alpha + eps).sum(dim=0)
 
 
 def filtered_sfl_image(
@@ -47,6 +96,7 @@ def filtered_sfl_image(
     gamma=2.0,
     box_loss="smooth_l1",
     smooth_l1_beta=0.1,
+    alpha_term=None,
 ):
     """The authors' consistency loss on one image against the kept teacher boxes.
 
@@ -58,18 +108,23 @@ def filtered_sfl_image(
         (classification loss, box loss, number of positive anchors): Eq. 8 summed over the anchors
         with IoU < 0.4 or >= 0.5 (every class), and RetinaNet's box loss towards the assigned teacher
         box summed over the anchors with IoU >= 0.5, each divided by max(positives, 1).
+        ``box_loss`` "authors": :func:`authors_box_consistency` instead (a mean over the positive
+        anchors' coordinates). ``alpha_term``: see :func:`oxnet.modeling.losses.soft_focal_loss`.
     """
     iou = pairwise_iou(Boxes(boxes), Boxes(anchors))  # (n, R)
     best, assigned = iou.max(dim=0)
     positive = best >= POSITIVE_IOU
     valid = (best < NEGATIVE_IOU) | positive
     num_pos = int(positive.sum())
-    cls = soft_focal_loss(student_logits, teacher_probs, alpha, eps, gamma)
+    cls = soft_focal_loss(student_logits, teacher_probs, alpha, eps, gamma, alpha_term)
     cls = (cls * valid[:, None].to(cls.dtype)).sum() / max(num_pos, 1)
     if num_pos == 0:
         return cls, student_deltas.sum() * 0.0, 0
     pos_anchors, target_boxes = anchors[positive], boxes[assigned[positive]]
     pred = student_deltas[positive]
+    if box_loss == "authors":
+        weights = box2box_transform.weights
+        return cls, authors_box_consistency(pred, pos_anchors, target_boxes, weights), num_pos
     if box_loss == "smooth_l1":
         target = box2box_transform.get_deltas(pos_anchors, target_boxes)
         reg = smooth_l1_loss(pred, target, beta=smooth_l1_beta, reduction="sum")
@@ -92,7 +147,10 @@ class SoftFocalLoss(UnsupLoss):
             raise ValueError(f"OXNET.SFL.MODE must be one of {SFL_MODES}, got {s.MODE!r}")
         if s.UNLABELED not in SFL_UNLABELED:
             raise ValueError(f"OXNET.SFL.UNLABELED must be one of {SFL_UNLABELED}, got {s.UNLABELED!r}")
+        if s.BOX_LOSS not in BOX_LOSSES:
+            raise ValueError(f"OXNET.SFL.BOX_LOSS must be one of {BOX_LOSSES}, got {s.BOX_LOSS!r}")
         self.mode, self.unlabeled = s.MODE, s.UNLABELED
+        self.box_loss, self.alpha_batch_bug = s.BOX_LOSS, bool(s.ALPHA_BATCH_BUG)
         self.alpha, self.eps, self.gamma, self.weight = s.ALPHA, s.EPS, s.GAMMA, s.WEIGHT
         self.loss_names = ("loss_sfl",) + (("loss_sfl_box",) if self.mode == "filtered" else ())
 
@@ -107,9 +165,19 @@ class SoftFocalLoss(UnsupLoss):
 
     def forward(self, model, inputs, student_logits, student_deltas, anchors):
         targets = teacher_targets(inputs, student_logits, student_logits.device)
+        weak = [j for j, x in enumerate(inputs) if x.get("supervision") == "weak"]
         if self.mode == "dense":  # Eq. 8 on every anchor and class
-            loss = soft_focal_loss(student_logits, targets, self.alpha, self.eps, self.gamma).sum()
-            return {"loss_sfl": self.weight * self.normalize(model, loss, len(inputs))}
+            keep = list(range(len(inputs))) if self.unlabeled == "dense" else weak
+            if not keep:
+                return {"loss_sfl": student_logits.sum() * 0.0}
+            sel = torch.as_tensor(keep, device=student_logits.device)
+            loss = soft_focal_loss(student_logits[sel], targets[sel], self.alpha, self.eps, self.gamma).sum()
+            return {"loss_sfl": self.weight * self.normalize(model, loss, len(keep))}
+        alpha_term = None
+        if self.alpha_batch_bug and weak:
+            alpha_term = batch_alpha_term(
+                targets[torch.as_tensor(weak, device=targets.device)], self.alpha, self.eps
+            )
         zero = student_logits.sum() * 0.0
         cls_total, box_total, counted = zero, zero + 0.0, 0
         anchor_boxes = None
@@ -140,8 +208,9 @@ class SoftFocalLoss(UnsupLoss):
                 self.alpha,
                 self.eps,
                 self.gamma,
-                model.box_reg_loss_type,
+                "authors" if self.box_loss == "authors" else model.box_reg_loss_type,
                 model.smooth_l1_beta,
+                alpha_term,
             )
             cls_total, box_total = cls_total + cls, box_total + reg
         n = max(counted, 1)
