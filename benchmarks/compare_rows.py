@@ -2,13 +2,17 @@
 """Per-seed comparison of Table 1 rows from an ``oxnet.bench`` results.json.
 
     python benchmarks/compare_rows.py OUT/results.json [--reference retinanet] [--warm 250] [--curves]
+        [--bootstrap 1000]
     python benchmarks/compare_rows.py OUT/results.json --against BASE/results.json [--warm 250]
 
-For each row: mAP mean ± sample std over seeds, mAP per seed, the difference to the reference row
-trained from the same seed (and the same warm start) with the mean difference's 95 % confidence
-interval (paired t over seeds) and its reading: "better" or "worse" when the interval excludes zero,
-else "not resolved", and where recorded the false alarms per
-normal image at 70 % lesion sensitivity and the image-level AUROC (top box score, global head).
+For each row: mAP mean ± sample std over seeds, mAP per seed, and for mAP, the false alarms per normal
+image at 50 % and 70 % lesion sensitivity and the image-level AUROC (top box score, global head) where
+recorded: the paired difference to the reference row trained from the same seed (and warm start) with
+its 95 % confidence interval (paired t over seeds) and its reading: "better" or "worse" when the
+interval excludes zero (fewer false alarms are better), else "not resolved". With ``--bootstrap N``
+the mAP difference also gets a paired bootstrap interval over seeds x test images (N replicates,
+:func:`oxnet.evaluation.bootstrap.paired_bootstrap`), recomputed from each run's predictions.json
+in OUT/runs and the test set OUT/data/test.json.
 With ``--curves`` (runs trained with ``--eval-period``): the learning curves instead, one table per
 quantity (mAP, false alarms per normal image at 70 %, image AUROC from the box score and the global
 head), a row per method and a column per evaluation, each cell the mean over the seeds that reached it.
@@ -20,6 +24,7 @@ Prints markdown; reads results.json only, trains nothing.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -82,28 +87,119 @@ def _fp70(rec):
     return (rec.get("normals") or {}).get("fp_per_normal_image_at_sensitivity", {}).get("0.7")
 
 
-def compare(results, reference="retinanet", warm=None, iters=None):
+#: (name, column title, value of a record or None, digits, whether higher is better)
+QUANTITIES = (
+    ("mAP", "mAP", lambda r: r["metrics"]["mAP"], 1, True),
+    ("fp50", "FP/normal @50%", lambda r: _fp(r, "0.5"), 2, False),
+    ("fp70", "FP/normal @70%", lambda r: _fp(r, "0.7"), 2, False),
+    ("auroc_box", "image AUROC box", lambda r: (r.get("image_auroc") or {}).get("box"), 1, True),
+    ("auroc_global", "image AUROC global", lambda r: (r.get("image_auroc") or {}).get("global"), 1, True),
+)
+
+
+def _fp(rec, level):
+    return (rec.get("normals") or {}).get("fp_per_normal_image_at_sensitivity", {}).get(level)
+
+
+def _reading(interval, higher_is_better):
+    word = verdict(interval)
+    if word in ("better", "worse") and not higher_is_better:
+        word = "worse" if word == "better" else "better"
+    return word
+
+
+def _diff_text(interval, higher_is_better, digits):
+    if interval is None:
+        return "n/a"
+    mean, low, high = interval
+    return (
+        f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] {_reading(interval, higher_is_better)}"
+    )
+
+
+def run_predictions(out_dir, rec):
+    """The predictions.json of a recorded bench run (OUT/runs/<table>/<row>/seed*_<fingerprint>/)."""
+    import glob
+
+    row = f"{rec['method']}_f{rec['full']}_w{rec['weak']}_u{rec['unlabeled']}"
+    folders = glob.glob(
+        os.path.join(
+            out_dir, "runs", rec["table"], row, f"seed{rec['seed']}_iters{rec['iters']}_{rec['config']}"
+        )
+    )
+    for folder in folders:
+        for path in [os.path.join(folder, "inference", "predictions.json")] + sorted(
+            glob.glob(os.path.join(folder, "inference", "*_test", "predictions.json"))
+        ):
+            if os.path.exists(path):
+                return path
+    raise FileNotFoundError(
+        f"no predictions.json for {rec['method']} seed {rec['seed']} under {out_dir}/runs"
+    )
+
+
+def bootstrap_difference(out_dir, by_seed, ref, seeds, n_boot, seed=0):
+    """:func:`oxnet.evaluation.bootstrap.paired_bootstrap` of mAP (in percent) between a row and the
+    reference over ``seeds``, from the runs' predictions and OUT/data/test.json."""
+    from oxnet.evaluation import evaluate_detections
+    from oxnet.evaluation.bootstrap import paired_bootstrap
+    from oxnet.evaluation.inputs import load_ground_truth
+
+    gt = load_ground_truth(os.path.join(out_dir, "data", "test.json"))
+    evaluate = lambda rec: evaluate_detections(gt, run_predictions(out_dir, rec))  # noqa: E731
+    runs = [evaluate(by_seed[s]) for s in seeds]
+    base = [evaluate(ref[s]) for s in seeds]
+    for s, run in zip(seeds, runs):  # the predictions are the recorded runs'
+        recorded = by_seed[s]["metrics"]["mAP"]
+        if abs(100 * run.metrics["mAP"] - recorded) > 1e-6:
+            raise ValueError(
+                f"{by_seed[s]['method']} seed {s}: its predictions give mAP "
+                f"{100 * run.metrics['mAP']}, results.json records {recorded}"
+            )
+    out = paired_bootstrap(runs, base, "mAP", n_boot=n_boot, seed=seed)
+    if out["interval"] is None:
+        return None
+    return 100 * out["point"], 100 * out["interval"][0], 100 * out["interval"][1]
+
+
+def compare(results, reference="retinanet", warm=None, iters=None, bootstrap=0, out_dir=None):
+    """Markdown: one row per method (mAP, its per-seed values and differences), then for each quantity
+    of :data:`QUANTITIES` its mean ± std and the paired difference to ``reference`` [95 % CI]."""
     rows = rows_by_method(results, warm=warm, iters=iters)
     ref = rows.get(reference, {})
-    lines = [
-        "| row | mAP | per seed | minus " + reference + " (same seed) | mean difference [95 % CI], "
-        "paired t | FP/normal @70% | image AUROC box | image AUROC global |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    head = ["row", "mAP", "per seed", f"minus {reference} (same seed)", "mAP difference [95 % CI], paired t"]
+    if bootstrap:
+        head.append("mAP difference [95 % CI], bootstrap seeds x images")
+    for _, title, _, _, _ in QUANTITIES[1:]:
+        head += [title, f"{title} difference [95 % CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, by_seed in rows.items():
         seeds = sorted(by_seed)
-        maps = [by_seed[s]["metrics"]["mAP"] for s in seeds]
-        diffs = [by_seed[s]["metrics"]["mAP"] - ref[s]["metrics"]["mAP"] if s in ref else None for s in seeds]
-        fps = [_fp70(by_seed[s]) for s in seeds]
-        box = [(by_seed[s].get("image_auroc") or {}).get("box") for s in seeds]
-        glob = [(by_seed[s].get("image_auroc") or {}).get("global") for s in seeds]
+        paired = [s for s in seeds if s in ref]
         is_ref = method == reference
-        lines.append(
-            f"| {method} | {_mean_std(maps)} | {_fmt(maps)} | "
-            f"{_fmt(diffs, sign=True) if not is_ref else '-'} | "
-            f"{_interval_text(paired_interval(diffs)) if not is_ref else '-'} | "
-            f"{_mean_std(fps, 2)} | {_mean_std(box)} | {_mean_std(glob)} |"
-        )
+        cells = [method]
+        for name, _, get, digits, higher in QUANTITIES:
+            values = [get(by_seed[s]) for s in seeds]
+            diffs = [
+                None if get(by_seed[s]) is None or get(ref[s]) is None else get(by_seed[s]) - get(ref[s])
+                for s in paired
+            ]
+            interval = None if is_ref else paired_interval(diffs)
+            if name == "mAP":
+                cells += [
+                    _mean_std(values),
+                    _fmt(values),
+                    "-" if is_ref else _fmt(diffs, sign=True),
+                    "-" if is_ref else _diff_text(interval, True, 2),
+                ]
+                if bootstrap:
+                    boot = None
+                    if not is_ref and len(paired) >= 2:
+                        boot = bootstrap_difference(out_dir, by_seed, ref, paired, bootstrap)
+                    cells.append("-" if is_ref else _diff_text(boot, True, 2))
+            else:
+                cells += [_mean_std(values, digits), "-" if is_ref else _diff_text(interval, higher, digits)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -200,6 +296,14 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=None, help="only runs of this many iterations")
     p.add_argument("--curves", action="store_true", help="print the mean learning curves instead")
     p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also a paired bootstrap interval of the mAP difference over seeds x test images, "
+        "N replicates (from the runs' predictions under the results' folder)",
+    )
+    p.add_argument(
         "--against",
         metavar="BASE_RESULTS",
         help="compare each row to the same row and seed of "
@@ -215,7 +319,14 @@ def main(argv=None):
     print(
         curves(results, args.warm, args.iters)
         if args.curves
-        else compare(results, args.reference, args.warm, args.iters)
+        else compare(
+            results,
+            args.reference,
+            args.warm,
+            args.iters,
+            args.bootstrap,
+            os.path.dirname(os.path.abspath(args.results)),
+        )
     )
     return 0
 

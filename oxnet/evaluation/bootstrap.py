@@ -10,7 +10,7 @@ import numpy as np
 
 from .froc import match_detections, sensitivity_at
 
-__all__ = ["bootstrap_intervals", "weighted_coco_ap"]
+__all__ = ["bootstrap_intervals", "paired_bootstrap", "weighted_coco_ap", "weighted_metrics"]
 
 REC_THRS = np.linspace(0.0, 1.0, 101)
 
@@ -50,13 +50,11 @@ def _percentile_interval(values, level):
     return [float(lo), float(hi)]
 
 
-def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
-    """Percentile bootstrap intervals over images for an :class:`EvaluationResult`.
-
-    Returns:
-        dict with "n", "seed", "level", "point" (unit-weight estimates, equal to the reported AP), and
-        [low, high] intervals for "mAP", "AP40", "AP75", "froc_mean" and "per_class_mAP" {name: [lo, hi]}.
-    """
+def weighted_metrics(result):
+    """``(n, metrics)`` for an :class:`EvaluationResult`: its ``n`` box-evaluated images (in the ground
+    truth's order) and a function of ``n`` image weights (an image drawn ``c`` times weighs ``c``)
+    returning {"mAP", "AP40", "AP75", "froc_mean", "per_class"} recomputed with those weights; unit
+    weights give the reported values."""
     gt, preds = result.gt, result.preds
     s = result.metrics["settings"]
     thr = np.asarray(s["iou_thresholds"])
@@ -111,7 +109,19 @@ def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
             "per_class": ap.mean(1),
         }
 
-    point = summary(*replicate(np.ones(len(box_images))))
+    return len(box_images), lambda w: summary(*replicate(np.asarray(w, dtype=np.float64)))
+
+
+def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
+    """Percentile bootstrap intervals over images for an :class:`EvaluationResult`.
+
+    Returns:
+        dict with "n", "seed", "level", "point" (unit-weight estimates, equal to the reported AP), and
+        [low, high] intervals for "mAP", "AP40", "AP75", "froc_mean" and "per_class_mAP" {name: [lo, hi]}.
+    """
+    gt = result.gt
+    n_images, metrics_of = weighted_metrics(result)
+    point = metrics_of(np.ones(n_images))
     rng = np.random.default_rng(seed)
     samples = []
     it = range(n_boot)
@@ -120,9 +130,9 @@ def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
 
         it = tqdm(it, desc="bootstrap", unit="replicate")
     for _ in it:
-        n = len(box_images)
+        n = n_images
         w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        samples.append(summary(*replicate(w)))
+        samples.append(metrics_of(w))
     out = {
         "n": int(n_boot),
         "seed": int(seed),
@@ -139,3 +149,49 @@ def bootstrap_intervals(result, n_boot=1000, seed=0, level=0.95, progress=True):
         name: _percentile_interval(per_class[:, k], level) for k, name in enumerate(gt.class_names)
     }
     return out
+
+
+def paired_bootstrap(runs, baseline_runs, key="mAP", n_boot=1000, seed=0, level=0.95):
+    """The difference of ``key`` between two rows, paired by seed, with a percentile bootstrap interval
+    over seeds x test images.
+
+    Args:
+        runs, baseline_runs: :class:`EvaluationResult` per seed, the i-th of each trained with the
+            same seed, all evaluated on the same ground truth.
+
+    Each replicate draws the seeds (pairs) with replacement and, once for all runs, the test images
+    with replacement; its value is the mean over the drawn seeds of ``key(run) - key(baseline)``, both
+    recomputed with the drawn image weights. Both sources of chance a reader cares about are in it:
+    another seed, and another test set of the same kind.
+
+    Returns:
+        {"point": the mean paired difference (unit weights), "interval": [low, high] (None if no
+        replicate is finite), "n": n_boot, "seeds": the number of pairs, "images": test images}.
+    """
+    if len(runs) != len(baseline_runs) or len(runs) < 2:
+        raise ValueError(
+            f"paired_bootstrap needs two or more pairs of runs, got {len(runs)} and {len(baseline_runs)}"
+        )
+    fns = [weighted_metrics(r) for r in list(runs) + list(baseline_runs)]
+    n_images = {n for n, _ in fns}
+    if len(n_images) != 1:
+        raise ValueError(f"the runs were evaluated on different test sets ({sorted(n_images)} images)")
+    n_images = n_images.pop()
+    pairs = len(runs)
+    values = lambda w: np.array([f(w)[key] for _, f in fns])  # noqa: E731
+    diff = lambda v: v[:pairs] - v[pairs:]  # noqa: E731
+    point = float(np.mean(diff(values(np.ones(n_images)))))
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n_boot):
+        w = np.bincount(rng.integers(0, n_images, n_images), minlength=n_images).astype(np.float64)
+        drawn = rng.integers(0, pairs, pairs)
+        samples.append(float(np.mean(diff(values(w))[drawn])))
+    return {
+        "point": point,
+        "interval": _percentile_interval(samples, level),
+        "n": int(n_boot),
+        "seeds": pairs,
+        "images": n_images,
+        "level": level,
+    }

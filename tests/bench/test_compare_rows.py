@@ -107,3 +107,40 @@ def test_paired_interval_is_students_t_over_seeds_and_reads_the_sign():
         results[f"daa{s}"] = _run("daa", s, base + d)
     daa = next(line for line in mod.compare(results, warm=250).splitlines() if line.startswith("| daa"))
     assert "+1.03 [+0.65, +1.41] better" in daa
+
+
+def test_bootstrap_column_recomputes_the_runs_from_their_predictions(tmp_path):
+    """--bootstrap: the paired mAP difference over seeds x test images, from each run's predictions.json
+    (found by its fingerprint) and OUT/data/test.json; its centre is the mean paired difference."""
+    import json
+
+    import pytest
+
+    from oxnet.evaluation import evaluate_detections
+    from oxnet.evaluation.synthetic import synthetic_coco
+
+    gt, _ = synthetic_coco(num_images=30, num_classes=2, gt_per_image=2, dets_per_image=6, seed=0)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.json").write_text(json.dumps(gt))
+    results, maps = {}, {}
+    for method, offset in (("retinanet", 0), ("daa", 10)):
+        for seed in range(3):
+            preds = synthetic_coco(
+                num_images=30, num_classes=2, gt_per_image=2, dets_per_image=6, seed=offset + seed
+            )[1]
+            folder = (
+                tmp_path / "runs" / "table1" / f"{method}_f4_w8_u0" / f"seed{seed}_iters250_fp{method}{seed}"
+            )
+            (folder / "inference").mkdir(parents=True)
+            (folder / "inference" / "predictions.json").write_text(json.dumps(preds))
+            maps[method, seed] = 100 * evaluate_detections(gt, preds).metrics["mAP"]
+            rec = _run(method, seed, maps[method, seed])
+            rec.update(full=4, weak=8, unlabeled=0, config=f"fp{method}{seed}")
+            results[f"{method}{seed}"] = rec
+    text = _module().compare(results, warm=250, bootstrap=100, out_dir=str(tmp_path))
+    daa = next(line for line in text.splitlines() if line.startswith("| daa")).split(" | ")
+    want = sum(maps["daa", s] - maps["retinanet", s] for s in range(3)) / 3
+    assert daa[4].startswith(f"{want:+.2f} [") and daa[5].startswith(f"{want:+.2f} [")
+    results["daa0"]["metrics"]["mAP"] += 1.0  # a record that is not these predictions' run
+    with pytest.raises(ValueError, match="records"):
+        _module().compare(results, warm=250, bootstrap=10, out_dir=str(tmp_path))

@@ -43,3 +43,62 @@ def test_unit_weights_reproduce_reported_metrics(max_dets):
     again = evaluate_detections(gt, preds, max_dets=max_dets, bootstrap=30, seed=1).metrics["bootstrap"]
     other = evaluate_detections(gt, preds, max_dets=max_dets, bootstrap=30, seed=2).metrics["bootstrap"]
     assert again["mAP"] == b["mAP"] and other["mAP"] != b["mAP"]
+
+
+def _duplicated(gt, preds, counts, image_ids):
+    """The dataset in which image ``image_ids[i]`` appears ``counts[i]`` times (new ids), with its
+    detections copied: what a bootstrap weight of ``counts[i]`` stands for."""
+    images, anns, dets = [], [], []
+    by_image = {}
+    for a in gt["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    det_by_image = {}
+    for d in preds:
+        det_by_image.setdefault(d["image_id"], []).append(d)
+    info = {im["id"]: im for im in gt["images"]}
+    for image_id, c in zip(image_ids, counts):
+        for _ in range(int(c)):
+            new = len(images) + 1
+            images.append({**info[image_id], "id": new})
+            anns += [
+                {**a, "id": len(anns) + 1 + n, "image_id": new}
+                for n, a in enumerate(by_image.get(image_id, []))
+            ]
+            dets += [{**d, "image_id": new} for d in det_by_image.get(image_id, [])]
+    return {**gt, "images": images, "annotations": anns}, dets
+
+
+def test_weighted_metrics_equal_the_metrics_of_the_resampled_dataset():
+    from oxnet.evaluation.bootstrap import weighted_metrics
+
+    gt, preds = synthetic_coco(num_images=30, num_classes=3, gt_per_image=2, dets_per_image=6, seed=4)
+    result = evaluate_detections(gt, preds)
+    n, metrics_of = weighted_metrics(result)
+    ids = result.gt.image_ids[np.flatnonzero(result.gt.box_eval)]
+    counts = np.bincount(np.random.default_rng(3).integers(0, n, n), minlength=n)
+    dup_gt, dup_preds = _duplicated(gt, preds, counts, ids)
+    resampled = evaluate_detections(dup_gt, dup_preds).metrics
+    got = metrics_of(counts.astype(float))
+    assert got["mAP"] == pytest.approx(resampled["mAP"], abs=1e-9)
+    assert got["AP40"] == pytest.approx(resampled["AP40"], abs=1e-9)
+    assert metrics_of(np.ones(n))["mAP"] == pytest.approx(result.metrics["mAP"], abs=1e-12)
+
+
+def test_paired_bootstrap_over_seeds_and_images():
+    from oxnet.evaluation.bootstrap import paired_bootstrap
+
+    gt, _ = synthetic_coco(num_images=40, num_classes=2, gt_per_image=2, dets_per_image=8, seed=0)
+    runs = [evaluate_detections(gt, synthetic_coco(40, 2, 2, 8, seed=0)[1]) for _ in range(3)]
+    weaker = [evaluate_detections(gt, synthetic_coco(40, 2, 2, 8, seed=s)[1]) for s in (0, 0, 0)]
+    same = paired_bootstrap(runs, weaker, n_boot=50)
+    assert same["point"] == 0 and same["interval"] == [0.0, 0.0]
+    # another row: detections of other draws, paired with the first row seed by seed
+    better = [evaluate_detections(gt, synthetic_coco(40, 2, 2, 8, seed=s)[1]) for s in (1, 2, 3)]
+    out = paired_bootstrap(better, runs, n_boot=200, seed=5)
+    want = np.mean([b.metrics["mAP"] - r.metrics["mAP"] for b, r in zip(better, runs)])
+    assert out["point"] == pytest.approx(want, abs=1e-12)
+    lo, hi = out["interval"]
+    assert lo < want < hi and out["seeds"] == 3 and out["images"] > 0
+    assert paired_bootstrap(better, runs, n_boot=200, seed=5)["interval"] == out["interval"]
+    with pytest.raises(ValueError, match="two or more"):
+        paired_bootstrap(better[:1], runs[:1])
