@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.nn import functional as F
 
 from oxnet.modeling.attention import daa_logits, gate_attention, local_attention, normalize_attention
 
@@ -103,3 +104,37 @@ def test_align_corners_changes_only_the_resize_convention():
     assert torch.isclose(aligned[0, 0], s[0]) and torch.isclose(aligned[3, 3], s[2])
     assert torch.isclose(aligned[0, 1], s[0] + (s[1] - s[0]) / 3)  # a third of the way along
     assert torch.isclose(default[0, 1], s[0] + (s[1] - s[0]) / 4)  # a quarter, centre-aligned
+
+
+def _authors_local_map(level_probs, size):
+    """``_get_local_map`` (LLYXC/OXnet ``model.py`` l.266-307, normalize=True) in plain torch: per image
+    and class, max over the anchors of each level, the first level whose peak is strictly higher than
+    the best so far, bilinear resize with align_corners=True, divided by its sum."""
+    out = []
+    for i in range(level_probs[0].shape[0]):
+        per_class = []
+        for c in range(level_probs[0].shape[-1]):
+            best, chosen = -1, None
+            for lmp in level_probs:  # (B, H, W, A, K)
+                m = torch.max(lmp[i], 2)[0][..., c]
+                if torch.max(m) > best:
+                    best, chosen = torch.max(m), m
+            resized = F.interpolate(chosen[None, None], size=size, mode="bilinear", align_corners=True)[0, 0]
+            per_class.append(resized / resized.sum())
+        out.append(torch.stack(per_class))
+    return torch.stack(out)
+
+
+def test_daa_attention_with_align_corners_equals_the_authors_local_map():
+    torch.manual_seed(0)
+    b, a, k = 2, 3, 4
+    logits = [torch.randn(b, a * k, s, s) * 2 for s in (8, 4, 2, 1)]
+    # a tie between two levels' peaks for one class: the finer level must win, as their strict ">"
+    logits[1][0, 2 * k + 1] = 9.0
+    logits[2][0, 0 * k + 1] = 9.0
+    theirs = _authors_local_map(
+        [x.sigmoid().view(b, a, k, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2) for x in logits], (4, 4)
+    )
+    ours = normalize_attention(local_attention(logits, k, (4, 4), align_corners=True))
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert not torch.allclose(normalize_attention(local_attention(logits, k, (4, 4))), theirs, atol=1e-4)
