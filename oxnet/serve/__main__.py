@@ -3,6 +3,13 @@
 DIR is an eager model folder (``model_final.pth`` + ``config.yaml``, as training writes it) or an
 exported one (``tools/export_model.py``); its ``thresholds.json`` (``python -m oxnet.deploy.thresholds``)
 sets the per-class operating thresholds. The review page is at ``http://HOST:PORT/``.
+
+Authentication: ``--token-file FILE`` (``python -m oxnet.serve.tokens add NAME --file FILE``) and/or
+the environment variable ``OXNET_SERVE_TOKEN``; every endpoint but ``/healthz`` and the review page
+then needs ``Authorization: Bearer TOKEN``. On an address other than loopback the service refuses
+to start without authentication unless ``--insecure-no-auth`` is given. TLS: ``--ssl-certfile`` and
+``--ssl-keyfile`` (uvicorn's). Every request is written to the audit log (``--audit-log FILE``, else
+the console), without patient data.
 """
 
 import argparse
@@ -35,8 +42,60 @@ def parse_args(argv=None):
     p.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image accepted (pixels)")
     p.add_argument("--examples", help="a folder of images the review page offers to pick from")
     p.add_argument("--no-attention", action="store_true", help="do not offer DAA attention maps")
+    p.add_argument(
+        "--body-timeout", type=float, default=30.0, help="seconds an upload may stall before 408 (default 30)"
+    )
+    auth = p.add_argument_group("access")
+    auth.add_argument("--token-file", help="file of named, hashed API tokens (python -m oxnet.serve.tokens)")
+    auth.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow serving a non-loopback address without authentication (anyone on the network "
+        "may then upload studies and read results)",
+    )
+    auth.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a reverse proxy whose user header (--proxy-user-header) names the client (repeatable)",
+    )
+    auth.add_argument("--proxy-user-header", default="X-Forwarded-User")
+    auth.add_argument(
+        "--rate-limit", type=int, default=120, help="requests per minute per client (default 120)"
+    )
+    auth.add_argument(
+        "--uploads-per-client", type=int, default=2, help="predictions one client may run at once (default 2)"
+    )
+    auth.add_argument(
+        "--audit-log", help="append the audit log (JSON lines) to this file (default: the console)"
+    )
+    auth.add_argument("--ssl-certfile", help="TLS certificate (PEM); with --ssl-keyfile serves HTTPS")
+    auth.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_exposure(host, tokens, proxies, insecure):
+    """Refuse a non-loopback address without authentication (tokens or a trusted proxy) unless
+    ``--insecure-no-auth``: an error message, or None."""
+    if host in LOOPBACK or tokens is not None or proxies:
+        return None
+    if insecure:
+        print(
+            f"warning: serving {host} without authentication (--insecure-no-auth): anyone who can reach "
+            "it may upload studies and read results",
+            file=sys.stderr,
+        )
+        return None
+    return (
+        f"refusing to serve {host} without authentication: give --token-file (python -m "
+        "oxnet.serve.tokens add NAME --file FILE) or OXNET_SERVE_TOKEN, or --trusted-proxy, or "
+        "--insecure-no-auth to accept the risk"
+    )
 
 
 def main(argv=None):
@@ -46,15 +105,25 @@ def main(argv=None):
     import oxnet  # noqa: F401  (compatibility shims before detectron2)
     from oxnet.deploy.runtime import load_model
 
+    from .access import AuditLog
     from .app import ServiceLimits, create_app
+    from .auth import ClientLimits, TokenStore
 
     try:
+        tokens = TokenStore.from_options(args.token_file)
+        refusal = check_exposure(args.host, tokens, args.trusted_proxy, args.insecure_no_auth)
+        if refusal:
+            raise ValueError(refusal)
+        if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+            raise ValueError("TLS needs both --ssl-certfile and --ssl-keyfile")
+        client_limits = ClientLimits(rate=args.rate_limit, per=60.0, uploads=args.uploads_per_client)
         model = load_model(args.model, backend=args.backend, precision=args.precision)
         limits = ServiceLimits(
             max_upload_bytes=int(args.max_upload_mb * 2**20),
             max_pixels=args.max_pixels,
             workers=args.workers,
             max_queue=args.max_queue,
+            body_timeout=args.body_timeout,
         )
         app = create_app(
             model,
@@ -62,11 +131,18 @@ def main(argv=None):
             limits=limits,
             examples_dir=args.examples,
             attention=not args.no_attention,
+            tokens=tokens,
+            client_limits=client_limits,
+            proxies=args.trusted_proxy,
+            user_header=args.proxy_user_header,
+            audit=AuditLog(args.audit_log),
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile} if args.ssl_certfile else {}
+    # uvicorn's access log prints query strings (a file name may be a patient's); the audit log replaces it
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, **ssl)
     return 0
 
 

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -43,11 +44,15 @@ _MEDIA = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg"
 
 class ServiceLimits:
     """Bounds of the service: ``max_upload_bytes`` per upload, ``max_pixels`` per decoded image,
-    ``workers`` inferences at a time and at most ``max_queue`` more requests waiting."""
+    ``workers`` inferences at a time and at most ``max_queue`` more requests waiting; an upload whose
+    body does not arrive within ``body_timeout`` seconds between two chunks gets 408."""
 
-    def __init__(self, max_upload_bytes=64 * 2**20, max_pixels=100_000_000, workers=1, max_queue=32):
-        if workers < 1 or max_queue < 0 or max_upload_bytes < 1 or max_pixels < 1:
-            raise ValueError("workers and the size limits must be positive, max_queue >= 0")
+    def __init__(
+        self, max_upload_bytes=64 * 2**20, max_pixels=100_000_000, workers=1, max_queue=32, body_timeout=30.0
+    ):
+        if workers < 1 or max_queue < 0 or max_upload_bytes < 1 or max_pixels < 1 or body_timeout <= 0:
+            raise ValueError("workers, the size limits and the body timeout must be positive, max_queue >= 0")
+        self.body_timeout = float(body_timeout)
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self.workers = int(workers)
@@ -59,6 +64,7 @@ class ServiceLimits:
             "max_pixels": self.max_pixels,
             "workers": self.workers,
             "max_queue": self.max_queue,
+            "body_timeout_s": self.body_timeout,
         }
 
 
@@ -407,7 +413,7 @@ def _eager_predictor(model, model_dir):
     return OXnetPredictor.from_weights(os.path.join(model_dir, "model_final.pth"))
 
 
-async def _read_upload(request, limit):
+async def _read_upload(request, limit, timeout=30.0):
     """(bytes, file name) of the request's upload: the multipart field ``file`` or the raw body.
 
     Raises:
@@ -423,7 +429,14 @@ async def _read_upload(request, limit):
     if declared and declared.isdigit() and int(declared) > cap:
         raise too_big
     chunks, total = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:  # a client that stops sending must not hold its worker slot
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"the upload stalled: no data for {timeout:g} s") from None
         total += len(chunk)
         if total > cap:
             raise too_big
@@ -460,7 +473,18 @@ async def _read_upload(request, limit):
         await form.close()
 
 
-def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=True):
+def create_app(
+    model,
+    model_dir=None,
+    limits=None,
+    examples_dir=None,
+    attention=True,
+    tokens=None,
+    client_limits=None,
+    proxies=(),
+    user_header="x-forwarded-user",
+    audit=None,
+):
     """The FastAPI app serving ``model`` (a :class:`oxnet.deploy.runtime.DeployedModel`, or a model
     folder, loaded with :func:`oxnet.deploy.runtime.load_model`).
 
@@ -470,6 +494,10 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
         limits: :class:`ServiceLimits`.
         examples_dir: a folder of images the review page offers to pick from.
         attention: offer DAA attention maps (eager models with the DAA head).
+        tokens: an :class:`oxnet.serve.auth.TokenStore` (None: no authentication); ``proxies`` and
+            ``user_header``: reverse proxies whose user header is trusted; ``client_limits``: an
+            :class:`oxnet.serve.auth.ClientLimits`; ``audit``: an :class:`oxnet.serve.access.AuditLog`
+            (:class:`oxnet.serve.access.AccessControl`).
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
@@ -498,6 +526,16 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
         lifespan=lifespan,
     )
     app.state.service = service
+    from .access import AccessControl
+
+    app.add_middleware(
+        AccessControl,
+        tokens=tokens,
+        limits=client_limits,
+        proxies=proxies,
+        user_header=user_header,
+        audit=audit,
+    )
 
     def error(e):
         return JSONResponse({"detail": e.message}, status_code=e.status, headers=e.headers)
@@ -528,7 +566,10 @@ def create_app(model, model_dir=None, limits=None, examples_dir=None, attention=
         except UploadError as e:
             return error(e)
         try:
-            data, filename = await _read_upload(request, service.limits.max_upload_bytes)
+            data, filename = await _read_upload(
+                request, service.limits.max_upload_bytes, service.limits.body_timeout
+            )
+            request.scope.setdefault("state", {})["study"] = hashlib.sha256(data).hexdigest()[:16]
             out = await service.run(service.predict, data, filename, format == "dicom-sr", preview, attention)
         except UploadError as e:
             return error(e)

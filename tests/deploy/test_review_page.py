@@ -191,3 +191,44 @@ def _check_screenshot(shot):
     if os.environ.get("OXNET_WRITE_REVIEW_SCREENSHOT") == "1":
         out = pathlib.Path(REPO_ROOT) / "docs" / "review_page.png"
         Image.open(shot).convert("RGB").quantize(256).save(out, optimize=True)
+
+
+def test_the_page_asks_for_the_token_once_and_shows_hostile_names_as_text(setup, chromium, tmp_path):
+    """With authentication on, the page asks for the API token, keeps it for the tab (a reload does not
+    ask again) and sends it; an example whose file name is markup is shown as text, never run."""
+    from playwright.sync_api import sync_playwright
+
+    from oxnet.serve.auth import TokenStore
+
+    model_dir, examples, _ = setup
+    hostile = tmp_path / "examples"
+    hostile.mkdir()
+    name = '<img src=x onerror="window.pwned=1">.png'
+    shutil.copy(examples / "chest.png", hostile / name)
+    app = create_app(model_dir, examples_dir=str(hostile), tokens=TokenStore(None, "page-token-123"))
+    with live(app) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            dialogs = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url)
+            page.wait_for_selector("#token-box:not([hidden])")
+            assert "API token" in page.text_content("#token-reason")
+            page.fill("#token", "wrong")
+            page.click("#token-box button")
+            page.wait_for_function(
+                "document.getElementById('token-reason').textContent.includes('not valid')"
+            )
+            page.fill("#token", "page-token-123")
+            page.click("#token-box button")
+            page.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
+            page.reload()
+            page.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
+            assert page.is_hidden("#token-box")  # kept for the tab
+            page.select_option("#example", name)
+            page.wait_for_function("document.getElementById('status').textContent.includes('detections')")
+            assert name in page.text_content("#status")
+            assert page.evaluate("window.pwned") is None and not dialogs
+        finally:
+            browser.close()

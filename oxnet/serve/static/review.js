@@ -24,8 +24,44 @@ async function errorText(resp) {
   catch (e) { return `${resp.status} ${resp.statusText}`; }
 }
 
+// The service may need an API token: asked once, kept for this tab (sessionStorage), sent as
+// "Authorization: Bearer"; a 401 asks again.
+const TOKEN_KEY = "oxnet-api-token";
+
+function askToken(reason) {
+  return new Promise((resolve) => {
+    const box = $("token-box");
+    box.hidden = false;
+    $("token-reason").textContent = reason;
+    $("token").focus();
+    box.onsubmit = (e) => {
+      e.preventDefault();
+      const token = $("token").value.trim();
+      if (!token) return;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $("token").value = "";
+      box.hidden = true;
+      resolve(token);
+    };
+  });
+}
+
+async function api(url, options) {
+  for (;;) {
+    const opts = Object.assign({}, options || {});
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    opts.headers = Object.assign({}, opts.headers || {}, token ? { Authorization: "Bearer " + token } : {});
+    const resp = await fetch(url, opts);
+    if (resp.status !== 401) return resp;
+    sessionStorage.removeItem(TOKEN_KEY);
+    setStatus("this service needs an API token", true);
+    await askToken(await errorText(resp));
+    setStatus("");
+  }
+}
+
 async function loadModel() {
-  const resp = await fetch("v1/model");
+  const resp = await api("v1/model");
   if (!resp.ok) { setStatus("cannot load the model's description: " + await errorText(resp), true); return; }
   const m = state.model = await resp.json();
   $("model-info").textContent = `${m.classes.length} classes · ${m.format || "?"} model · OXnet ` +
@@ -74,7 +110,7 @@ async function analyze(blob, name) {
   setStatus(`analysing ${name}…`);
   const form = new FormData();
   form.append("file", blob, name);
-  const resp = await fetch("v1/predict?preview=1", { method: "POST", body: form });
+  const resp = await api("v1/predict?preview=1", { method: "POST", body: form });
   if (!resp.ok) {
     state.result = null;
     draw();
@@ -102,7 +138,7 @@ async function fetchAttention() {
   if (!state.upload || state.attention) return;
   const form = new FormData();
   form.append("file", state.upload, state.uploadName);
-  const resp = await fetch("v1/predict?attention=1", { method: "POST", body: form });
+  const resp = await api("v1/predict?attention=1", { method: "POST", body: form });
   if (!resp.ok) { setStatus("attention map: " + await errorText(resp), true); return; }
   state.attention = (await resp.json()).attention;
 }
@@ -214,7 +250,7 @@ $("file").addEventListener("change", (e) => {
 $("example").addEventListener("change", async (e) => {
   const name = e.target.value;
   if (!name) return;
-  const resp = await fetch("v1/examples/" + encodeURIComponent(name));
+  const resp = await api("v1/examples/" + encodeURIComponent(name));
   if (!resp.ok) { setStatus(`example ${name}: ` + await errorText(resp), true); return; }
   analyze(await resp.blob(), name);
 });
@@ -232,7 +268,7 @@ $("download-json").addEventListener("click", () => {
 $("download-sr").addEventListener("click", async () => {
   const form = new FormData();
   form.append("file", state.upload, state.uploadName);
-  const resp = await fetch("v1/predict?format=dicom-sr", { method: "POST", body: form });
+  const resp = await api("v1/predict?format=dicom-sr", { method: "POST", body: form });
   if (!resp.ok) { setStatus("DICOM SR: " + await errorText(resp), true); return; }
   download(await resp.blob(), `oxnet_sr_${stem()}.dcm`);
 });
