@@ -22,11 +22,21 @@
   restarted run continues where the last one stopped.
 * An image that cannot be read or reported is logged and recorded in the state file (``failed``)
   and the run goes on; the exit status is 1 when any failed.
+* Logging in: a PACS with authentication on (Orthanc's ``AuthenticationEnabled``,
+  ``RegisteredUsers``) gets HTTP Basic credentials from ``--credentials FILE`` (``user:password`` on
+  its first line; keep it mode 600) or from ``OXNET_ORTHANC_USER`` and ``OXNET_ORTHANC_PASSWORD``,
+  never from the command line (a URL with a password is refused: it would be kept in the shell
+  history and in logs). HTTPS verifies the server's certificate, against ``--ca-file`` when given.
+  A refused login (401/403) or an unreachable PACS is retried with a bounded back-off
+  (``--retries``, doubling from ``--retry-delay`` seconds, at most 60 s apart), then the run stops
+  with exit status 2 and a message saying what to check.
 """
 
+import base64
 import json
 import logging
 import os
+import ssl
 import tempfile
 import time
 import urllib.error
@@ -35,7 +45,7 @@ import urllib.request
 
 from oxnet.utils.atomic import atomic_write_json
 
-__all__ = ["OrthancClient", "OrthancError", "Reporter", "State", "main"]
+__all__ = ["Backoff", "OrthancClient", "OrthancError", "Reporter", "State", "main", "read_credentials"]
 
 logger = logging.getLogger("oxnet.pacs")
 
@@ -44,29 +54,91 @@ SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 DEFAULT_MODALITIES = ("CR", "DX")
 
 
+ENV_USER, ENV_PASSWORD = "OXNET_ORTHANC_USER", "OXNET_ORTHANC_PASSWORD"
+
+
 class OrthancError(RuntimeError):
-    """An Orthanc request that failed; the message names the method, the path and the answer."""
+    """An Orthanc request that failed; the message names the method, the path and the answer.
+    ``status`` is the HTTP status (None when the PACS was not reached)."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self):
+        """A refused login or an unreachable PACS (worth waiting for), not a bad request."""
+        return self.status in (None, 401, 403, 502, 503, 504)
+
+
+def read_credentials(path=None, environ=os.environ):
+    """``(user, password)`` from ``path`` (``user:password`` on its first line) or from
+    ``OXNET_ORTHANC_USER`` / ``OXNET_ORTHANC_PASSWORD``; None when neither is given."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                line = f.readline().strip()
+        except OSError as e:
+            raise ValueError(f"credentials file {path}: {e.strerror}") from None
+        user, sep, password = line.partition(":")
+        if not sep or not user:
+            raise ValueError(f"credentials file {path}: its first line must be 'user:password'")
+        return user, password
+    user, password = environ.get(ENV_USER), environ.get(ENV_PASSWORD)
+    if bool(user) != bool(password):
+        raise ValueError(f"set both {ENV_USER} and {ENV_PASSWORD}, or neither")
+    return (user, password) if user else None
 
 
 class OrthancClient:
-    """The few calls of Orthanc's REST API this module needs (standard library only)."""
+    """The few calls of Orthanc's REST API this module needs (standard library only), with HTTP Basic
+    credentials (``(user, password)``) and certificate verification (``cafile``) when given."""
 
-    def __init__(self, url, timeout=60.0):
+    def __init__(self, url, timeout=60.0, credentials=None, cafile=None):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"--orthanc {url!r}: give Orthanc's REST API as http://HOST:PORT or https://HOST:PORT"
+            )
+        if parts.username or parts.password:
+            raise ValueError(
+                "--orthanc: do not put credentials in the URL (they end up in the shell history and logs); "
+                f"use --credentials FILE or {ENV_USER} / {ENV_PASSWORD}"
+            )
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._auth = None
+        if credentials:
+            token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode("ascii")
+            self._auth = "Basic " + token
+        self._context = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
+        if cafile and parts.scheme != "https":
+            raise ValueError("--ca-file is for an https:// Orthanc URL")
 
     def request(self, method, path, data=None, content_type=None, raw=False):
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if content_type:
             req.add_header("Content-Type", content_type)
+        if self._auth:
+            req.add_header("Authorization", self._auth)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._context) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                given = "the credentials given were refused" if self._auth else "no credentials were given"
+                raise OrthancError(
+                    f"{method} {self.url}{path}: HTTP {e.code}: Orthanc requires a login and {given}; set "
+                    f"--credentials FILE or {ENV_USER} / {ENV_PASSWORD} to a user of its RegisteredUsers",
+                    e.code,
+                ) from e
             detail = e.read()[:500].decode("utf-8", "replace")
-            raise OrthancError(f"{method} {self.url}{path}: HTTP {e.code} {detail}") from e
+            raise OrthancError(f"{method} {self.url}{path}: HTTP {e.code} {detail}", e.code) from e
         except (urllib.error.URLError, OSError) as e:
-            raise OrthancError(f"{method} {self.url}{path}: {e}") from e
+            reason = getattr(e, "reason", e)
+            raise OrthancError(
+                f"{method} {self.url}{path}: {reason} (is Orthanc running at {self.url}?)"
+            ) from e
         if raw:
             return body
         try:
@@ -251,16 +323,24 @@ class Reporter:
         return "failed"
 
     # ------------------------------------------------------------------------------------- drivers
-    def follow_changes(self, once=False, interval=5.0, limit=100):
-        """Process the changes feed from the state's cursor; with ``once`` stop when it is done."""
+    def follow_changes(self, once=False, interval=5.0, limit=100, backoff=None):
+        """Process the changes feed from the state's cursor; with ``once`` stop when it is done. A
+        refused login or an unreachable PACS is retried by ``backoff`` (:class:`Backoff`), which
+        raises when its tries are spent; other errors are retried every ``interval`` seconds (with
+        ``once``: raised)."""
+        backoff = backoff or Backoff()
         while True:
             try:
                 answer = self.client.changes(self.state.since, limit)
+                backoff.reset()
                 for change in answer.get("Changes", []):
                     if change.get("ChangeType") == "NewInstance":
                         self.process(change["ID"])
                     self.state.save(since=change["Seq"])
             except OrthancError as e:
+                if e.retryable:
+                    backoff.wait(e)
+                    continue
                 if once:
                     raise
                 logger.warning("%s; retrying in %g s from change %d", e, interval, self.state.since)
@@ -287,6 +367,38 @@ class Reporter:
 
     def _summary(self):
         return ", ".join(f"{k} {v}" for k, v in self.counts.items())
+
+
+class Backoff:
+    """Bounded exponential back-off: :meth:`wait` sleeps ``delay``, doubling up to ``cap`` seconds,
+    and after ``retries`` waits in a row raises the error it was given."""
+
+    def __init__(self, retries=5, delay=1.0, cap=60.0, sleep=time.sleep):
+        self.retries, self.delay, self.cap, self.sleep = int(retries), float(delay), float(cap), sleep
+        self.tries = 0
+
+    def reset(self):
+        self.tries = 0
+
+    def wait(self, error):
+        if self.tries >= self.retries:
+            raise error
+        seconds = min(self.cap, self.delay * 2**self.tries)
+        self.tries += 1
+        logger.warning("%s; try %d of %d in %g s", error, self.tries, self.retries, seconds)
+        self.sleep(seconds)
+
+    def call(self, fn, *args):
+        """``fn(*args)``, retried on retryable :class:`OrthancError`."""
+        while True:
+            try:
+                out = fn(*args)
+                self.reset()
+                return out
+            except OrthancError as e:
+                if not e.retryable:
+                    raise
+                self.wait(e)
 
 
 def _buffer(data):
@@ -321,15 +433,32 @@ def main(argv=None):
         help="ignore the model folder's thresholds.json (report every box above the model's score threshold)",
     )
     parser.add_argument("--backend", choices=("onnx", "torchscript", "eager"), help="model backend")
+    parser.add_argument(
+        "--credentials",
+        help=f"file whose first line is 'user:password' for Orthanc (else {ENV_USER} / {ENV_PASSWORD})",
+    )
+    parser.add_argument("--ca-file", help="CA certificates (PEM) that verify an https:// Orthanc")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="tries after a refused login or an unreachable PACS (default 5)",
+    )
+    parser.add_argument(
+        "--retry-delay", type=float, default=2.0, help="first wait between tries, doubling (s)"
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from oxnet.deploy.runtime import load_model
 
-    client = OrthancClient(args.orthanc)
+    backoff = Backoff(args.retries, args.retry_delay)
     try:
-        version = client.system().get("Version")
+        client = OrthancClient(
+            args.orthanc, credentials=read_credentials(args.credentials), cafile=args.ca_file
+        )
+        version = backoff.call(client.system).get("Version")
         state = State(args.state, client.url)
         model = load_model(args.model, backend=args.backend)
     except (OrthancError, FileNotFoundError, ValueError) as e:
@@ -347,7 +476,7 @@ def main(argv=None):
         if args.study:
             reporter.report_study(args.study)
         else:
-            reporter.follow_changes(once=args.once, interval=args.interval, limit=args.limit)
+            reporter.follow_changes(once=args.once, interval=args.interval, limit=args.limit, backoff=backoff)
     except KeyboardInterrupt:
         logger.info("interrupted; cursor %d saved", state.since)
     except OrthancError as e:

@@ -1,5 +1,8 @@
-"""Orthanc fixtures: a private Orthanc server started for the tests and stopped after them."""
+"""Orthanc fixtures: a private Orthanc server started for the tests and stopped after them, without
+authentication (``orthanc``) or with it and remote access on, as a production PACS (``orthanc_auth``)."""
 
+import base64
+import contextlib
 import json
 import os
 import shutil
@@ -19,10 +22,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
+#: The user of ``orthanc_auth``.
+ORTHANC_USER, ORTHANC_PASSWORD = "oxnet-bridge", "Pacs-Pass-7731"
+
+
 @pytest.fixture
 def orthanc(tmp_path):
     """Base URL of a fresh Orthanc on a free local port: storage and index in tmp, DICOM server
     disabled, no remote access, no authentication, no plugins; killed at teardown."""
+    with _orthanc(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def orthanc_auth(tmp_path):
+    """``(base URL, (user, password))`` of a fresh Orthanc as a hospital runs it: authentication on
+    (one registered user), remote access allowed."""
+    with _orthanc(tmp_path, {ORTHANC_USER: ORTHANC_PASSWORD}) as url:
+        yield url, (ORTHANC_USER, ORTHANC_PASSWORD)
+
+
+@contextlib.contextmanager
+def _orthanc(tmp_path, users=None):
     binary = ORTHANC if os.path.exists(ORTHANC) else shutil.which("Orthanc")
     if not binary:
         pytest.skip(f"Orthanc is not installed ({ORTHANC}; Debian package orthanc)")
@@ -37,8 +58,9 @@ def orthanc(tmp_path):
         "DicomPort": 0,
         "StorageDirectory": str(folder / "db"),
         "IndexDirectory": str(folder / "db"),
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "RemoteAccessAllowed": bool(users),
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": users or {},
         "Plugins": [],
     }
     (folder / "config.json").write_text(json.dumps(config))
@@ -51,7 +73,12 @@ def orthanc(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(url + "/system", timeout=2) as r:
+                req = urllib.request.Request(url + "/system")
+                if users:
+                    user, password = next(iter(users.items()))
+                    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+                    req.add_header("Authorization", "Basic " + basic)
+                with urllib.request.urlopen(req, timeout=2) as r:
                     json.load(r)
                 break
             except OSError:

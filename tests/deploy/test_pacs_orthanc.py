@@ -46,7 +46,7 @@ def toy(tmp_path_factory):
     return {"model": model, "images": sorted((root / "data" / "images").glob("*.png"))}
 
 
-def _store_cxr(url, png, folder, study_uid, modality="CR", photometric="MONOCHROME2"):
+def _store_cxr(url, png, folder, study_uid, modality="CR", photometric="MONOCHROME2", auth=None):
     path = folder / f"{png.stem}_{modality}.dcm"
     write_dicom(
         path,
@@ -70,16 +70,16 @@ def _store_cxr(url, png, folder, study_uid, modality="CR", photometric="MONOCHRO
         url + "/instances",
         data=path.read_bytes(),
         method="POST",
-        headers={"Content-Type": "application/dicom"},
+        headers={"Content-Type": "application/dicom", **({"Authorization": auth} if auth else {})},
     )
     with urllib.request.urlopen(req) as r:
         assert json.load(r)["Status"] == "Success"
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
-def _reports(url, study_uid):
+def _reports(url, study_uid, credentials=None):
     """The SRs in a study, as (SR dataset, SOP Instance UIDs it references)."""
-    client = pacs.OrthancClient(url)
+    client = pacs.OrthancClient(url, credentials=credentials)
     study_id = client.lookup_study(study_uid)
     out = []
     for inst in client.get(f"/studies/{study_id}/instances"):
@@ -204,3 +204,59 @@ def test_state_file_errors_name_the_file(tmp_path):
     state.save(since=7)
     again = pacs.State(tmp_path / "new.json", "http://127.0.0.1:8042")
     assert again.since == 7 and again.data["reported"] == {"1.2.3": "1.2.4"}
+
+
+def _basic(user, password):
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_the_bridge_logs_in_to_an_orthanc_with_authentication(
+    orthanc_auth, toy, tmp_path, caplog, monkeypatch
+):
+    """A PACS as a hospital runs it (authentication on, remote access allowed): credentials from the
+    environment or a file, never from the command line or the URL, never in the log; without them or
+    with a wrong password a clear error after a bounded back-off; an unreachable PACS likewise."""
+    orthanc_auth, (ORTHANC_USER, ORTHANC_PASSWORD) = orthanc_auth
+    caplog.set_level(logging.INFO, logger="oxnet.pacs")
+    study = generate_uid()
+    image = _store_cxr(
+        orthanc_auth, toy["images"][0], tmp_path, study, auth=_basic(ORTHANC_USER, ORTHANC_PASSWORD)
+    )
+    fast = ["--retries", "2", "--retry-delay", "0.05"]
+    monkeypatch.delenv("OXNET_ORTHANC_USER", raising=False)
+    monkeypatch.delenv("OXNET_ORTHANC_PASSWORD", raising=False)
+    assert _run(orthanc_auth, toy["model"], "--once", *fast) == 2
+    assert "requires a login and no credentials were given" in caplog.text
+    assert caplog.text.count("try ") == 2  # two waits, then the error
+    caplog.clear()
+
+    monkeypatch.setenv("OXNET_ORTHANC_USER", ORTHANC_USER)
+    monkeypatch.setenv("OXNET_ORTHANC_PASSWORD", "wrong-password")
+    assert _run(orthanc_auth, toy["model"], "--once", *fast) == 2
+    assert "credentials given were refused" in caplog.text and "wrong-password" not in caplog.text
+    caplog.clear()
+
+    monkeypatch.setenv("OXNET_ORTHANC_PASSWORD", ORTHANC_PASSWORD)
+    assert _run(orthanc_auth, toy["model"], "--once", "--state", str(tmp_path / "s.json")) == 0
+    reports = _reports(orthanc_auth, study, (ORTHANC_USER, ORTHANC_PASSWORD))
+    assert [refs for _, refs in reports] == [{image}]
+    assert ORTHANC_PASSWORD not in caplog.text
+
+    monkeypatch.delenv("OXNET_ORTHANC_USER")
+    monkeypatch.delenv("OXNET_ORTHANC_PASSWORD")
+    creds = tmp_path / "orthanc.cred"
+    creds.write_text(f"{ORTHANC_USER}:{ORTHANC_PASSWORD}\n")
+    assert _run(orthanc_auth, toy["model"], "--study", study, "--credentials", str(creds)) == 0
+    assert len(_reports(orthanc_auth, study, (ORTHANC_USER, ORTHANC_PASSWORD))) == 1  # not reported twice
+    caplog.clear()
+
+    with_password = orthanc_auth.replace("http://", f"http://{ORTHANC_USER}:{ORTHANC_PASSWORD}@")
+    assert _run(with_password, toy["model"], "--once") == 2
+    assert "do not put credentials in the URL" in caplog.text and ORTHANC_PASSWORD not in caplog.text
+    caplog.clear()
+    from oxnet.testing import free_port
+
+    assert _run(f"http://127.0.0.1:{free_port()}", toy["model"], "--once", *fast) == 2
+    assert "is Orthanc running at" in caplog.text and caplog.text.count("try ") == 2
