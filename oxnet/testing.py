@@ -165,7 +165,7 @@ def live_server(app, **config):
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", **config)
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), **{"log_level": "warning", **config})
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -43,6 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from oxnet.deploy.phi import redact
 from oxnet.utils.atomic import atomic_write_json
 
 __all__ = ["Backoff", "OrthancClient", "OrthancError", "Reporter", "State", "main", "read_credentials"]
@@ -258,8 +259,8 @@ class Reporter:
         data = self.client.instance_file(orthanc_id)
         try:
             ds = pydicom.dcmread(_buffer(data), force=True)
-        except Exception as e:
-            return self._fail(orthanc_id, f"instance {orthanc_id}: invalid DICOM ({type(e).__name__}: {e})")
+        except Exception as e:  # the header did not parse: its values cannot be redacted, name the error only
+            return self._fail(orthanc_id, f"instance {orthanc_id}: invalid DICOM ({type(e).__name__})")
         reason = self._skip_reason(ds)
         sop_uid = str(ds.get("SOPInstanceUID", ""))
         if reason:
@@ -281,7 +282,8 @@ class Reporter:
             raise
         except Exception as e:  # one bad image must not stop the feed
             return self._fail(
-                sop_uid or orthanc_id, f"instance {orthanc_id} ({sop_uid}): {type(e).__name__}: {e}"
+                sop_uid or orthanc_id,
+                f"instance {orthanc_id} ({sop_uid}): {type(e).__name__}: {redact(str(e), ds)}",
             )
         self._study_reports.setdefault(study_id, set()).add(sop_uid)
         self.state.data["reported"][sop_uid] = sr_uid

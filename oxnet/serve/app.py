@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from oxnet.deploy.phi import redact
+
 __all__ = ["ServiceLimits", "UploadError", "create_app", "sniff_kind", "declared_size"]
 
 logger = logging.getLogger(__name__)
@@ -229,7 +231,7 @@ class _Service:
         from oxnet.data.io import ImageReadError, read_raw, scale_to_uint8
 
         kind = sniff_kind(data, filename)
-        name = filename or "the upload"
+        name = "the upload"  # a client's file name may be a patient's: never echoed
         if kind is None:
             raise UploadError(
                 415,
@@ -251,13 +253,14 @@ class _Service:
                 f.write(data)
             source = None
             if kind == "dicom":
-                source = _dicom_header(path, name)
+                source = _dicom_header(path, name, data)
                 if "Rows" in source and "Columns" in source:
                     self._check_pixels(name, int(source.Columns), int(source.Rows))
             try:
                 raw = read_raw(path)
             except ImageReadError as e:
-                raise UploadError(422, f"cannot read {name} as a {kind.upper()} image: {e.problem}") from e
+                problem = redact(str(e.problem), source)
+                raise UploadError(422, f"cannot read {name} as a {kind.upper()} image: {problem}") from e
         self._check_pixels(name, raw.shape[1], raw.shape[0])
         with self.model_lock:
             result = self.model.predict(raw)
@@ -269,7 +272,7 @@ class _Service:
             try:
                 sr = build_sr(source, kept, dict(getattr(self.model, "info", None) or {}))
             except SRBuildError as e:
-                raise UploadError(422, f"cannot write a DICOM SR for {name}: {e}") from e
+                raise UploadError(422, f"cannot write a DICOM SR for {name}: {redact(str(e), source)}") from e
             return {"sr": sr_bytes(sr), "sop_instance_uid": str(source.get("SOPInstanceUID", ""))}
         out = self._json_result(result, kept, thresholds, kind, source)
         grey = scale_to_uint8(raw) if (want_preview or want_attention) else None
@@ -336,13 +339,14 @@ def _apply_thresholds(result, thresholds):
     return apply_thresholds(result, thresholds)
 
 
-def _dicom_header(path, name):
+def _dicom_header(path, name, data=b""):
     import pydicom
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception as e:  # pydicom raises many types on bad input
-        raise UploadError(422, f"cannot read {name} as DICOM: {type(e).__name__}: {e}") from e
+        # the header did not parse, so its values cannot be redacted one by one: name the error only
+        raise UploadError(422, f"cannot read {name} as DICOM ({type(e).__name__})") from e
 
 
 def _preview_png(grey, max_side=1024):
@@ -467,7 +471,7 @@ async def _read_upload(request, limit, timeout=30.0):
         if len(data) > limit:
             raise too_big
         if not data:
-            raise UploadError(400, f"the uploaded file {upload.filename!r} is empty")
+            raise UploadError(400, "the uploaded file is empty")
         return data, os.path.basename(upload.filename or "")
     finally:
         await form.close()
