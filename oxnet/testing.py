@@ -180,6 +180,23 @@ def live_server(app, **config):
         thread.join(15)
 
 
+def self_signed_certificate(folder, host="127.0.0.1"):
+    """``(cert.pem, key.pem)`` of a new self-signed certificate for ``host`` (an IP address), made with
+    the ``openssl`` command; None when it is not installed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        return None
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
+         "-addext", f"subjectAltName=IP:{host}", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def trainer_state(trainer):
     """Everything a training step may change: the student (with its GPA prototypes and normalizers),
     the mean teacher and the optimizer's state, copied."""

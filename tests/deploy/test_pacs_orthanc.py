@@ -260,3 +260,58 @@ def test_the_bridge_logs_in_to_an_orthanc_with_authentication(
 
     assert _run(f"http://127.0.0.1:{free_port()}", toy["model"], "--once", *fast) == 2
     assert "is Orthanc running at" in caplog.text and caplog.text.count("try ") == 2
+
+
+def test_the_bridge_verifies_an_https_pacs_against_its_ca_file(toy, tmp_path, caplog, monkeypatch):
+    """HTTPS with a self-signed certificate: refused (certificate verification) without ``--ca-file``,
+    accepted with it, and the credentials sent. Debian's Orthanc 1.10 crashes with ``SslEnabled``, so a
+    stand-in HTTPS server answers Orthanc's ``/system`` and ``/changes`` here."""
+    import http.server
+    import ssl
+    import threading
+
+    from oxnet.testing import self_signed_certificate
+
+    pair = self_signed_certificate(str(tmp_path))
+    if pair is None:
+        pytest.skip("openssl is not installed")
+    cert, key = pair
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            answer = (
+                {"Version": "stand-in"}
+                if self.path == "/system"
+                else {"Changes": [], "Done": True, "Last": 0}
+            )
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    caplog.set_level(logging.INFO, logger="oxnet.pacs")
+    monkeypatch.setenv("OXNET_ORTHANC_USER", "bridge")
+    monkeypatch.setenv("OXNET_ORTHANC_PASSWORD", "tls-pass")
+    try:
+        assert _run(url, toy["model"], "--once", "--retries", "1", "--retry-delay", "0.01") == 2
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text and not seen
+        caplog.clear()
+        assert _run(url, toy["model"], "--once", "--ca-file", cert) == 0
+        assert "Orthanc stand-in" in caplog.text and seen and all(a.startswith("Basic ") for a in seen)
+        assert _run(url.replace("https", "http"), toy["model"], "--once", "--ca-file", cert) == 2
+        assert "--ca-file is for an https://" in caplog.text
+    finally:
+        server.shutdown()

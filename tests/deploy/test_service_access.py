@@ -309,3 +309,44 @@ def test_attack_suite(tmp_path, model, model_dir, png):
         assert health["in_progress"] == 0
         assert _predict(url, png, token=tokens["t"]).status_code == 200  # still serving
     print(json.dumps(results, indent=1))
+
+
+def test_the_command_line_serves_https_with_a_token(tmp_path, model_dir, png):
+    from oxnet.testing import free_port, self_signed_certificate
+
+    pair = self_signed_certificate(str(tmp_path))
+    if pair is None:
+        pytest.skip("openssl is not installed")
+    cert, key = pair
+    path, tokens = _tokens(tmp_path, "ws1")
+    port = free_port()
+    audit = tmp_path / "audit.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oxnet.serve", "--model", model_dir, "--port", str(port), "--token-file", path,
+         "--ssl-certfile", cert, "--ssl-keyfile", key, "--audit-log", str(audit), "--log-level", "warning"],
+        cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(url + "/healthz", verify=cert, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "the service did not start"
+            time.sleep(0.3)
+        bearer = {"Authorization": f"Bearer {tokens['ws1']}"}
+        r = httpx.post(
+            url + "/v1/predict", files={"file": ("c.png", png)}, headers=bearer, verify=cert, timeout=60
+        )
+        assert r.status_code == 200
+        assert httpx.get(url + "/v1/model", verify=cert).status_code == 401
+        with pytest.raises(httpx.TransportError):  # plain HTTP is not served
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert [(x["client"], x["status"]) for x in _audit(audit)] == [("ws1", 200), ("unauthenticated", 401)]
