@@ -2,7 +2,7 @@
 """Per-seed comparison of Table 1 rows from an ``oxnet.bench`` results.json.
 
     python benchmarks/compare_rows.py OUT/results.json [--reference retinanet] [--warm 250] [--curves]
-        [--bootstrap 1000]
+        [--bootstrap 1000] [--merge OTHER/results.json:SUFFIX ...]
     python benchmarks/compare_rows.py OUT/results.json --against BASE/results.json [--warm 250]
 
 For each row: mAP mean ± sample std over seeds, mAP per seed, and for mAP, the false alarms per normal
@@ -12,7 +12,9 @@ its 95 % confidence interval (paired t over seeds) and its reading: "better" or 
 interval excludes zero (fewer false alarms are better), else "not resolved". With ``--bootstrap N``
 the mAP difference also gets a paired bootstrap interval over seeds x test images (N replicates,
 :func:`oxnet.evaluation.bootstrap.paired_bootstrap`), recomputed from each run's predictions.json
-in OUT/runs and the test set OUT/data/test.json.
+in OUT/runs and the test set OUT/data/test.json. ``--merge OTHER/results.json:SUFFIX`` adds the rows of
+another folder on the same data (e.g. a variant trained with trailing config overrides), each method
+named with SUFFIX appended, paired by seed with this folder's reference row.
 With ``--curves`` (runs trained with ``--eval-period``): the learning curves instead, one table per
 quantity (mAP, false alarms per normal image at 70 %, image AUROC from the box score and the global
 head), a row per method and a column per evaluation, each cell the mean over the seeds that reached it.
@@ -117,9 +119,28 @@ def _diff_text(interval, higher_is_better, digits):
     )
 
 
+def merge_results(results, other, suffix, other_dir):
+    """``results`` plus the runs of ``other`` (another folder's results.json, at ``other_dir``), their
+    methods renamed ``method + suffix``; each merged run remembers its folder (for its predictions)."""
+    out = dict(results)
+    for key, rec in other.items():
+        if rec.get("table") != "table1":
+            continue
+        out[f"{key}{suffix}"] = {
+            **rec,
+            "method": rec["method"] + suffix,
+            "_out_dir": other_dir,
+            "_method": rec["method"],
+        }
+    return out
+
+
 def run_predictions(out_dir, rec):
     """The predictions.json of a recorded bench run (OUT/runs/<table>/<row>/seed*_<fingerprint>/)."""
     import glob
+
+    out_dir = rec.get("_out_dir", out_dir)
+    rec = {**rec, "method": rec.get("_method", rec["method"])}
 
     row = f"{rec['method']}_f{rec['full']}_w{rec['weak']}_u{rec['unlabeled']}"
     folders = glob.glob(
@@ -145,7 +166,7 @@ def bootstrap_difference(out_dir, by_seed, ref, seeds, n_boot, seed=0):
     from oxnet.evaluation.bootstrap import paired_bootstrap
     from oxnet.evaluation.inputs import load_ground_truth
 
-    gt = load_ground_truth(os.path.join(out_dir, "data", "test.json"))
+    gt = load_ground_truth(os.path.join(out_dir, "data", "test.json"))  # every merged folder has the same
     evaluate = lambda rec: evaluate_detections(gt, run_predictions(out_dir, rec))  # noqa: E731
     runs = [evaluate(by_seed[s]) for s in seeds]
     base = [evaluate(ref[s]) for s in seeds]
@@ -296,6 +317,13 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=None, help="only runs of this many iterations")
     p.add_argument("--curves", action="store_true", help="print the mean learning curves instead")
     p.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="RESULTS:SUFFIX",
+        help="also the rows of another results.json on the same data, their names + SUFFIX",
+    )
+    p.add_argument(
         "--bootstrap",
         type=int,
         default=0,
@@ -312,6 +340,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
         results = json.load(f)
+    for item in args.merge:
+        path, _, suffix = item.rpartition(":")
+        with open(path, encoding="utf-8") as f:
+            results = merge_results(results, json.load(f), suffix, os.path.dirname(os.path.abspath(path)))
     if args.against:
         with open(args.against, encoding="utf-8") as f:
             print(against(results, json.load(f), args.warm, args.iters))

@@ -144,3 +144,16 @@ def test_bootstrap_column_recomputes_the_runs_from_their_predictions(tmp_path):
     results["daa0"]["metrics"]["mAP"] += 1.0  # a record that is not these predictions' run
     with pytest.raises(ValueError, match="records"):
         _module().compare(results, warm=250, bootstrap=10, out_dir=str(tmp_path))
+
+
+def test_merged_rows_of_another_folder_are_renamed_and_paired_by_seed():
+    here = {"a": _run("retinanet", 0, 10.0), "b": _run("retinanet", 1, 12.0)}
+    there = {"c": _run("oxnet_authors", 0, 9.0), "d": _run("oxnet_authors", 1, 14.0), "e": {"table": "init"}}
+    merged = _module().merge_results(here, there, "_gn", "/elsewhere")
+    assert len(merged) == 4 and merged["c_gn"]["_out_dir"] == "/elsewhere"
+    row = next(
+        line
+        for line in _module().compare(merged, warm=250).splitlines()
+        if line.startswith("| oxnet_authors_gn")
+    )
+    assert "-1.0, +2.0" in row
