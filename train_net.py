@@ -21,13 +21,13 @@ import datetime
 import logging
 import os
 
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401  (registers the OXNet meta-architecture)
 from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data import register_omni_coco

@@ -14,12 +14,12 @@ import statistics
 import sys
 import time
 
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401
 from oxnet.config import add_oxnet_config
 from oxnet.engine.clipping import add_gradient_clipping

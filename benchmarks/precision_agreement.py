@@ -19,9 +19,10 @@ import platform
 import time
 
 import numpy as np
+
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 import torch
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from oxnet.engine.predictor import OXnetPredictor, to_records
 from oxnet.evaluation import evaluate_detections
 

@@ -19,12 +19,12 @@ import platform
 import sys
 import tempfile
 
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 import torch
 from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 from torch.profiler import ProfilerActivity, profile, record_function
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from oxnet.config import add_oxnet_config
 from oxnet.data import register_omni_coco
 from oxnet.engine import OXnetTrainer

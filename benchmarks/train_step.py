@@ -35,13 +35,14 @@ import tempfile
 import time
 
 import numpy as np
+
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import RetinaNet, build_model
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 import oxnet.modeling  # noqa: F401  (registers OXNet)
 from oxnet.config import add_oxnet_config, resolve_device
 from oxnet.data.io import write_png

@@ -27,9 +27,9 @@ import logging
 import os
 import sys
 
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 from detectron2.utils.logger import setup_logger
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from oxnet.config import resolve_device
 from oxnet.engine.model_files import WeightsMismatchError, load_model_config, split_weights
 from oxnet.engine.predictor import (

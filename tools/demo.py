@@ -26,12 +26,12 @@ import subprocess
 import sys
 import time
 
+import oxnet  # noqa: F401  # isort: skip  (first: compatibility shims and quiet import-time warnings)
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.logger import setup_logger
 
-import oxnet  # noqa: F401  (compatibility shims before detectron2)
 from oxnet.config import add_oxnet_config
 from oxnet.data import register_omni_coco
 from oxnet.data.stats import compute_stats, format_stats

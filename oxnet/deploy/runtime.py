@@ -525,6 +525,11 @@ def load_model(folder, backend=None, threads=None, precision=None):
         ValueError: unknown backend, inconsistent ``model.json`` or a bad ``thresholds.json``.
     """
     folder = os.fspath(folder)
+    if os.path.isfile(folder):
+        raise FileNotFoundError(
+            f"{folder} is a file: give the model's folder ({os.path.dirname(folder) or '.'}), which "
+            "holds the weights, config.yaml and thresholds.json"
+        )
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"model folder {folder} does not exist")
     if backend is None:
@@ -549,6 +554,11 @@ def load_model(folder, backend=None, threads=None, precision=None):
     if backend == "eager":
         from oxnet.engine.model_files import load_model_config
 
+        if not os.path.exists(os.path.join(folder, "config.yaml")):
+            raise FileNotFoundError(
+                f"{folder} has model_final.pth but no config.yaml: training writes it to OUTPUT_DIR; "
+                "copy the config the model was trained with there as config.yaml"
+            )
         cfg = load_model_config(path)
         if precision:
             cfg.OXNET.AMP.INFERENCE = precision

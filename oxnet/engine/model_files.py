@@ -169,6 +169,10 @@ def load_model_config(weights=None, config_file=None, opts=()):
         if not weights:
             raise FileNotFoundError("give the model's weights (MODEL.WEIGHTS / --weights) or --config-file")
         config_file = model_config_path(weights)
+        if not os.path.exists(weights):
+            raise FileNotFoundError(
+                f"the weights {weights} do not exist (check the path; training writes model_final.pth)"
+            )
         if not os.path.exists(config_file):
             raise FileNotFoundError(
                 f"no {CONFIG_NAME} beside the weights {weights} (training runs write it to OUTPUT_DIR); "

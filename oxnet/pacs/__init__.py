@@ -360,7 +360,11 @@ class Reporter:
         """Process every instance of one study."""
         study_id = self.client.lookup_study(study_uid)
         if study_id is None:
-            raise OrthancError(f"study {study_uid} is not in {self.client.url}")
+            raise OrthancError(
+                f"study {study_uid} is not in {self.client.url} (check the Study Instance UID, e.g. in "
+                "Orthanc Explorer's study page)",
+                404,
+            )
         instances = self.client.get(f"/studies/{study_id}/instances")
         for i, inst in enumerate(instances):
             self.process(inst["ID"])
@@ -440,6 +444,7 @@ def main(argv=None):
         help=f"file whose first line is 'user:password' for Orthanc (else {ENV_USER} / {ENV_PASSWORD})",
     )
     parser.add_argument("--ca-file", help="CA certificates (PEM) that verify an https:// Orthanc")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also highdicom per-attribute messages")
     parser.add_argument(
         "--retries",
         type=int,
@@ -452,6 +457,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # highdicom logs a line per copied attribute of every SR at INFO: only with -v
+    logging.getLogger("highdicom").setLevel(logging.INFO if args.verbose else logging.WARNING)
 
     from oxnet.deploy.runtime import load_model
 
@@ -460,13 +467,25 @@ def main(argv=None):
         client = OrthancClient(
             args.orthanc, credentials=read_credentials(args.credentials), cafile=args.ca_file
         )
-        version = backoff.call(client.system).get("Version")
+        not_orthanc = (
+            f"{client.url} does not answer as Orthanc: is --orthanc its REST API (default port 8042)?"
+        )
+        try:
+            system = backoff.call(client.system)
+        except OrthancError as e:
+            if e.status in (404, 405):
+                raise OrthancError(f"{not_orthanc} (/system: HTTP {e.status})", e.status) from e
+            raise
+        if not isinstance(system, dict) or "Version" not in system or "ApiVersion" not in system:
+            raise OrthancError(not_orthanc)
+        version = system["Version"]
         state = State(args.state, client.url)
         model = load_model(args.model, backend=args.backend)
     except (OrthancError, FileNotFoundError, ValueError) as e:
         logger.error("%s", e)
         return 2
-    logger.info("Orthanc %s at %s; model %s; changes cursor %d", version, client.url, model, state.since)
+    where = f"study {args.study}" if args.study else f"changes cursor {state.since}"
+    logger.info("Orthanc %s at %s; model %s; %s", version, client.url, model, where)
     reporter = Reporter(
         client,
         model,
@@ -482,7 +501,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         logger.info("interrupted; cursor %d saved", state.since)
     except OrthancError as e:
-        logger.error("%s; cursor %d saved, run again to resume", e, state.since)
+        if args.study:  # one study: no changes cursor is involved
+            logger.error("%s", e)
+        else:
+            logger.error("%s; cursor %d saved, run again to resume", e, state.since)
         return 2
     logger.info("done: %s", reporter._summary())
     return 1 if reporter.counts["failed"] else 0

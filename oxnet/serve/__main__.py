@@ -79,6 +79,22 @@ def parse_args(argv=None):
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def check_port(host, port):
+    """An error message when ``host:port`` cannot be listened on (checked before the model loads)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return (
+                f"cannot listen on {host}:{port} ({e.strerror}): is another service using it? choose --port"
+            )
+    return None
+
+
 def check_exposure(host, tokens, proxies, insecure):
     """Refuse a non-loopback address without authentication (tokens or a trusted proxy) unless
     ``--insecure-no-auth``: an error message, or None."""
@@ -112,6 +128,7 @@ def main(argv=None):
     try:
         tokens = TokenStore.from_options(args.token_file)
         refusal = check_exposure(args.host, tokens, args.trusted_proxy, args.insecure_no_auth)
+        refusal = refusal or check_port(args.host, args.port)
         if refusal:
             raise ValueError(refusal)
         if bool(args.ssl_certfile) != bool(args.ssl_keyfile):

@@ -282,7 +282,7 @@ def test_the_bridge_verifies_an_https_pacs_against_its_ca_file(toy, tmp_path, ca
         def do_GET(self):
             seen.append(self.headers.get("Authorization"))
             answer = (
-                {"Version": "stand-in"}
+                {"Version": "stand-in", "ApiVersion": 18}
                 if self.path == "/system"
                 else {"Changes": [], "Done": True, "Last": 0}
             )
@@ -315,3 +315,21 @@ def test_the_bridge_verifies_an_https_pacs_against_its_ca_file(toy, tmp_path, ca
         assert "--ca-file is for an https://" in caplog.text
     finally:
         server.shutdown()
+
+
+def test_errors_say_what_to_check(orthanc, toy, tmp_path, caplog):
+    """A server that is not Orthanc, a study that is not there: messages that say what to check, without
+    the changes cursor (which --study does not use)."""
+    from oxnet.serve.app import create_app
+    from oxnet.testing import live_server
+
+    caplog.set_level(logging.INFO, logger="oxnet.pacs")
+    with live_server(create_app(str(toy["model"]))) as other:  # OXnet's own service: not Orthanc
+        assert _run(other, toy["model"], "--once", "--retries", "0") == 2
+    assert "does not answer as Orthanc: is --orthanc its REST API" in caplog.text
+    caplog.clear()
+    assert _run(orthanc, toy["model"], "--study", "1.2.3.4.5") == 2
+    assert "study 1.2.3.4.5 is not in" in caplog.text and "cursor" not in caplog.text
+    caplog.clear()
+    assert _run("127.0.0.1:8042", toy["model"], "--once") == 2
+    assert "give Orthanc's REST API as http://HOST:PORT" in caplog.text

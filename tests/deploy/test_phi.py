@@ -165,6 +165,7 @@ def test_no_identifier_leaves_the_service_or_the_bridge(
         pacs.main(["--orthanc", orthanc, "--model", model_dir, "--once", "--state", str(state)]) == 1
     )  # one failed
     assert "failed 1" in caplog.text and "reported 1" in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("highdicom")]  # quiet without -v
 
     ours = [
         r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))

@@ -215,6 +215,12 @@ def test_a_network_address_without_authentication_is_refused_before_the_model_lo
         and "does not exist" in accepted.stderr
     )
     assert "TLS needs both" in run("--ssl-certfile", "cert.pem").stderr
+    with socket.socket() as busy:  # a port in use is found before the model loads, with what to do
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = run("--port", str(busy.getsockname()[1]))
+    assert taken.returncode == 2 and "is another service using it? choose --port" in taken.stderr
+    assert "does not exist" not in taken.stderr
 
 
 def _raw_request(url, data, read_timeout=30):

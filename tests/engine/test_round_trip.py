@@ -163,8 +163,18 @@ def test_weights_that_do_not_fit_the_config_are_an_error(trained, tmp_path):
                 str(trained["weights"]),
             ]
         )
+    with pytest.raises(FileNotFoundError, match="the weights .* do not exist"):
+        load_model_config(tmp_path / "model_final.pth")
+    (tmp_path / "model_final.pth").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="no config.yaml beside the weights"):
         load_model_config(tmp_path / "model_final.pth")
+    # the service and the runtime take the model's folder: a weights file or a folder without config.yaml
+    from oxnet.deploy.runtime import load_model
+
+    with pytest.raises(FileNotFoundError, match=r"is a file: give the model's folder"):
+        load_model(str(trained["weights"]))
+    with pytest.raises(FileNotFoundError, match="has model_final.pth but no config.yaml"):
+        load_model(str(tmp_path))
 
 
 def test_evaluation_output_is_a_folder(trained, tmp_path, capsys):
