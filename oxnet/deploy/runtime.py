@@ -36,6 +36,8 @@ __all__ = [
     "BACKENDS",
     "DeployedModel",
     "load_model",
+    "MAX_FINDINGS_PER_CLASS",
+    "MAX_FINDINGS_PER_IMAGE",
     "apply_thresholds",
     "to_records",
     "read_thresholds",
@@ -151,14 +153,33 @@ def read_thresholds(path, class_names):
     return out
 
 
-def apply_thresholds(result, thresholds):
+#: Findings kept per class and per image after the operating thresholds (highest scores first): a
+#: report a radiologist reads, not a list of every box above a threshold.
+MAX_FINDINGS_PER_CLASS, MAX_FINDINGS_PER_IMAGE = 3, 10
+
+
+def apply_thresholds(result, thresholds, max_per_class=None, max_per_image=None):
     """A copy of ``result`` keeping the detections that score at least their class's threshold
-    (classes absent from ``thresholds``, or ``thresholds`` None, keep all their detections)."""
+    (classes absent from ``thresholds``, or ``thresholds`` None, keep all their detections), then at
+    most ``max_per_class`` per class and ``max_per_image`` in all, highest scores first (None: no cap).
+    The result's ``capped`` counts the detections the caps removed."""
     thresholds = thresholds or {}
-    out = dict(result)
-    out["detections"] = [
+    kept = [
         dict(d) for d in result["detections"] if d["score"] >= thresholds.get(d["category_name"], -math.inf)
     ]
+    kept.sort(key=lambda d: -d["score"])
+    out = dict(result)
+    per_class, capped = {}, []
+    for d in kept:
+        n = per_class.get(d["category_name"], 0)
+        if max_per_class is not None and n >= max_per_class:
+            continue
+        if max_per_image is not None and len(capped) >= max_per_image:
+            break
+        per_class[d["category_name"]] = n + 1
+        capped.append(d)
+    out["detections"] = capped
+    out["capped"] = len(kept) - len(capped)
     if result.get("image_scores") is not None:
         out["image_scores"] = dict(result["image_scores"])
     return out

@@ -9,9 +9,10 @@ class, IoU >= 0.4, greedy by score) and picks for each class the highest score t
 detections hit the target fraction of that class's lesions
 (:func:`oxnet.evaluation.normals.thresholds_at_sensitivity`). It writes, atomically, into DIR:
 
-* ``thresholds.json``: {class name: threshold}, read by the runtime and the service. A class whose
-  sensitivity is never reached (too few hits above the model's test score threshold) or that has no
-  lesion in the validation set gets no entry: all its detections are kept;
+* ``thresholds.json``: {class name: threshold} for every class, read by the runtime, the service and
+  the bridge. A class with fewer than ``--min-lesions`` validation lesions, or whose sensitivity is
+  never reached, gets the pooled threshold of all classes at that sensitivity (the lesions of every
+  class together), and when even that is not reached ``DEFAULT_FALLBACK`` (0.5): never "all kept";
 * ``thresholds_info.json``: how they were chosen (validation file, sensitivity, per class the lesions,
   hits, sensitivity reached and false positives per image at the threshold, or why there is none).
 """
@@ -72,14 +73,20 @@ def to_predictions(gt, results, source="<model>"):
     )
 
 
-def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100):
+#: The threshold of a class when neither its own lesions nor all classes' pooled reach the sensitivity.
+DEFAULT_FALLBACK = 0.5
+
+
+def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100, min_lesions=5):
     """Per class of ``class_names``, the highest score threshold whose detections hit at least
-    ``sensitivity`` of the class's lesions (FROC hit definition).
+    ``sensitivity`` of the class's lesions (FROC hit definition); for a class with fewer than
+    ``min_lesions`` lesions or whose sensitivity is never reached, the pooled threshold of all classes
+    (else :data:`DEFAULT_FALLBACK`).
 
     Returns:
-        (thresholds, details): thresholds {class: float} for the classes where the sensitivity is
-        reached; details {class: {"lesions", "hits", "sensitivity", "fp_per_image", "threshold",
-        "reason"}} for every class.
+        (thresholds, details): thresholds {class: float} for every class; details {class:
+        {"lesions", "threshold", "source" ("class", "pooled" or "default"), "hits", "sensitivity",
+        "fp_per_image", "reason"}}.
     """
     from oxnet.evaluation.froc import match_detections
     from oxnet.evaluation.normals import thresholds_at_sensitivity
@@ -90,6 +97,8 @@ def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100
     lesion = ~gt.ann_crowd & gt.box_eval[gt.ann_image]
     n_images = int(gt.box_eval.sum())
     index = {name: k for k, name in enumerate(gt.class_names)}
+    pooled = thresholds_at_sensitivity(preds.scores[evaluated & hit], int(lesion.sum()), [sensitivity])[0]
+    fallback, source = (float(pooled), "pooled") if pooled is not None else (DEFAULT_FALLBACK, "default")
     thresholds, details = {}, {}
     for name in class_names:
         k = index.get(name)
@@ -122,6 +131,24 @@ def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100
             )
             thresholds[name] = float(t)
         details[name] = entry
+    for name in class_names:  # too few lesions, or never reached: the fallback, never "all kept"
+        entry, k = details[name], index.get(name)
+        if name in thresholds and entry["lesions"] >= min_lesions:
+            entry["source"] = "class"
+            continue
+        why = entry.get("reason") or f"{entry['lesions']} lesions (fewer than {min_lesions})"
+        mine = evaluated & (preds.cls == k) if k is not None else np.zeros(len(preds.scores), bool)
+        above = mine & (preds.scores >= fallback)
+        hits = int((above & hit).sum())
+        entry.update(
+            threshold=fallback,
+            source=source,
+            reason=f"{why}: the {'pooled threshold of all classes' if source == 'pooled' else 'default'}",
+            hits=hits,
+            sensitivity=hits / entry["lesions"] if entry["lesions"] else None,
+            fp_per_image=float((above & ~hit).sum()) / max(n_images, 1),
+        )
+        thresholds[name] = fallback
     return thresholds, details
 
 
@@ -148,6 +175,12 @@ def main(argv=None):
     p.add_argument("--images", required=True, help="folder the validation file names are relative to")
     p.add_argument("--sensitivity", type=float, default=0.8, help="target lesion sensitivity (default 0.8)")
     p.add_argument("--iou", type=float, default=0.4, help="IoU for a hit (the FROC's, 0.4)")
+    p.add_argument(
+        "--min-lesions",
+        type=int,
+        default=5,
+        help="a class with fewer validation lesions gets the pooled threshold of all classes (default 5)",
+    )
     p.add_argument("--backend", choices=("eager", "torchscript", "onnx"), help="default: as load_model")
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args(argv)
@@ -170,7 +203,12 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     thresholds, details = choose_thresholds(
-        gt, to_predictions(gt, results), model.class_names, args.sensitivity, args.iou
+        gt,
+        to_predictions(gt, results),
+        model.class_names,
+        args.sensitivity,
+        args.iou,
+        min_lesions=args.min_lesions,
     )
     info = {
         "sensitivity": args.sensitivity,
@@ -180,18 +218,17 @@ def main(argv=None):
         "backend": model.backend,
         "config_sha1": model.info.get("config_sha1"),
         "score_thresh": model.info.get("score_thresh"),
+        "min_lesions": args.min_lesions,
         "classes": details,
     }
     path = write_thresholds(args.model, thresholds, info)
     print(f"lesion sensitivity {args.sensitivity:g} on {int(gt.box_eval.sum())} images of {args.val}:")
     for name, d in details.items():
-        if d["threshold"] is not None and name in thresholds:
-            print(
-                f"  {name}: threshold {d['threshold']:.4f} ({d['hits']}/{d['lesions']} lesions, "
-                f"{d['fp_per_image']:.2f} false positives per image)"
-            )
-        else:
-            print(f"  {name}: no threshold, all detections kept ({d['reason']})")
+        line = (
+            f"  {name}: threshold {d['threshold']:.4f} ({d['hits']}/{d['lesions']} lesions, "
+            f"{d['fp_per_image']:.2f} false positives per image)"
+        )
+        print(line if d["source"] == "class" else f"{line}; {d['reason']}")
     print(f"wrote {path}")
     return 0
 

@@ -213,10 +213,13 @@ class State:
 class Reporter:
     """Reports images of one Orthanc with one model."""
 
-    def __init__(self, client, model, state, modalities=DEFAULT_MODALITIES, use_thresholds=True):
+    def __init__(
+        self, client, model, state, modalities=DEFAULT_MODALITIES, use_thresholds=True, caps=(3, 10)
+    ):
         self.client, self.model, self.state = client, model, state
         self.modalities = {m.upper() for m in modalities}
         self.use_thresholds = use_thresholds
+        self.caps = tuple(caps)
         self._study_reports = {}  # Orthanc study id -> SOP Instance UIDs this model reported there
         self.counts = {"reported": 0, "skipped": 0, "already": 0, "failed": 0}
 
@@ -310,8 +313,8 @@ class Reporter:
                 f.write(data)
             image = read_raw(path)
         result = self.model.predict(image)
-        if self.use_thresholds and self.model.thresholds:
-            result = apply_thresholds(result, self.model.thresholds)
+        thresholds = self.model.thresholds if self.use_thresholds else None
+        result = apply_thresholds(result, thresholds, *self.caps)
         sr = build_sr(ds, result, self.model.info)
         answer = self.client.store(sr_bytes(sr))
         if answer.get("Status") not in ("Success", "AlreadyStored"):
@@ -440,6 +443,16 @@ def main(argv=None):
     )
     parser.add_argument("--backend", choices=("onnx", "torchscript", "eager"), help="model backend")
     parser.add_argument(
+        "--allow-uncalibrated",
+        action="store_true",
+        help="store SRs of a model without operating points (thresholds.json: python -m "
+        "oxnet.deploy.thresholds), or with --no-thresholds",
+    )
+    parser.add_argument(
+        "--max-findings-per-class", type=int, default=3, help="findings per class in an SR (default 3)"
+    )
+    parser.add_argument("--max-findings-per-image", type=int, default=10, help="findings per SR (default 10)")
+    parser.add_argument(
         "--credentials",
         help=f"file whose first line is 'user:password' for Orthanc (else {ENV_USER} / {ENV_PASSWORD})",
     )
@@ -481,6 +494,13 @@ def main(argv=None):
         version = system["Version"]
         state = State(args.state, client.url)
         model = load_model(args.model, backend=args.backend)
+        uncalibrated = args.no_thresholds or not model.thresholds
+        if uncalibrated and not args.allow_uncalibrated:
+            raise ValueError(
+                f"{args.model} has no operating points (thresholds.json): its SRs would list every box "
+                "above the model's test threshold. Choose them on a validation set with python -m "
+                "oxnet.deploy.thresholds --model ... --val ... --images ..., or pass --allow-uncalibrated"
+            )
     except (OrthancError, FileNotFoundError, ValueError) as e:
         logger.error("%s", e)
         return 2
@@ -492,6 +512,7 @@ def main(argv=None):
         state,
         modalities=[m for m in args.modalities.split(",") if m],
         use_thresholds=not args.no_thresholds,
+        caps=(args.max_findings_per_class, args.max_findings_per_image),
     )
     try:
         if args.study:

@@ -43,6 +43,12 @@ def parse_args(argv=None):
     p.add_argument("--examples", help="a folder of images the review page offers to pick from")
     p.add_argument("--no-attention", action="store_true", help="do not offer DAA attention maps")
     p.add_argument(
+        "--max-findings-per-class", type=int, default=3, help="findings kept per class (default 3)"
+    )
+    p.add_argument(
+        "--max-findings-per-image", type=int, default=10, help="findings kept per image (default 10)"
+    )
+    p.add_argument(
         "--body-timeout", type=float, default=30.0, help="seconds an upload may stall before 408 (default 30)"
     )
     auth = p.add_argument_group("access")
@@ -153,6 +159,7 @@ def main(argv=None):
             proxies=args.trusted_proxy,
             user_header=args.proxy_user_header,
             audit=AuditLog(args.audit_log),
+            caps=(args.max_findings_per_class, args.max_findings_per_image),
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -124,9 +124,12 @@ def declared_size(data, kind):
 class _Service:
     """The model, the limits, the admission counters and the inference threads behind the app."""
 
-    def __init__(self, model, limits, model_dir=None, examples_dir=None, attention=True):
+    def __init__(self, model, limits, model_dir=None, examples_dir=None, attention=True, caps=None):
+        from oxnet.deploy.runtime import MAX_FINDINGS_PER_CLASS, MAX_FINDINGS_PER_IMAGE
+
         self.model = model
         self.limits = limits
+        self.caps = tuple(caps) if caps else (MAX_FINDINGS_PER_CLASS, MAX_FINDINGS_PER_IMAGE)
         self.model_dir = model_dir
         self.pool = concurrent.futures.ThreadPoolExecutor(limits.workers, thread_name_prefix="oxnet-infer")
         self.semaphore = None  # created in the event loop (startup)
@@ -199,14 +202,38 @@ class _Service:
             "limits": self.limits.as_dict(),
             "examples": sorted(self.examples),
         }
-        if self.model_dir:
-            details = os.path.join(self.model_dir, "thresholds_info.json")
-            if os.path.exists(details):
-                import json
-
-                with open(details, encoding="utf-8") as f:
-                    out["thresholds_info"] = json.load(f)
+        info_file = self._thresholds_info()
+        if info_file:
+            out["thresholds_info"] = info_file
+        out["calibrated"] = bool(self.thresholds())
+        out["caps"] = {"per_class": self.caps[0], "per_image": self.caps[1]}
         return out
+
+    def operating_points(self):
+        """Per class, the operating point its threshold was chosen at (``thresholds_info.json``):
+        threshold, source, lesion sensitivity and false positives per image on the validation set."""
+        details = self._thresholds_info()
+        if not details:
+            return None
+        keys = ("threshold", "source", "sensitivity", "fp_per_image", "lesions")
+        classes = {name: {k: d.get(k) for k in keys} for name, d in details.get("classes", {}).items()}
+        return {
+            "target_sensitivity": details.get("sensitivity"),
+            "validation_images": details.get("images"),
+            "validation_set": os.path.basename(str(details.get("val", ""))) or None,
+            "classes": classes,
+        }
+
+    def _thresholds_info(self):
+        if not self.model_dir:
+            return None
+        path = os.path.join(self.model_dir, "thresholds_info.json")
+        if not os.path.exists(path):
+            return None
+        import json
+
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
 
     def thresholds(self):
         t = getattr(self.model, "thresholds", None)
@@ -265,7 +292,7 @@ class _Service:
         with self.model_lock:
             result = self.model.predict(raw)
         thresholds = self.thresholds()
-        kept = _apply_thresholds(result, thresholds)
+        kept = _apply_thresholds(result, thresholds, self.caps)
         if want_sr:
             from oxnet.deploy.sr import SRBuildError, build_sr, sr_bytes
 
@@ -314,6 +341,7 @@ class _Service:
             }
 
         image = {"width": int(result["width"]), "height": int(result["height"]), "kind": kind}
+        points = self.operating_points()
         if source is not None:
             image["sop_instance_uid"] = str(source.get("SOPInstanceUID", "")) or None
         scores = result.get("image_scores")
@@ -323,6 +351,12 @@ class _Service:
             "detections": [finding(d) for d in result["detections"]],
             "image_scores": {str(k): float(v) for k, v in scores.items()} if scores else None,
             "thresholds": thresholds,
+            # without thresholds.json the findings are every box above the model's test threshold
+            # (capped): not calibrated on a validation set, and marked so
+            "calibrated": bool(thresholds),
+            "operating_points": points,
+            "capped": int(kept.get("capped", 0)),
+            "caps": {"per_class": self.caps[0], "per_image": self.caps[1]},
             "box_format": "[x, y, width, height] in the uploaded image's pixels",
             "model": {
                 "version": (getattr(self.model, "info", None) or {}).get("oxnet_version"),
@@ -331,12 +365,12 @@ class _Service:
         }
 
 
-def _apply_thresholds(result, thresholds):
-    if not thresholds:
-        return result
+def _apply_thresholds(result, thresholds, caps):
+    """The findings: the operating thresholds (when the model has them), then the caps per class and
+    per image (:func:`oxnet.deploy.runtime.apply_thresholds`)."""
     from oxnet.deploy.runtime import apply_thresholds
 
-    return apply_thresholds(result, thresholds)
+    return apply_thresholds(result, thresholds, *caps)
 
 
 def _dicom_header(path, name, data=b""):
@@ -488,6 +522,7 @@ def create_app(
     proxies=(),
     user_header="x-forwarded-user",
     audit=None,
+    caps=None,
 ):
     """The FastAPI app serving ``model`` (a :class:`oxnet.deploy.runtime.DeployedModel`, or a model
     folder, loaded with :func:`oxnet.deploy.runtime.load_model`).
@@ -502,6 +537,8 @@ def create_app(
             ``user_header``: reverse proxies whose user header is trusted; ``client_limits``: an
             :class:`oxnet.serve.auth.ClientLimits`; ``audit``: an :class:`oxnet.serve.access.AuditLog`
             (:class:`oxnet.serve.access.AccessControl`).
+        caps: (findings per class, findings per image) after the operating thresholds (default
+            :data:`oxnet.deploy.runtime.MAX_FINDINGS_PER_CLASS`, ``MAX_FINDINGS_PER_IMAGE``).
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
@@ -513,7 +550,7 @@ def create_app(
         model_dir = os.fspath(model)
         model = load_model(model_dir)
     model_dir = model_dir or getattr(model, "folder", None)
-    service = _Service(model, limits or ServiceLimits(), model_dir, examples_dir, attention)
+    service = _Service(model, limits or ServiceLimits(), model_dir, examples_dir, attention, caps)
 
     from contextlib import asynccontextmanager
 

@@ -89,8 +89,11 @@ def _reports(url, study_uid, credentials=None):
     return out
 
 
-def _run(url, model, *extra):
-    return pacs.main(["--orthanc", url, "--model", str(model), *extra])
+def _run(url, model, *extra, calibrated=False):
+    """The bridge on ``model``; the toy model has no operating points, so --allow-uncalibrated unless
+    ``calibrated``."""
+    allow = [] if calibrated else ["--allow-uncalibrated"]
+    return pacs.main(["--orthanc", url, "--model", str(model), *allow, *extra])
 
 
 @pytest.mark.slow
@@ -333,3 +336,19 @@ def test_errors_say_what_to_check(orthanc, toy, tmp_path, caplog):
     caplog.clear()
     assert _run("127.0.0.1:8042", toy["model"], "--once") == 2
     assert "give Orthanc's REST API as http://HOST:PORT" in caplog.text
+
+
+def test_a_model_without_operating_points_is_refused_unless_allowed(orthanc, toy, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="oxnet.pacs")
+    assert _run(orthanc, toy["model"], "--once", calibrated=True) == 2
+    assert (
+        "has no operating points (thresholds.json)" in caplog.text and "--allow-uncalibrated" in caplog.text
+    )
+    model = tmp_path / "calibrated"
+    shutil.copytree(toy["model"], model)
+    (model / "thresholds.json").write_text(json.dumps({n: 0.2 for n in load_model(str(model)).class_names}))
+    caplog.clear()
+    assert _run(orthanc, model, "--once", calibrated=True) == 0
+    assert (
+        _run(orthanc, model, "--once", "--no-thresholds", calibrated=True) == 2
+    )  # ignoring them is uncalibrated

@@ -162,7 +162,19 @@ def test_no_identifier_leaves_the_service_or_the_bridge(
         assert client.store(path.read_bytes())["Status"] == "Success"
     state = tmp_path / "bridge_state.json"
     assert (
-        pacs.main(["--orthanc", orthanc, "--model", model_dir, "--once", "--state", str(state)]) == 1
+        pacs.main(
+            [
+                "--orthanc",
+                orthanc,
+                "--model",
+                model_dir,
+                "--allow-uncalibrated",
+                "--once",
+                "--state",
+                str(state),
+            ]
+        )
+        == 1
     )  # one failed
     assert "failed 1" in caplog.text and "reported 1" in caplog.text
     assert not [r for r in caplog.records if r.name.startswith("highdicom")]  # quiet without -v

@@ -106,7 +106,10 @@ def test_each_input_kind_gives_the_runtimes_findings_in_the_original_pixel_grid(
         assert got["box"] == pytest.approx(want["bbox"])
         x, y, w, h = got["box"]
         assert x >= 0 and y >= 0 and x + w <= 80 + 1e-3 and y + h <= 64 + 1e-3
-    assert body["findings"] == body["detections"]  # no thresholds.json: every detection is a finding
+    # no thresholds.json: the findings are the highest-scoring detections within the caps, uncalibrated
+    scores = [f["score"] for f in body["findings"]]
+    assert all(f in body["detections"] for f in body["findings"]) and scores == sorted(scores, reverse=True)
+    assert body["calibrated"] is False
     assert set(body["image_scores"]) == set(model.class_names)
     assert body["image_scores"] == pytest.approx(direct["image_scores"])
 
@@ -231,7 +234,14 @@ def test_model_description_health_and_thresholds(model_dir, files):
                 for d in body["detections"]
                 if d["score"] >= {"class0": 0.99, "class2": 0.5}.get(d["class"], 0)
             ]
-            assert body["findings"] == kept and len(kept) < len(body["detections"])
+            kept.sort(key=lambda d: -d["score"])
+            per_class = {}
+            capped = [
+                d
+                for d in kept
+                if per_class.setdefault(d["class"], []).append(d) or len(per_class[d["class"]]) <= 3
+            ]
+            assert body["findings"] == capped[:10] and len(kept) < len(body["detections"])
             assert all(
                 d["operating_threshold"] == info["thresholds"].get(d["class"]) for d in body["findings"]
             )
@@ -360,3 +370,36 @@ def test_the_command_line_serves_a_model_folder(model_dir, files):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_findings_are_capped_and_uncalibrated_output_says_so(model, model_dir, files, tmp_path):
+    """Without thresholds.json the findings are the top boxes above the test threshold, at most 3 per
+    class and 10 per image (the caps), and the JSON says they are not calibrated; with operating points
+    it names them per class."""
+    import shutil
+
+    app = create_app(model, model_dir)
+    with live(app) as url:
+        body = post(url, files["png8"]).json()
+    assert body["calibrated"] is False and body["operating_points"] is None
+    assert len(body["detections"]) > 10 and len(body["findings"]) <= 10
+    per_class = {}
+    for f in body["findings"]:
+        per_class[f["class"]] = per_class.get(f["class"], 0) + 1
+    assert max(per_class.values()) <= 3 and body["capped"] == len(body["detections"]) - len(body["findings"])
+    top = sorted((d for d in body["detections"]), key=lambda d: -d["score"])
+    assert body["findings"][0] == top[0]  # highest scores first
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(model_dir, folder)
+    names = list(model.class_names)
+    (folder / "thresholds.json").write_text(json.dumps({n: 0.5 for n in names}))
+    point = {"threshold": 0.5, "source": "pooled", "sensitivity": 0.75, "fp_per_image": 1.5, "lesions": 2}
+    info = {"sensitivity": 0.8, "images": 4, "val": "/data/val.json", "classes": {n: point for n in names}}
+    (folder / "thresholds_info.json").write_text(json.dumps(info))
+    with live(create_app(str(folder), caps=(1, 2))) as url:
+        body = post(url, files["png8"]).json()
+    assert body["calibrated"] is True and body["caps"] == {"per_class": 1, "per_image": 2}
+    assert body["operating_points"]["validation_set"] == "val.json"
+    assert body["operating_points"]["classes"][names[0]]["source"] == "pooled"
+    assert len(body["findings"]) <= 2 and all(f["score"] >= 0.5 for f in body["findings"])

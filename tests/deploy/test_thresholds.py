@@ -63,17 +63,28 @@ def test_the_highest_threshold_reaching_the_sensitivity_with_froc_matching():
     preds = to_predictions(gt, _results())
     assert len(preds) == 8  # the class the ground truth lacks is left out
 
-    thresholds, details = choose_thresholds(gt, preds, ["a", "b", "c", "d"], 0.75)
-    assert thresholds == {"a": 0.6}  # 3 of a's 4 lesions; b's 2 lesions are never both hit
+    thresholds, details = choose_thresholds(gt, preds, ["a", "b", "c", "d"], 0.75, min_lesions=1)
+    assert thresholds["a"] == 0.6  # 3 of a's 4 lesions; b's 2 lesions are never both hit
+    # b, c and d get the pooled threshold: 5 hits of all 6 lesions are needed, the fifth scores 0.3
+    assert thresholds == {"a": 0.6, "b": 0.3, "c": 0.3, "d": 0.3}
+    assert [details[c]["source"] for c in "abcd"] == ["class", "pooled", "pooled", "pooled"]
     assert details["a"]["hits"] == 3 and details["a"]["sensitivity"] == 0.75
     assert details["a"]["fp_per_image"] == pytest.approx(2 / 4)  # the duplicate and the normal image's box
     assert "hit 1 of 2 lesions" in details["b"]["reason"]
     assert "no lesion" in details["c"]["reason"] and "not among" in details["d"]["reason"]
 
-    thresholds, _ = choose_thresholds(gt, preds, ["a", "b", "c"], 0.5)
-    assert thresholds == {"a": 0.8, "b": 0.7}  # not 0.85: the duplicate of a hit lesion is no hit
-    thresholds, _ = choose_thresholds(gt, preds, ["a"], 1.0)
+    thresholds, _ = choose_thresholds(gt, preds, ["a", "b", "c"], 0.5, min_lesions=1)
+    # not 0.85: the duplicate of a hit lesion is no hit; c: 3 of all 6 lesions are hit from 0.7 on
+    assert thresholds == {"a": 0.8, "b": 0.7, "c": 0.7}
+    thresholds, _ = choose_thresholds(gt, preds, ["a"], 1.0, min_lesions=1)
     assert thresholds == {"a": 0.3}
+    # a class with fewer lesions than min_lesions takes the pooled threshold even when its own exists
+    thresholds, details = choose_thresholds(gt, preds, ["a", "b"], 0.5, min_lesions=3)
+    assert thresholds == {"a": 0.8, "b": 0.7} and "2 lesions (fewer than 3)" in details["b"]["reason"]
+    assert details["b"]["source"] == "pooled"
+    # nothing reaches the sensitivity, pooled either: the stated default, never "all kept"
+    thresholds, details = choose_thresholds(gt, preds, ["b"], 1.0, min_lesions=1)
+    assert thresholds == {"b": 0.5} and details["b"]["source"] == "default"
     with pytest.raises(ValueError, match="sensitivity"):
         choose_thresholds(gt, preds, ["a"], 0.0)
 
@@ -87,14 +98,14 @@ def test_the_command_writes_thresholds_the_runtime_and_service_read(tmp_path, ca
         thresholds = json.load(f)
     with open(os.path.join(model_dir, "thresholds_info.json")) as f:
         info = json.load(f)
-    assert thresholds, out  # the toy lesions are big: random boxes of an untrained model hit half of them
+    assert set(thresholds) == {"class0", "class1", "class2"}, out  # every class has an operating point
     assert set(info["classes"]) == {"class0", "class1", "class2"} and info["images"] == 4
     for name, d in info["classes"].items():
-        if name in thresholds:
-            assert d["threshold"] == thresholds[name] and d["hits"] / d["lesions"] >= 0.5
-            assert f"{name}: threshold" in out
+        assert d["threshold"] == thresholds[name] and f"{name}: threshold" in out
+        if d["source"] == "class":
+            assert d["hits"] / d["lesions"] >= 0.5
         else:
-            assert d["reason"] and f"{name}: no threshold" in out
+            assert d["reason"] in out
     assert load_model(model_dir).thresholds == thresholds
     assert sorted(os.listdir(model_dir)) == [
         "config.yaml",
