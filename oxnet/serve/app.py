@@ -346,6 +346,7 @@ class _Service:
             image["sop_instance_uid"] = str(source.get("SOPInstanceUID", "")) or None
         scores = result.get("image_scores")
         return {
+            "summary": _summary(kept["detections"], result["detections"], thresholds, scores),
             "image": image,
             "findings": [finding(d) for d in kept["detections"]],
             "detections": [finding(d) for d in result["detections"]],
@@ -363,6 +364,26 @@ class _Service:
                 "format": (getattr(self.model, "info", None) or {}).get("format"),
             },
         }
+
+
+def _summary(findings, detections, thresholds, image_scores):
+    """One sentence a reader can act on, saying so explicitly when nothing passes the operating points."""
+    if findings:
+        return f"{len(findings)} finding(s) at the operating points"
+    if not detections:
+        text = "no finding: no box above the model's test threshold"
+    else:
+        top = max(detections, key=lambda d: d["score"])
+        limit = (thresholds or {}).get(top["category_name"])
+        below = f", below its threshold {limit:.2f}" if limit is not None else ""
+        text = (
+            f"no finding at the operating points; the highest-scoring box is {top['category_name']} "
+            f"{top['score']:.2f}{below}"
+        )
+    if image_scores:
+        name, p = max(image_scores.items(), key=lambda kv: kv[1])
+        text += f"; highest image-level score: {name} {p:.2f}"
+    return text
 
 
 def _apply_thresholds(result, thresholds, caps):

@@ -403,3 +403,15 @@ def test_findings_are_capped_and_uncalibrated_output_says_so(model, model_dir, f
     assert body["operating_points"]["validation_set"] == "val.json"
     assert body["operating_points"]["classes"][names[0]]["source"] == "pooled"
     assert len(body["findings"]) <= 2 and all(f["score"] >= 0.5 for f in body["findings"])
+    assert body["summary"] == f"{len(body['findings'])} finding(s) at the operating points"
+    # nothing passes: the answer says so, with the highest box and image-level score
+    (folder / "thresholds.json").write_text(json.dumps({n: 0.999 for n in names}))
+    with live(create_app(str(folder))) as url:
+        body = post(url, files["png8"]).json()
+    assert body["findings"] == [] and body["detections"]
+    top = max(body["detections"], key=lambda d: d["score"])
+    assert body["summary"].startswith(
+        f"no finding at the operating points; the highest-scoring box is {top['class']} {top['score']:.2f}, "
+        "below its threshold 1.00"
+    )
+    assert "highest image-level score" in body["summary"]

@@ -131,7 +131,8 @@ async function analyze(blob, name) {
   if ($("attention").checked) await fetchAttention();
   draw();
   setStatus(`${name}: ${result.image.width}×${result.image.height} ${result.image.kind.toUpperCase()}, ` +
-            `${result.detections.length} detections`);
+            `${result.detections.length} detections; ${result.summary}` +
+            (result.calibrated ? "" : " (uncalibrated: the model has no operating points)"));
 }
 
 async function fetchAttention() {
