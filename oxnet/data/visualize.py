@@ -14,12 +14,11 @@ __all__ = ["class_colors", "draw_boxes", "draw_labels", "layout_labels", "tile_g
 
 
 def class_colors(num_classes):
-    """One fixed RGB colour (floats in [0, 1]) per contiguous class index."""
-    from detectron2.utils.colormap import colormap
+    """One fixed RGB colour (floats in [0, 1]) per contiguous class index: the project's one palette
+    (:mod:`oxnet.utils.palette`), shared with the review page and the overlays."""
+    from oxnet.utils.palette import class_rgb
 
-    palette = colormap(rgb=True, maximum=1)
-    palette = [c for c in palette if c.max() - c.min() > 0.3]  # grey boxes vanish on a radiograph
-    return [tuple(palette[i % len(palette)]) for i in range(num_classes)]
+    return class_rgb(num_classes)
 
 
 def _overlap(a, b):

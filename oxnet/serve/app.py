@@ -187,8 +187,11 @@ class _Service:
 
     def model_summary(self):
         info = dict(getattr(self.model, "info", None) or {})
+        from oxnet.utils.palette import class_palette
+
         out = {
             "classes": self.class_names,
+            "colors": dict(zip(self.class_names, class_palette(len(self.class_names)))),
             "category_ids": info.get("category_ids"),
             "version": info.get("oxnet_version"),
             "format": info.get("format"),

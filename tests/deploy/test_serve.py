@@ -222,6 +222,9 @@ def test_model_description_health_and_thresholds(model_dir, files):
         with live(create_app(model, model_dir)) as url:
             info = httpx.get(url + "/v1/model").json()
             assert info["classes"] == ["class0", "class1", "class2"]
+            from oxnet.utils.palette import class_palette
+
+            assert info["colors"] == dict(zip(info["classes"], class_palette(3)))  # the review page's colours
             assert info["version"] == __import__("oxnet").__version__ and info["format"] == "eager"
             assert info["thresholds"] == {"class0": 0.99, "class2": 0.5}
             (train,) = info["training_data"].values()

@@ -2,8 +2,7 @@
 // overlay the DAA attention map (eager models with the DAA head), download the JSON or the DICOM SR.
 "use strict";
 
-// Okabe-Ito colours (colour-blind safe), as the evaluation overlays use.
-const COLORS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"];
+// One colour per class, from the service (/v1/model "colors": the project's palette, oxnet/utils/palette.py).
 const MAX_SIDE = 640, MIN_SIDE = 448;
 const state = { model: null, result: null, upload: null, uploadName: "", image: null, thresholds: {},
                 attention: null };
@@ -15,8 +14,7 @@ function setStatus(text, isError) {
 }
 
 function color(name) {
-  const k = state.model ? state.model.classes.indexOf(name) : 0;
-  return COLORS[(k < 0 ? 0 : k) % COLORS.length];
+  return (state.model && state.model.colors && state.model.colors[name]) || "#E69F00";
 }
 
 async function errorText(resp) {
