@@ -25,7 +25,11 @@ def parse_args(argv=None):
     parser.add_argument("--n-test", type=int, default=40, help="test images (with boxes)")
     parser.add_argument("--size", type=int, default=512, help="image width and height in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dicom", action="store_true", help="write 16-bit DICOM instead of PNG")
+    parser.add_argument(
+        "--dicom",
+        action="store_true",
+        help="write DICOM (Digital X-Ray For Presentation, 12 bits stored in 16) instead of PNG",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     return parser.parse_args(argv)
 

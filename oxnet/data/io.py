@@ -21,6 +21,7 @@ __all__ = [
     "scale_to_uint8",
     "write_png",
     "write_dicom",
+    "write_dx_dicom",
 ]
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -319,6 +320,71 @@ def write_dicom(path, array, photometric="MONOCHROME2", bits_stored=None, attrib
     ds.PixelRepresentation = 0
     for key, value in (attributes or {}).items():
         setattr(ds, key, value)
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID  # an attribute may set another SOP class
     ds.PixelData = array.tobytes()
     with atomic_open(path, "wb") as f:
         ds.save_as(f, enforce_file_format=True)
+
+
+#: Digital X-Ray Image Storage - For Presentation.
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+def write_dx_dicom(
+    path, array, bits_stored=12, patient_id="SYN-0001", patient_name="Synthetic^Patient", **attributes
+):
+    """Write a grey uint16 chest X-ray as a Digital X-Ray Image For Presentation (PA chest) with
+    synthetic patient and study attributes, complete enough for ``dciodvfy`` (dicom3tools) to report
+    no error: what to try the service, the SR and the PACS bridge with. ``attributes`` add or
+    override top-level attributes (keywords)."""
+    from pydicom.dataset import Dataset
+
+    def code(value, scheme, meaning):
+        c = Dataset()
+        c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning
+        return c
+
+    top = (1 << bits_stored) - 1
+    attrs = dict(
+        SOPClassUID=DX_FOR_PRESENTATION,
+        SpecificCharacterSet="ISO_IR 100",
+        PatientName=patient_name,
+        PatientID=patient_id,
+        PatientBirthDate="19700101",
+        PatientSex="O",
+        StudyDate="20260101",
+        StudyTime="090000",
+        ReferringPhysicianName="",
+        StudyID="1",
+        AccessionNumber="SYN1",
+        SeriesNumber="1",
+        InstanceNumber="1",
+        PatientOrientation=["P", "F"],
+        ContentDate="20260101",
+        ContentTime="090000",
+        Manufacturer="OXnet synthetic",
+        PresentationIntentType="FOR PRESENTATION",
+        BodyPartExamined="CHEST",
+        AnatomicRegionSequence=[code("43799004", "SCT", "Chest")],
+        ImageLaterality="U",
+        ImageType=["DERIVED", "PRIMARY"],
+        PixelIntensityRelationship="LOG",
+        PixelIntensityRelationshipSign=1,
+        RescaleIntercept="0",
+        RescaleSlope="1",
+        RescaleType="US",
+        PresentationLUTShape="IDENTITY",
+        LossyImageCompression="00",
+        BurnedInAnnotation="NO",
+        DetectorType="DIRECT",
+        ImagerPixelSpacing=[0.5, 0.5],
+        WindowCenter=str((top + 1) // 2),
+        WindowWidth=str(top + 1),
+        AcquisitionContextSequence=[],
+        ViewPosition="PA",
+        ViewCodeSequence=[code("399348003", "SCT", "postero-anterior")],
+        PatientPosition="",
+        PositionerType="",
+    )
+    attrs.update(attributes)
+    write_dicom(path, array, bits_stored=bits_stored, attributes=attrs)

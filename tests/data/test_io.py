@@ -199,3 +199,24 @@ def test_real_tbx11k_png(shared_data):
         img = read_image(p)
         check_uint8_3ch(img, (512, 512))
         assert img.std() > 10
+
+
+def test_the_dx_dicom_to_try_passes_dciodvfy(tmp_path):
+    """write_dx_dicom (and the synthetic generator's --dicom) writes a DX For Presentation that
+    dicom3tools' dciodvfy accepts without an error, and that reads back as written."""
+    import shutil
+    import subprocess
+
+    from oxnet.data.io import DX_FOR_PRESENTATION, read_raw, write_dx_dicom
+
+    img = (np.random.default_rng(0).random((64, 80)) * 4095).astype(np.uint16)
+    path = tmp_path / "try.dcm"
+    write_dx_dicom(path, img)
+    ds = pydicom.dcmread(path)
+    assert ds.SOPClassUID == DX_FOR_PRESENTATION == ds.file_meta.MediaStorageSOPClassUID
+    assert np.array_equal(read_raw(path), img.astype(read_raw(path).dtype))
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy is not installed (Debian package dicom3tools)")
+    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+    assert errors == []

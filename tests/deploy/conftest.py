@@ -14,6 +14,9 @@ import urllib.request
 import pytest
 
 ORTHANC = os.environ.get("OXNET_ORTHANC", "/usr/sbin/Orthanc")
+TRY_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs", "orthanc", "try.json"
+)
 
 
 def _free_port():
@@ -22,8 +25,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-#: The user of ``orthanc_auth``.
-ORTHANC_USER, ORTHANC_PASSWORD = "oxnet-bridge", "Pacs-Pass-7731"
+with open(TRY_CONFIG, encoding="utf-8") as _f:
+    #: The user of ``orthanc_auth``: the one of the repository's configuration for a try (README).
+    ORTHANC_USER, ORTHANC_PASSWORD = next(iter(json.load(_f)["RegisteredUsers"].items()))
 
 
 @pytest.fixture
@@ -50,7 +54,9 @@ def _orthanc(tmp_path, users=None):
     folder = tmp_path / "orthanc"
     folder.mkdir()
     port = _free_port()
-    config = {
+    with open(TRY_CONFIG, encoding="utf-8") as f:
+        config = json.load(f)  # the repository's configuration for a try, with the test's settings over it
+    config.update({
         "Name": "oxnet-test",
         "HttpPort": port,
         "HttpBindAddress": "127.0.0.1",
@@ -62,7 +68,7 @@ def _orthanc(tmp_path, users=None):
         "AuthenticationEnabled": bool(users),
         "RegisteredUsers": users or {},
         "Plugins": [],
-    }
+    })  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115  (Orthanc writes to it until the fixture ends)
     proc = subprocess.Popen(

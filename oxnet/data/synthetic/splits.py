@@ -26,7 +26,7 @@ def _image_path(out_dir, split_name, index, dicom):
 
 def _make_one(args):
     gen_args, out_dir, split_name, index, dicom = args
-    from oxnet.data.io import write_dicom, write_png
+    from oxnet.data.io import write_dx_dicom, write_png
 
     gen = SyntheticCXR(*gen_args)
     rel, path = _image_path(out_dir, split_name, index, dicom)
@@ -35,18 +35,7 @@ def _make_one(args):
     img, boxes = gen.render(index)
     if dicom:
         stored = np.rint(img * 4095).astype(np.uint16)
-        write_dicom(
-            path,
-            stored,
-            bits_stored=12,
-            attributes={
-                "WindowCenter": 2048,
-                "WindowWidth": 4096,
-                "PatientID": f"SYN{index:06d}",
-                "ViewPosition": "PA",
-                "BodyPartExamined": "CHEST",
-            },
-        )
+        write_dx_dicom(path, stored, bits_stored=12, patient_id=f"SYN{index:06d}")
     else:
         write_png(path, np.rint(img * 255).astype(np.uint8))
     return index, rel, boxes
