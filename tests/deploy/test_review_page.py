@@ -232,3 +232,26 @@ def test_the_page_asks_for_the_token_once_and_shows_hostile_names_as_text(setup,
             assert page.evaluate("window.pwned") is None and not dialogs
         finally:
             browser.close()
+
+
+def test_an_example_named_in_the_url_opens_at_once(setup, chromium, tmp_path):
+    """``/?example=NAME`` loads and analyses that example without a click, so a link (or a plain
+    headless screenshot) shows the case with its boxes; an unknown name says so."""
+    from playwright.sync_api import sync_playwright
+
+    model_dir, examples, thresholds = setup
+    app = create_app(model_dir, examples_dir=str(examples))
+    with live(app) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url + "?example=chest.png")
+            page.wait_for_function("document.getElementById('status').textContent.includes('detections')")
+            assert page.input_value("#example") == "chest.png"
+            assert int(page.text_content("#box-count")) == 2 * len(CLASSES)
+            page.goto(url + "?example=missing.png")
+            page.wait_for_function(
+                "document.getElementById('status').textContent.includes('no example named')"
+            )
+        finally:
+            browser.close()

@@ -99,6 +99,16 @@ async function loadModel() {
     $("example-box").hidden = false;
     for (const name of m.examples) $("example").add(new Option(name, name));
   }
+  // ?example=NAME opens that example at once (a link to a case; a plain headless screenshot shows it)
+  const wanted = new URLSearchParams(location.search).get("example");
+  if (wanted) {
+    if ((m.examples || []).includes(wanted)) {
+      $("example").value = wanted;
+      $("example").dispatchEvent(new Event("change"));
+    } else {
+      setStatus(`no example named ${wanted}`, true);
+    }
+  }
 }
 
 async function analyze(blob, name) {
