@@ -245,37 +245,60 @@ def to_records(output, file_name, image_id, names, category_ids=None):
     )
 
 
-def draw_predictions(image, output, names, max_side=1024, min_score=0.0):
+def overlay_caption(output, names, min_score=0.0):
+    """The lines written on an overlay: how many findings pass ``min_score``, or, when none does, that
+    there is none and which box scored highest (an empty overlay must not look like a normal one),
+    then the top image-level probabilities when the output has ``global_scores``."""
+    inst = output["instances"]
+    scores = inst.scores.tolist()
+    kept = [s for s in scores if s >= min_score]
+    if kept:
+        lines = [f"{len(kept)} finding(s) with score >= {min_score:.2f}"]
+    elif scores:
+        k = max(range(len(scores)), key=lambda i: scores[i])
+        top = names[int(inst.pred_classes[k])]
+        lines = [f"no finding with score >= {min_score:.2f}", f"highest box: {top} {scores[k]:.2f}"]
+    else:
+        lines = ["no finding: no box above the model's test threshold"]
+    if "global_scores" in output:
+        probs = output["global_scores"].tolist()
+        top3 = sorted(range(len(probs)), key=lambda k: -probs[k])[:3]
+        lines.append("image: " + ", ".join(f"{names[k]} {probs[k]:.2f}" for k in top3))
+    return lines
+
+
+def draw_predictions(image, output, names, max_side=1024, min_score=0.0, min_side=768):
     """An RGB overlay of one image's detections scoring at least ``min_score`` (class name and score)
-    drawn by detectron2's Visualizer in :func:`oxnet.data.visualize.class_colors`; the top image-level
-    probabilities are written at the top when the output has ``global_scores``."""
+    drawn by detectron2's Visualizer in the project's palette (:mod:`oxnet.utils.palette`), with
+    :func:`overlay_caption` at the top (the threshold, or that nothing passes it) and a legend of the
+    drawn classes at the bottom. Small images are enlarged to ``min_side`` so the text fits."""
     from detectron2.utils.visualizer import Visualizer
 
     from oxnet.data.visualize import class_colors
 
-    scale = min(1.0, max_side / max(image.shape[:2]))
+    longest = max(image.shape[:2])
+    scale = min(max(1.0, min_side / longest), max_side / longest)
     vis = Visualizer(image, metadata=None, scale=scale)
     inst = output["instances"]
-    inst = inst[inst.scores >= min_score]
+    shown = inst[inst.scores >= min_score]
     colors = class_colors(len(names))
-    classes = inst.pred_classes.tolist()
+    classes = shown.pred_classes.tolist()
     if classes:
         vis.overlay_instances(
-            boxes=inst.pred_boxes.tensor.numpy(),
-            labels=[f"{names[c]} {s:.2f}" for c, s in zip(classes, inst.scores.tolist())],
+            boxes=shown.pred_boxes.tensor.numpy(),
+            labels=[f"{names[c]} {s:.2f}" for c, s in zip(classes, shown.scores.tolist())],
             assigned_colors=[colors[c] for c in classes],
             alpha=0.5,
         )
-    if "global_scores" in output:
-        probs = output["global_scores"].tolist()
-        top = sorted(range(len(probs)), key=lambda k: -probs[k])[:3]
-        vis.draw_text(
-            "image: " + ", ".join(f"{names[k]} {probs[k]:.2f}" for k in top),
-            (2, 2),
-            font_size=max(vis._default_font_size, 8),
-            color="w",
-            horizontal_alignment="left",
-        )
+    # text about 18 px high on the written overlay: sizes and positions are in the image's pixels
+    size = 14.0 / scale
+    step = size * 1.5
+    for i, line in enumerate(overlay_caption(output, names, min_score)):
+        vis.draw_text(line, (2, 2 + i * step), font_size=size, color="w", horizontal_alignment="left")
+    height = image.shape[0]
+    for i, c in enumerate(sorted(set(classes))):  # legend: one line per drawn class, in its colour
+        y = height - (i + 1) * step - 2
+        vis.draw_text(names[c], (2, y), font_size=size, color=colors[c], horizontal_alignment="left")
     return vis.get_output().get_image()
 
 

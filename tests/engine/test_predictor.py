@@ -178,3 +178,34 @@ def test_command_line(tmp_path):
     assert dets and {d["file_name"] for d in dets} <= {str(folder / n) for n in SIZES}
     assert len(read_json(out / "image_scores.json")) == len(SIZES)
     assert len(os.listdir(out / "overlays")) == len(SIZES)
+
+
+def test_an_empty_overlay_says_so_and_names_the_highest_box():
+    """overlay_caption: the threshold and the count, or that nothing passes it with the best box, then
+    the image-level scores; draw_predictions writes it (and a legend) on the picture."""
+    import numpy as np
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from oxnet.engine.predictor import draw_predictions, overlay_caption
+
+    inst = Instances((64, 80))
+    inst.pred_boxes = Boxes(torch.tensor([[5.0, 5, 30, 30], [40, 10, 70, 50]]))
+    inst.scores = torch.tensor([0.2, 0.45])
+    inst.pred_classes = torch.tensor([0, 2])
+    out = {"instances": inst, "global_scores": torch.tensor([0.1, 0.7, 0.3])}
+    names = ["nodule", "mass", "effusion"]
+    assert overlay_caption(out, names, 0.3) == [
+        "1 finding(s) with score >= 0.30",
+        "image: mass 0.70, effusion 0.30, nodule 0.10",
+    ]
+    assert overlay_caption(out, names, 0.5)[:2] == [
+        "no finding with score >= 0.50",
+        "highest box: effusion 0.45",
+    ]
+    empty = {"instances": inst[inst.scores > 1]}
+    assert overlay_caption(empty, names) == ["no finding: no box above the model's test threshold"]
+    image = np.full((64, 80, 3), 60, np.uint8)
+    drawn = draw_predictions(image, out, names, min_score=0.5)  # nothing passes: only the caption
+    assert drawn.shape[:2] == (614, 768)  # enlarged so that the caption fits
+    assert (drawn[:40] != 60).any()
