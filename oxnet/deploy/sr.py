@@ -25,6 +25,7 @@ left empty), and the SOP Class/Instance UIDs it is referenced by.
 import io
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -191,6 +192,30 @@ def _model_identity(model_info):
     return name, version, params
 
 
+def operating_point_parameters(thresholds, details=None):
+    """The algorithm parameters that state the operating points the findings passed: one
+    ``operating_point[CLASS]=...`` per class (threshold, how it was chosen, the lesion sensitivity and
+    false positives per image on the validation set, from ``thresholds_info.json``), or
+    ``operating_points=uncalibrated`` when the model has none (every box above its test threshold)."""
+    if not thresholds:
+        return ["operating_points=uncalibrated (no thresholds.json: every box above the test threshold)"]
+    classes = (details or {}).get("classes", {})
+    out = []
+    for name, t in thresholds.items():
+        d = classes.get(name, {})
+        text = f"operating_point[{name}]=threshold {float(t):.4f}"
+        if d.get("source"):
+            text += f" ({d['source']})"
+        if d.get("sensitivity") is not None:
+            text += f", lesion sensitivity {d['sensitivity']:.2f}"
+        if d.get("fp_per_image") is not None:
+            text += f", {d['fp_per_image']:.2f} false positives per image"
+        out.append(text)
+    if details and details.get("val"):
+        out.append(f"operating_points_validation={os.path.basename(str(details['val']))}")
+    return out
+
+
 def model_key(model_info):
     """What identifies a model in UIDs: its config SHA-1, else its name and version."""
     name, version, _ = _model_identity(model_info)
@@ -232,6 +257,7 @@ def build_sr(
     series_number=900,
     instance_number=1,
     frame=1,
+    operating_points=None,
 ):
     """A Comprehensive 3D SR (TID 1500 Measurement Report) of one image's detections.
 
@@ -244,6 +270,8 @@ def build_sr(
             (one series per study and model) and from the image, model and detections (the same
             report twice has the same UID, so a PACS stores it once).
         frame: the referenced frame of a multi-frame source (ignored for single-frame images).
+        operating_points: algorithm parameters stating the operating points
+            (:func:`operating_point_parameters`); None adds nothing.
 
     Raises:
         SRBuildError: missing source identifiers, a result whose size differs from the image's, bad
@@ -283,6 +311,7 @@ def build_sr(
     frame_numbers = [int(frame)] if _is_multiframe(ref) else None
 
     name, version, params = _model_identity(model_info)
+    params = params + list(operating_points or [])
     algorithm = AlgorithmIdentification(name=name, version=version, parameters=params or None)
     key = model_key(model_info)
     observer = ObserverContext(

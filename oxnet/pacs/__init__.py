@@ -305,7 +305,7 @@ class Reporter:
     def _report(self, ds, data):
         from oxnet.data.io import read_raw
         from oxnet.deploy.runtime import apply_thresholds
-        from oxnet.deploy.sr import build_sr, sr_bytes
+        from oxnet.deploy.sr import build_sr, operating_point_parameters, sr_bytes
 
         with tempfile.TemporaryDirectory(prefix="oxnet-pacs-") as tmp:
             path = os.path.join(tmp, "image.dcm")
@@ -315,7 +315,14 @@ class Reporter:
         result = self.model.predict(image)
         thresholds = self.model.thresholds if self.use_thresholds else None
         result = apply_thresholds(result, thresholds, *self.caps)
-        sr = build_sr(ds, result, self.model.info)
+        details = None
+        info_path = os.path.join(getattr(self.model, "folder", "") or "", "thresholds_info.json")
+        if thresholds and os.path.exists(info_path):
+            with open(info_path, encoding="utf-8") as f:
+                details = json.load(f)
+        sr = build_sr(
+            ds, result, self.model.info, operating_points=operating_point_parameters(thresholds, details)
+        )
         answer = self.client.store(sr_bytes(sr))
         if answer.get("Status") not in ("Success", "AlreadyStored"):
             raise OrthancError(f"POST /instances answered {answer}")

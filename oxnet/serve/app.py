@@ -297,10 +297,13 @@ class _Service:
         thresholds = self.thresholds()
         kept = _apply_thresholds(result, thresholds, self.caps)
         if want_sr:
-            from oxnet.deploy.sr import SRBuildError, build_sr, sr_bytes
+            from oxnet.deploy.sr import SRBuildError, build_sr, operating_point_parameters, sr_bytes
 
+            points = operating_point_parameters(thresholds, self._thresholds_info())
             try:
-                sr = build_sr(source, kept, dict(getattr(self.model, "info", None) or {}))
+                sr = build_sr(
+                    source, kept, dict(getattr(self.model, "info", None) or {}), operating_points=points
+                )
             except SRBuildError as e:
                 raise UploadError(422, f"cannot write a DICOM SR for {name}: {redact(str(e), source)}") from e
             return {"sr": sr_bytes(sr), "sop_instance_uid": str(source.get("SOPInstanceUID", ""))}

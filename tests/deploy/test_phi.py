@@ -161,6 +161,7 @@ def test_no_identifier_leaves_the_service_or_the_bridge(
         client = pacs.OrthancClient(orthanc)
         assert client.store(path.read_bytes())["Status"] == "Success"
     state = tmp_path / "bridge_state.json"
+    bridge_start = len(caplog.records)
     assert (
         pacs.main(
             [
@@ -177,7 +178,13 @@ def test_no_identifier_leaves_the_service_or_the_bridge(
         == 1
     )  # one failed
     assert "failed 1" in caplog.text and "reported 1" in caplog.text
-    assert not [r for r in caplog.records if r.name.startswith("highdicom")]  # quiet without -v
+    # the bridge is quiet without -v: no highdicom line per copied attribute
+    assert not [r for r in caplog.records[bridge_start:] if r.name.startswith("highdicom")]
+    client = pacs.OrthancClient(orthanc)
+    study_id = client.lookup_study(study)
+    stored = [client.instance_file(i["ID"]) for i in client.get(f"/studies/{study_id}/instances")]
+    srs_in_pacs = [d for d in stored if b"operating_points=" in d]
+    assert len(srs_in_pacs) == 1 and b"operating_points=uncalibrated" in srs_in_pacs[0]  # it says so
 
     ours = [
         r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))

@@ -19,6 +19,7 @@ from oxnet.deploy.sr import (
     SRBuildError,
     build_sr,
     finding_code,
+    operating_point_parameters,
     read_findings,
     referenced_instances,
     sr_bytes,
@@ -212,7 +213,14 @@ def test_dciodvfy_reports_no_error(tmp_path, source):
         pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
     with_findings = build_sr(source, {"width": 64, "height": 48, "detections": DETECTIONS}, MODEL_INFO)
     without = build_sr(source, {"width": 64, "height": 48, "detections": []}, MODEL_INFO)
-    for name, ds in (("findings.dcm", with_findings), ("none.dcm", without)):
+    points = operating_point_parameters(
+        {"nodule": 0.4, "effusion": 0.3},
+        {"val": "/v/val.json", "classes": {"nodule": {"source": "class", "sensitivity": 0.8}}},
+    )
+    stated = build_sr(
+        source, {"width": 64, "height": 48, "detections": DETECTIONS}, MODEL_INFO, operating_points=points
+    )
+    for name, ds in (("findings.dcm", with_findings), ("none.dcm", without), ("points.dcm", stated)):
         proc = subprocess.run(
             ["dciodvfy", str(_write(tmp_path, ds, name))], capture_output=True, text=True, timeout=60
         )
@@ -220,3 +228,25 @@ def test_dciodvfy_reports_no_error(tmp_path, source):
         assert "Comprehensive3DSR" in out, out  # it recognized the IOD
         errors = [line for line in out.splitlines() if line.startswith("Error")]
         assert not errors, out
+
+
+def test_the_sr_states_the_operating_points_or_that_there_are_none(source):
+    """The algorithm's parameters in the SR name each class's operating point (threshold, how it was
+    chosen, sensitivity and false positives per image on the validation set), or say the findings
+    are uncalibrated."""
+    result = {"width": 64, "height": 48, "detections": DETECTIONS[:1]}
+    details = {
+        "val": "/data/val.json",
+        "classes": {"nodule": {"source": "pooled", "sensitivity": 0.75, "fp_per_image": 1.5}},
+    }
+    points = operating_point_parameters({"nodule": 0.4, "pleural effusion": 0.3}, details)
+    assert points == [
+        "operating_point[nodule]=threshold 0.4000 (pooled), lesion sensitivity 0.75, "
+        "1.50 false positives per image",
+        "operating_point[pleural effusion]=threshold 0.3000",
+        "operating_points_validation=val.json",
+    ]
+    data = sr_bytes(build_sr(source, result, MODEL_INFO, operating_points=points))
+    assert all(p.encode() in data for p in points)
+    none = sr_bytes(build_sr(source, result, MODEL_INFO, operating_points=operating_point_parameters(None)))
+    assert b"operating_points=uncalibrated" in none and b"operating_point[" not in none
