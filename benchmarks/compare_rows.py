@@ -85,10 +85,6 @@ def rows_by_method(results, table="table1", warm=None, iters=None):
     return out
 
 
-def _fp70(rec):
-    return (rec.get("normals") or {}).get("fp_per_normal_image_at_sensitivity", {}).get("0.7")
-
-
 #: (name, column title, value of a record or None, digits, whether higher is better)
 QUANTITIES = (
     ("mAP", "mAP", lambda r: r["metrics"]["mAP"], 1, True),
@@ -265,7 +261,7 @@ def against(results, base, warm=None, iters=None):
             f"| {method} | {_mean_std(maps)} | {_mean_std(base_maps)} | "
             f"{_fmt([x - y for x, y in zip(maps, base_maps)], sign=True)} | "
             f"{_interval_text(paired_interval([x - y for x, y in zip(maps, base_maps)]))} | "
-            f"{_mean_std([_fp70(r) for r in a], 2)} | {_mean_std([_fp70(r) for r in b], 2)} | "
+            f"{_mean_std([_fp(r, '0.7') for r in a], 2)} | {_mean_std([_fp(r, '0.7') for r in b], 2)} | "
             f"{_mean_std(box(a))} | {_mean_std(box(b))} |"
         )
     return "\n".join(lines)

@@ -197,6 +197,20 @@ def self_signed_certificate(folder, host="127.0.0.1"):
     return cert, key
 
 
+class SlowModel:
+    """A deployed model with a fixed extra delay per image, so that requests to a service pile up."""
+
+    def __init__(self, model, seconds):
+        self.model, self.seconds = model, seconds
+        self.info, self.class_names, self.thresholds = model.info, model.class_names, None
+
+    def predict(self, image):
+        import time
+
+        time.sleep(self.seconds)
+        return self.model.predict(image)
+
+
 def trainer_state(trainer):
     """Everything a training step may change: the student (with its GPA prototypes and normalizers),
     the mean teacher and the optimizer's state, copied."""

@@ -41,6 +41,7 @@ __all__ = [
     "apply_thresholds",
     "to_records",
     "read_thresholds",
+    "read_thresholds_info",
     "config_sha1",
     "model_info_from_config",
     "prepare_images",
@@ -53,6 +54,8 @@ __all__ = [
 MODEL_INFO = "model.json"
 #: Optional per-class operating thresholds, in any model folder.
 THRESHOLDS = "thresholds.json"
+#: How they were chosen (``python -m oxnet.deploy.thresholds``): validation set, per-class details.
+THRESHOLDS_INFO = "thresholds_info.json"
 #: Backend name -> file holding the model.
 BACKENDS = {"onnx": "model.onnx", "torchscript": "model.ts", "eager": "model_final.pth"}
 
@@ -124,6 +127,16 @@ def model_info_from_config(cfg, fmt="eager"):
         "bbox_reg_weights": [float(v) for v in ret.BBOX_REG_WEIGHTS],
         "training_data": training_data_counts(cfg),
     }
+
+
+def read_thresholds_info(folder):
+    """The model folder's ``thresholds_info.json`` (how its operating points were chosen), or None
+    without a folder or the file."""
+    path = os.path.join(folder, THRESHOLDS_INFO) if folder else None
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def read_thresholds(path, class_names):

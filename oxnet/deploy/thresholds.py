@@ -155,10 +155,10 @@ def choose_thresholds(gt, preds, class_names, sensitivity, iou=0.4, max_dets=100
 def write_thresholds(model_dir, thresholds, info):
     """Write ``thresholds.json`` and ``thresholds_info.json`` into ``model_dir`` atomically; returns
     the path of ``thresholds.json``."""
-    from oxnet.deploy.runtime import THRESHOLDS
+    from oxnet.deploy.runtime import THRESHOLDS, THRESHOLDS_INFO
     from oxnet.utils.atomic import atomic_write_json
 
-    atomic_write_json(os.path.join(model_dir, "thresholds_info.json"), info, indent=1)
+    atomic_write_json(os.path.join(model_dir, THRESHOLDS_INFO), info, indent=1)
     path = os.path.join(model_dir, THRESHOLDS)
     atomic_write_json(path, thresholds, indent=1)
     return path

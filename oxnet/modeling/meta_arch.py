@@ -500,14 +500,11 @@ class OXNet(RetinaNet):
         as ``OXNET.SFL.TEACHER_BOXES`` says (:mod:`oxnet.modeling.teacher_boxes`)."""
         images, features, logits, deltas = self._run_network(batched_inputs, image_key, dtype=self.amp_dtype)
         self._bottom_up_features = None
-        dense_logits, dense_deltas = self._transpose_dense_predictions(
-            [logits, deltas], [self.num_classes, 4]
-        )
-        probs = cat(dense_logits, dim=1).sigmoid()
+        probs = cat(self._transpose_dense_predictions([logits], [self.num_classes])[0], dim=1).sigmoid()
         if self.teacher_boxes == "inference":
             return probs, self.forward_inference(images, features, [logits, deltas])
         anchors = Boxes.cat(self.anchor_generator(features)).tensor
-        dense_deltas = cat(dense_deltas, dim=1)
+        dense_deltas = cat(self._transpose_dense_predictions([deltas], [4])[0], dim=1)
         detections = []
         for i, size in enumerate(images.image_sizes):
             decoded = Boxes(self.box2box_transform.apply_deltas(dense_deltas[i], anchors))

@@ -220,6 +220,10 @@ class Reporter:
         self.modalities = {m.upper() for m in modalities}
         self.use_thresholds = use_thresholds
         self.caps = tuple(caps)
+        from oxnet.deploy.runtime import read_thresholds_info
+
+        # how the operating points were chosen, stated in every SR: read once, not per image
+        self.thresholds_info = read_thresholds_info(getattr(model, "folder", None))
         self._study_reports = {}  # Orthanc study id -> SOP Instance UIDs this model reported there
         self.counts = {"reported": 0, "skipped": 0, "already": 0, "failed": 0}
 
@@ -315,14 +319,8 @@ class Reporter:
         result = self.model.predict(image)
         thresholds = self.model.thresholds if self.use_thresholds else None
         result = apply_thresholds(result, thresholds, *self.caps)
-        details = None
-        info_path = os.path.join(getattr(self.model, "folder", "") or "", "thresholds_info.json")
-        if thresholds and os.path.exists(info_path):
-            with open(info_path, encoding="utf-8") as f:
-                details = json.load(f)
-        sr = build_sr(
-            ds, result, self.model.info, operating_points=operating_point_parameters(thresholds, details)
-        )
+        points = operating_point_parameters(thresholds, self.thresholds_info if thresholds else None)
+        sr = build_sr(ds, result, self.model.info, operating_points=points)
         answer = self.client.store(sr_bytes(sr))
         if answer.get("Status") not in ("Success", "AlreadyStored"):
             raise OrthancError(f"POST /instances answered {answer}")

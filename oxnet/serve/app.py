@@ -130,6 +130,10 @@ class _Service:
         self.model = model
         self.limits = limits
         self.caps = tuple(caps) if caps else (MAX_FINDINGS_PER_CLASS, MAX_FINDINGS_PER_IMAGE)
+        from oxnet.deploy.runtime import read_thresholds_info
+
+        # how the operating points were chosen: read once, as the model's thresholds.json is
+        self.thresholds_info = read_thresholds_info(model_dir)
         self.model_dir = model_dir
         self.pool = concurrent.futures.ThreadPoolExecutor(limits.workers, thread_name_prefix="oxnet-infer")
         self.semaphore = None  # created in the event loop (startup)
@@ -205,9 +209,8 @@ class _Service:
             "limits": self.limits.as_dict(),
             "examples": sorted(self.examples),
         }
-        info_file = self._thresholds_info()
-        if info_file:
-            out["thresholds_info"] = info_file
+        if self.thresholds_info:
+            out["thresholds_info"] = self.thresholds_info
         out["calibrated"] = bool(self.thresholds())
         out["caps"] = {"per_class": self.caps[0], "per_image": self.caps[1]}
         return out
@@ -215,7 +218,7 @@ class _Service:
     def operating_points(self):
         """Per class, the operating point its threshold was chosen at (``thresholds_info.json``):
         threshold, source, lesion sensitivity and false positives per image on the validation set."""
-        details = self._thresholds_info()
+        details = self.thresholds_info
         if not details:
             return None
         keys = ("threshold", "source", "sensitivity", "fp_per_image", "lesions")
@@ -226,17 +229,6 @@ class _Service:
             "validation_set": os.path.basename(str(details.get("val", ""))) or None,
             "classes": classes,
         }
-
-    def _thresholds_info(self):
-        if not self.model_dir:
-            return None
-        path = os.path.join(self.model_dir, "thresholds_info.json")
-        if not os.path.exists(path):
-            return None
-        import json
-
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
 
     def thresholds(self):
         t = getattr(self.model, "thresholds", None)
@@ -299,7 +291,7 @@ class _Service:
         if want_sr:
             from oxnet.deploy.sr import SRBuildError, build_sr, operating_point_parameters, sr_bytes
 
-            points = operating_point_parameters(thresholds, self._thresholds_info())
+            points = operating_point_parameters(thresholds, self.thresholds_info)
             try:
                 sr = build_sr(
                     source, kept, dict(getattr(self.model, "info", None) or {}), operating_points=points

@@ -30,6 +30,21 @@ with open(TRY_CONFIG, encoding="utf-8") as _f:
     ORTHANC_USER, ORTHANC_PASSWORD = next(iter(json.load(_f)["RegisteredUsers"].items()))
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny trained model folder whose scores spread over (0, 1) (one per test module)."""
+    from oxnet.testing import tiny_model_folder
+
+    return tiny_model_folder(str(tmp_path_factory.mktemp("deploy_model")), score_shift=3.0)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    from oxnet.deploy.runtime import load_model
+
+    return load_model(model_dir)
+
+
 @pytest.fixture
 def orthanc(tmp_path):
     """Base URL of a fresh Orthanc on a free local port: storage and index in tmp, DICOM server

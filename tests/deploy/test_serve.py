@@ -20,7 +20,7 @@ import pytest
 from oxnet.data.io import read_raw, write_dicom
 from oxnet.deploy.runtime import load_model
 from oxnet.serve.app import ServiceLimits, create_app, declared_size, sniff_kind
-from oxnet.testing import REPO_ROOT, free_port, live_server, tiny_model_folder
+from oxnet.testing import REPO_ROOT, SlowModel, free_port, live_server
 
 
 @contextlib.contextmanager
@@ -28,16 +28,6 @@ def live(app):
     """Serve ``app`` on 127.0.0.1 (a deep accept backlog for the concurrency test); yields the base URL."""
     with live_server(app, backlog=512) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_folder(str(tmp_path_factory.mktemp("serve_model")), score_shift=3.0)
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return load_model(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -280,18 +270,6 @@ def test_header_sniffing():
     assert declared_size(jpg.tobytes(), "jpeg") == (51, 37)
 
 
-class _Slow:
-    """The model with a fixed extra delay per image, so that 200 requests pile up."""
-
-    def __init__(self, model, seconds):
-        self.model, self.seconds = model, seconds
-        self.info, self.class_names, self.thresholds = model.info, model.class_names, None
-
-    def predict(self, image):
-        time.sleep(self.seconds)
-        return self.model.predict(image)
-
-
 async def _burst(url, payload, n):
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
@@ -314,7 +292,7 @@ def test_200_concurrent_requests_with_a_bounded_queue(model, model_dir, files):
     assert service.served == 200 and service.pending == 0 and 1 < service.max_pending <= 202
 
     # One worker and a queue of 2: the rest get 503 with Retry-After, and never more than 3 are admitted.
-    app = create_app(_Slow(model, 0.05), model_dir, ServiceLimits(workers=1, max_queue=2))
+    app = create_app(SlowModel(model, 0.05), model_dir, ServiceLimits(workers=1, max_queue=2))
     with live(app) as url:
         responses = asyncio.run(_burst(url, payload, 200))
     codes = [r.status_code for r in responses]

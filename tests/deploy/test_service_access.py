@@ -19,22 +19,11 @@ import pydicom
 import pytest
 
 from oxnet.data.io import write_dicom
-from oxnet.deploy.runtime import load_model
 from oxnet.serve.access import AuditLog
 from oxnet.serve.app import ServiceLimits, create_app
 from oxnet.serve.auth import ClientLimits, TokenStore, hash_token
 from oxnet.serve.tokens import main as tokens_main
-from oxnet.testing import REPO_ROOT, live_server, tiny_model_folder
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_folder(str(tmp_path_factory.mktemp("access_model")), score_shift=3.0)
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return load_model(model_dir)
+from oxnet.testing import REPO_ROOT, SlowModel, live_server
 
 
 @pytest.fixture(scope="module")
@@ -159,16 +148,6 @@ def test_environment_token_and_a_trusted_proxy_user(tmp_path, model, model_dir, 
         TokenStore(str(tmp_path / "bad.txt"))
 
 
-class _Slow:
-    def __init__(self, model, seconds):
-        self.model, self.seconds = model, seconds
-        self.info, self.class_names, self.thresholds = model.info, model.class_names, None
-
-    def predict(self, image):
-        time.sleep(self.seconds)
-        return self.model.predict(image)
-
-
 def test_per_client_rate_and_concurrent_uploads_get_429_with_retry_after(tmp_path, model, model_dir, png):
     path, tokens = _tokens(tmp_path, "a", "b")
     app = create_app(
@@ -184,7 +163,7 @@ def test_per_client_rate_and_concurrent_uploads_get_429_with_retry_after(tmp_pat
         assert _predict(url, png, token=tokens["b"]).status_code == 200  # another client is not affected
 
     app = create_app(
-        _Slow(model, 0.5), model_dir, ServiceLimits(workers=4, max_queue=8), tokens=TokenStore(path),
+        SlowModel(model, 0.5), model_dir, ServiceLimits(workers=4, max_queue=8), tokens=TokenStore(path),
         client_limits=ClientLimits(rate=100, per=60.0, uploads=1),
     )  # fmt: skip
 
