@@ -1,7 +1,10 @@
-"""Reproduce the paper's Table 1 (methods) or Table 2 (supervision mixes) on a data spec.
+"""Reproduce the paper's Table 1 (methods) or Table 2 (supervision mixes) on a data spec, or run the
+simulated annotation study (which images to box next, each strategy against random choice).
 
     python -m oxnet.bench table1|table2 --data SPEC --out DIR [--seeds N] [--iters K] [--rows a,b,c]
         [--warm-start K0] [--shard I/N] [--eval-period K] [--keep-weights] [KEY VALUE ...]
+    python -m oxnet.bench advise --data SPEC --out DIR [--seeds N] [--strategies a,b] [--rounds R]
+        [--per-round N] [--start F] [--iters K] [--round-iters K1] [--warm-start K0] [--method M]
 
 SPEC is a preset (synthetic, tbx500, tbx-omni, toy) or a JSON spec file (see oxnet/bench/presets.py). Every
 (row, seed) trains with the same data, schedule and evaluation; finished runs are kept in
@@ -48,7 +51,7 @@ def parse_args(argv=None):
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("table", choices=("table1", "table2"))
+    parser.add_argument("table", choices=("table1", "table2", "advise"))
     parser.add_argument("--data", required=True, help=f"preset name ({', '.join(PRESETS)}) or JSON spec file")
     parser.add_argument("--out", required=True, help="output folder (data, runs, results.json, tables)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the spec's)")
@@ -100,6 +103,26 @@ def parse_args(argv=None):
         "machine computes bfloat16 natively, else float32); part of each run's fingerprint",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    study = parser.add_argument_group("advise (the simulated annotation study, oxnet/bench/advise_study.py)")
+    study.add_argument(
+        "--strategies",
+        default="all",
+        help="comma-separated strategies of python -m oxnet.advise, or 'all' (random is always run)",
+    )
+    study.add_argument("--rounds", type=int, default=3, help="annotation rounds (default 3)")
+    study.add_argument(
+        "--per-round",
+        type=float,
+        default=1 / 12,
+        help="images boxed per round: a count, or below 1 a fraction of the pool (default 1/12)",
+    )
+    study.add_argument(
+        "--start", type=float, default=0.25, help="boxed at the start: fraction or count (default 0.25)"
+    )
+    study.add_argument(
+        "--round-iters", type=int, default=None, help="iterations per round (default: half of --iters)"
+    )
+    study.add_argument("--method", default="oxnet_neg", help="the model trained (default oxnet_neg)")
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -159,6 +182,30 @@ def main(argv=None):
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) < 1:
             raise ValueError(f"--shard takes I/N (e.g. 0/4), got {args.shard!r}")
         shard = (int(parts[0]), int(parts[1]))
+        if args.table == "advise":
+            from oxnet.advise import STRATEGIES
+
+            from .advise_study import run_advise_study
+
+            names = STRATEGIES if args.strategies == "all" else args.strategies.split(",")
+            path = run_advise_study(
+                spec,
+                args.out,
+                [n.strip() for n in names if n.strip()],
+                seeds=args.seeds if args.seeds is not None else spec["seeds"],
+                rounds=args.rounds,
+                per_round=args.per_round,
+                start=args.start,
+                iters=args.iters,
+                round_iters=args.round_iters,
+                method=args.method,
+                shard=shard,
+                train=not args.report_only,
+            )
+            with open(path, encoding="utf-8") as f:
+                print(f.read())
+            print(f"written {path}")
+            return 0
         path = run_table(
             args.table,
             spec,
