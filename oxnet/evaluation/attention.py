@@ -13,6 +13,8 @@ import numpy as np
 
 from oxnet.utils.atomic import atomic_open
 
+from .report import OVERLAY_STYLES
+
 __all__ = ["attention_figure", "draw_attention_maps", "map_scales", "write_attention_report"]
 
 _MAP_TITLES = (
@@ -21,7 +23,12 @@ _MAP_TITLES = (
     ("daa", "DAA map X·R\n(Eq. 3, sums to the logit)"),
 )
 _SIGNED_CMAP, _SEQUENTIAL_CMAP = "RdBu_r", "viridis"
-_GT_STYLE = {"edgecolor": "#F0E442", "linestyle": (0, (3, 2)), "linewidth": 1.6}  # as in the overlays
+# ground truth as in the evaluation overlays (their Okabe & Ito yellow, dashed), thinner on the small panels
+_GT_STYLE = {
+    "edgecolor": OVERLAY_STYLES["gt"]["color"],
+    "linestyle": OVERLAY_STYLES["gt"]["linestyle"],
+    "linewidth": 1.6,
+}
 
 
 def map_scales(arrays, classes):

@@ -3,9 +3,12 @@
 "use strict";
 
 // One colour per class, from the service (/v1/model "colors": the project's palette, oxnet/utils/palette.py).
-const MAX_SIDE = 640, MIN_SIDE = 448;
+// The view: a canvas as large as the page allows (at most MAX_VIEW px a side), the image fitted into it,
+// then zoomed (1x to MAX_ZOOM x) and panned; a canvas pixel (css) is view.t + view.fit * view.zoom * image pixel.
+const MAX_VIEW = 1000, MIN_VIEW = 320, MAX_ZOOM = 16, ZOOM_STEP = 1.25;
 const state = { model: null, result: null, upload: null, uploadName: "", image: null, thresholds: {},
-                attention: null };
+                attention: null, custom: false, shown: [], highlighted: null };
+const view = { fit: 1, zoom: 1, tx: 0, ty: 0, width: 512, height: 512, dpr: 1, drag: null };
 const $ = (id) => document.getElementById(id);
 
 function setStatus(text, isError) {
@@ -58,17 +61,24 @@ async function api(url, options) {
   }
 }
 
+// The operating threshold of a class: the service's thresholds.json, else the model's test threshold.
+function operatingThreshold(name) {
+  const m = state.model;
+  if (m.thresholds && m.thresholds[name] != null) return m.thresholds[name];
+  return m.score_thresh != null ? m.score_thresh : 0.05;
+}
+
 async function loadModel() {
   const resp = await api("v1/model");
   if (!resp.ok) { setStatus("cannot load the model's description: " + await errorText(resp), true); return; }
   const m = state.model = await resp.json();
   $("model-info").textContent = `${m.classes.length} classes · ${m.format || "?"} model · OXnet ` +
-    `${m.version || "?"}` + (m.thresholds ? " · operating thresholds from thresholds.json" : "");
-  const start = m.score_thresh != null ? m.score_thresh : 0.05;
+    `${m.version || "?"}` + (m.thresholds ? " · operating thresholds from thresholds.json"
+                                           : " · uncalibrated (no thresholds.json)");
   const body = $("thresholds").tBodies[0];
   body.innerHTML = "";
   for (const name of m.classes) {
-    const value = m.thresholds && m.thresholds[name] != null ? m.thresholds[name] : start;
+    const value = operatingThreshold(name);
     state.thresholds[name] = value;
     const row = body.insertRow();
     row.dataset.class = name;
@@ -85,7 +95,7 @@ async function loadModel() {
     slider.addEventListener("input", () => {
       state.thresholds[name] = Number(slider.value);
       row.querySelector(".value").textContent = Number(slider.value).toFixed(3);
-      draw();
+      update();
     });
   }
   const att = m.attention || { available: false, reason: "unknown" };
@@ -121,7 +131,7 @@ async function analyze(blob, name) {
   const resp = await api("v1/predict?preview=1", { method: "POST", body: form });
   if (!resp.ok) {
     state.result = null;
-    draw();
+    update();
     setStatus(`${name}: ` + await errorText(resp), true);
     return;
   }
@@ -130,6 +140,7 @@ async function analyze(blob, name) {
   await new Promise((ok, fail) => { image.onload = ok; image.onerror = fail; image.src = result.preview; });
   state.result = result;
   state.image = image;
+  state.highlighted = null;
   const isDicom = result.image.kind === "dicom";
   $("download-json").disabled = false;
   $("download-sr").disabled = !isDicom;
@@ -137,7 +148,8 @@ async function analyze(blob, name) {
                                    : "DICOM uploads only (the SR references the source image)";
   renderImageScores();
   if ($("attention").checked) await fetchAttention();
-  draw();
+  layout(true);
+  update();
   setStatus(`${name}: ${result.image.width}×${result.image.height} ${result.image.kind.toUpperCase()}, ` +
             `${result.detections.length} detections; ${result.summary}` +
             (result.calibrated ? "" : " (uncalibrated: the model has no operating points)"));
@@ -164,11 +176,140 @@ function renderImageScores() {
   }
 }
 
-function visible() {
+// The boxes shown: the service's findings at the operating points, unless a slider was moved away from
+// its class's operating threshold; then every detection reaching its class's slider (no caps).
+function computeShown() {
+  const m = state.model;
+  state.custom = !!m && m.classes.some((c) => Math.abs(state.thresholds[c] - operatingThreshold(c)) > 1e-9);
   if (!state.result) return [];
-  return state.result.detections.filter((d) => d.score >= state.thresholds[d.class] - 1e-9);
+  const boxes = state.custom
+    ? state.result.detections.filter((d) => d.score >= state.thresholds[d.class] - 1e-9)
+    : state.result.findings;
+  return boxes.slice().sort((a, b) => b.score - a.score);
 }
 
+// Recompute what is shown (new result, slider moved) and redraw the list and the canvas.
+function update() {
+  state.shown = computeShown();
+  if (state.highlighted != null && state.highlighted >= state.shown.length) state.highlighted = null;
+  const shown = state.shown, result = state.result;
+  $("box-count").textContent = shown.length;
+  $("box-kind").textContent = state.custom ? "boxes at the thresholds below"
+    : result && !result.calibrated ? "boxes (uncalibrated: no operating points)" : "findings at the operating points";
+  $("custom-note").hidden = !state.custom;
+  const summary = $("summary");
+  // the service's sentence when nothing passes the operating points (the heading says it otherwise)
+  summary.hidden = !result || !!result.findings.length;
+  summary.textContent = result ? result.summary : "";
+  summary.className = summary.hidden ? "" : "none";
+  for (const row of $("thresholds").tBodies[0].rows) {
+    const n = shown.filter((d) => d.class === row.dataset.class).length;
+    row.querySelector(".count").textContent = result ? `${n} shown` : "";
+  }
+  const list = $("box-list");
+  list.innerHTML = "";
+  shown.forEach((d, i) => {
+    const item = document.createElement("li");
+    item.dataset.index = i;
+    item.tabIndex = 0;
+    item.title = `box [x, y, w, h] = [${d.box.map((v) => v.toFixed(0)).join(", ")}] in the image's pixels`;
+    item.innerHTML = `<span class="index"></span><span><span class="swatch"></span><span class="class"></span>` +
+      `</span><span class="score"></span>`;
+    item.querySelector(".index").textContent = i + 1;
+    item.querySelector(".swatch").style.background = color(d.class);
+    item.querySelector(".class").textContent = d.class;
+    item.querySelector(".score").textContent = d.score.toFixed(3);
+    item.addEventListener("mouseenter", () => highlight(i));
+    item.addEventListener("mouseleave", () => highlight(null));
+    item.addEventListener("focus", () => highlight(i));
+    item.addEventListener("blur", () => highlight(null));
+    list.appendChild(item);
+  });
+  markRows();
+  paint();
+}
+
+function highlight(i) {
+  if (i === state.highlighted) return;
+  state.highlighted = i;
+  markRows();
+  paint();
+}
+
+function markRows() {
+  for (const item of $("box-list").children) {
+    const on = Number(item.dataset.index) === state.highlighted;
+    item.classList.toggle("hl", on);
+    item.setAttribute("aria-selected", on ? "true" : "false");
+  }
+  const d = state.highlighted != null ? state.shown[state.highlighted] : null;
+  $("hover-info").textContent = d ? `${state.highlighted + 1} · ${d.class} ${d.score.toFixed(3)} at ` +
+    `[${d.box.map((v) => v.toFixed(0)).join(", ")}]` + (d.operating_threshold != null
+      ? ` (threshold ${d.operating_threshold.toFixed(3)})` : "") + " ·" : "";
+}
+
+// -- view: size, zoom and pan --------------------------------------------------------------------------
+function scale() { return view.fit * view.zoom; }
+
+// Size the canvas to the room the page has (width of its column, height of the window below it).
+function layout(reset) {
+  const canvas = $("view"), holder = $("viewer");
+  const room = Math.max(MIN_VIEW, Math.min(MAX_VIEW, holder.clientWidth || MAX_VIEW));
+  const top = holder.getBoundingClientRect().top + window.scrollY;
+  const tall = Math.max(MIN_VIEW, Math.min(MAX_VIEW, window.innerHeight - top - 40));
+  const W = state.result ? state.result.image.width : 1, H = state.result ? state.result.image.height : 1;
+  const oldFit = view.fit;
+  view.fit = Math.min(room / W, tall / H);
+  view.width = Math.max(1, Math.round(W * view.fit));
+  view.height = Math.max(1, Math.round(H * view.fit));
+  if (reset) { view.zoom = 1; view.tx = 0; view.ty = 0; }
+  else { view.tx *= view.fit / oldFit; view.ty *= view.fit / oldFit; clampPan(); }
+  view.dpr = window.devicePixelRatio || 1;
+  canvas.style.width = view.width + "px";
+  canvas.style.height = view.height + "px";
+  canvas.width = Math.round(view.width * view.dpr);
+  canvas.height = Math.round(view.height * view.dpr);
+}
+
+function clampPan() {
+  const W = state.result ? state.result.image.width : 1, H = state.result ? state.result.image.height : 1;
+  view.tx = Math.min(0, Math.max(view.width - W * scale(), view.tx));
+  view.ty = Math.min(0, Math.max(view.height - H * scale(), view.ty));
+}
+
+// Zoom to `zoom`, keeping the image point under canvas point (cx, cy) (css pixels) where it is.
+function zoomTo(zoom, cx, cy) {
+  if (!state.result) return;
+  zoom = Math.min(MAX_ZOOM, Math.max(1, zoom));
+  if (cx == null) { cx = view.width / 2; cy = view.height / 2; }
+  const ix = (cx - view.tx) / scale(), iy = (cy - view.ty) / scale();
+  view.zoom = zoom;
+  view.tx = cx - ix * scale();
+  view.ty = cy - iy * scale();
+  clampPan();
+  paint();
+}
+
+function canvasPoint(event) {
+  const r = $("view").getBoundingClientRect();
+  return [event.clientX - r.left, event.clientY - r.top];
+}
+
+// The shown box under canvas point (cx, cy): the smallest one containing it (a few pixels of slack).
+function hitTest(cx, cy) {
+  const ix = (cx - view.tx) / scale(), iy = (cy - view.ty) / scale(), slack = 3 / scale();
+  let best = null, bestArea = Infinity;
+  state.shown.forEach((d, i) => {
+    const [x, y, w, h] = d.box;
+    if (ix >= x - slack && ix <= x + w + slack && iy >= y - slack && iy <= y + h + slack && w * h < bestArea) {
+      best = i;
+      bestArea = w * h;
+    }
+  });
+  return best;
+}
+
+// -- painting ------------------------------------------------------------------------------------------
 function attentionPeak() {
   const k = state.attention.classes.indexOf($("attention-class").value);
   return k < 0 ? 0 : Math.max(...state.attention.maps[k].flat().map(Math.abs));
@@ -194,51 +335,68 @@ function drawAttention(ctx, w, h) {
   ctx.drawImage(small, 0, 0, w, h);
 }
 
-function draw() {
+// A text on a dark background at (x, y) (its top left), kept inside the canvas.
+function tag(ctx, text, x, y, fill, size, bold) {
+  ctx.font = `${bold ? "bold " : ""}${size}px system-ui, sans-serif`;
+  const tw = ctx.measureText(text).width + 6, th = size + 4;
+  const lx = Math.max(0, Math.min(x, view.width - tw)), ly = Math.max(0, Math.min(y, view.height - th));
+  ctx.fillStyle = "rgba(0,0,0,0.75)";
+  ctx.fillRect(lx, ly, tw, th);
+  ctx.fillStyle = fill;
+  ctx.fillText(text, lx + 3, ly + 2);
+}
+
+// Image, attention map, box outlines in their class's colour with their number; a label (class and
+// score) only for the highlighted box, or for every box with "labels on image".
+function paint() {
   const canvas = $("view"), ctx = canvas.getContext("2d");
-  const shown = visible();
-  $("box-count").textContent = shown.length;
-  const list = $("box-list");
-  list.innerHTML = "";
-  for (const row of $("thresholds").tBodies[0].rows) {
-    const n = shown.filter((d) => d.class === row.dataset.class).length;
-    row.querySelector(".count").textContent = state.result ? `${n} shown` : "";
-  }
-  if (!state.result) { ctx.clearRect(0, 0, canvas.width, canvas.height); $("caption").textContent = ""; return; }
-  const W = state.result.image.width, H = state.result.image.height;
-  const scale = Math.min(MAX_SIDE / Math.max(W, H), Math.max(1, MIN_SIDE / Math.max(W, H)));
-  canvas.width = Math.round(W * scale);
-  canvas.height = Math.round(H * scale);
-  ctx.imageSmoothingEnabled = scale < 1;
-  ctx.drawImage(state.image, 0, 0, canvas.width, canvas.height);
-  if ($("attention").checked && state.attention) drawAttention(ctx, canvas.width, canvas.height);
-  ctx.font = "13px system-ui, sans-serif";
+  const { dpr } = view;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const zoomed = state.result && view.zoom > 1 + 1e-9;
+  canvas.classList.toggle("zoomed", !!zoomed);
+  for (const id of ["zoom-in", "zoom-out", "zoom-reset"]) $(id).disabled = !state.result;
+  $("zoom-level").textContent = `${Math.round(view.zoom * 100)}%`;
+  if (!state.result) { $("caption").textContent = ""; return; }
+  const W = state.result.image.width, H = state.result.image.height, s = scale();
+  ctx.setTransform(dpr * s, 0, 0, dpr * s, dpr * view.tx, dpr * view.ty);
+  ctx.imageSmoothingEnabled = s * dpr < 3;  // enlarged a lot: the image's own pixels
+  ctx.drawImage(state.image, 0, 0, W, H);
+  if ($("attention").checked && state.attention) drawAttention(ctx, W, H);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.textBaseline = "top";
-  const labels = [];
-  for (const d of shown) {  // boxes first, then every label on top of them
-    const [x, y, w, h] = d.box.map((v) => v * scale);
+  const order = state.shown.map((d, i) => i).filter((i) => i !== state.highlighted);
+  if (state.highlighted != null) order.push(state.highlighted);  // the highlighted box on top
+  const rect = (d) => [view.tx + d.box[0] * s, view.ty + d.box[1] * s, d.box[2] * s, d.box[3] * s];
+  for (const i of order) {
+    const d = state.shown[i], [x, y, w, h] = rect(d), on = i === state.highlighted;
+    if (on) { ctx.strokeStyle = "rgba(0,0,0,0.8)"; ctx.lineWidth = 5; ctx.strokeRect(x, y, w, h); }
+    ctx.globalAlpha = state.highlighted == null || on ? 1 : 0.55;
     ctx.strokeStyle = color(d.class);
-    ctx.lineWidth = 2;
+    ctx.lineWidth = on ? 3 : 2;
     ctx.strokeRect(x, y, w, h);
-    labels.push([d, x, y, h]);
-    const item = document.createElement("li");
-    item.textContent = `${d.class} ${d.score.toFixed(3)} at [${d.box.map((v) => v.toFixed(0)).join(", ")}]`;
-    list.appendChild(item);
+    tag(ctx, String(i + 1), x + 1, y + 1, color(d.class), 11, true);
+    ctx.globalAlpha = 1;
   }
-  for (const [d, x, y, h] of labels) {
-    const label = `${d.class} ${d.score.toFixed(2)}`;
-    const tw = ctx.measureText(label).width + 6;
-    const lx = Math.min(x, canvas.width - tw), ly = y >= 17 ? y - 17 : y + h;
-    ctx.fillStyle = "rgba(0,0,0,0.7)";
-    ctx.fillRect(lx, ly, tw, 17);
-    ctx.fillStyle = color(d.class);
-    ctx.fillText(label, lx + 3, ly + 2);
+  const labelled = $("labels-on").checked ? order : state.highlighted != null ? [state.highlighted] : [];
+  for (const i of labelled) {
+    const d = state.shown[i], [x, y, , h] = rect(d);
+    tag(ctx, `${i + 1} ${d.class} ${d.score.toFixed(2)}`, x, y >= 19 ? y - 19 : y + h + 2, color(d.class), 13);
   }
   $("caption").textContent = `${state.uploadName} · ${W}×${H} px · boxes in the image's own pixels` +
     ($("attention").checked && state.attention ? ` · DAA map of ${$("attention-class").value} ` +
      `(vermillion positive, blue negative; opacity grows with |value|, at most ${attentionPeak().toPrecision(3)})`
      : "");
 }
+
+// For scripts and tests: the highlighted finding (index into the list), the view and the boxes shown.
+window.oxnetReview = {
+  get highlighted() { return state.highlighted; },
+  get view() { return { fit: view.fit, zoom: view.zoom, scale: scale(), tx: view.tx, ty: view.ty,
+                        width: view.width, height: view.height }; },
+  get shown() { return state.shown.map((d) => Object.assign({}, d)); },
+  get custom() { return state.custom; },
+};
 
 function download(blob, name) {
   const a = document.createElement("a");
@@ -251,6 +409,67 @@ function download(blob, name) {
 }
 
 function stem() { return state.uploadName.replace(/\.[^.]*$/, "") || "image"; }
+
+// -- events --------------------------------------------------------------------------------------------
+const canvas = $("view");
+canvas.addEventListener("wheel", (e) => {
+  if (!state.result) return;
+  e.preventDefault();
+  const lines = e.deltaMode === 1 ? 33 : e.deltaMode === 2 ? 400 : 1;  // line or page deltas to pixels
+  const steps = Math.max(-4, Math.min(4, -e.deltaY * lines / 100));
+  const [cx, cy] = canvasPoint(e);
+  zoomTo(view.zoom * Math.pow(ZOOM_STEP, steps), cx, cy);
+}, { passive: false });
+canvas.addEventListener("pointerdown", (e) => {
+  if (!state.result || e.button !== 0 || view.zoom <= 1 + 1e-9) return;
+  view.drag = { x: e.clientX, y: e.clientY, tx: view.tx, ty: view.ty };
+  canvas.setPointerCapture(e.pointerId);
+  canvas.classList.add("dragging");
+});
+canvas.addEventListener("pointermove", (e) => {
+  if (!state.result) return;
+  if (view.drag) {
+    view.tx = view.drag.tx + e.clientX - view.drag.x;
+    view.ty = view.drag.ty + e.clientY - view.drag.y;
+    clampPan();
+    paint();
+    return;
+  }
+  highlight(hitTest(...canvasPoint(e)));
+});
+function endDrag(e) {
+  if (!view.drag) return;
+  view.drag = null;
+  canvas.classList.remove("dragging");
+  if (canvas.hasPointerCapture(e.pointerId)) canvas.releasePointerCapture(e.pointerId);
+}
+canvas.addEventListener("pointerup", endDrag);
+canvas.addEventListener("pointercancel", endDrag);
+canvas.addEventListener("pointerleave", () => { if (!view.drag) highlight(null); });
+$("zoom-in").addEventListener("click", () => zoomTo(view.zoom * ZOOM_STEP));
+$("zoom-out").addEventListener("click", () => zoomTo(view.zoom / ZOOM_STEP));
+$("zoom-reset").addEventListener("click", () => zoomTo(1));
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  if (!state.result || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
+  if (e.key === "+" || e.key === "=") zoomTo(view.zoom * ZOOM_STEP);
+  else if (e.key === "-" || e.key === "_") zoomTo(view.zoom / ZOOM_STEP);
+  else if (e.key === "0") zoomTo(1);
+  else return;
+  e.preventDefault();
+});
+window.addEventListener("resize", () => { if (state.result) { layout(false); paint(); } });
+$("labels-on").addEventListener("change", paint);
+$("reset-thresholds").addEventListener("click", () => {
+  for (const input of $("thresholds").querySelectorAll("input[data-class]")) {
+    const name = input.dataset.class;
+    state.thresholds[name] = operatingThreshold(name);
+    input.value = state.thresholds[name];
+    input.closest("tr").querySelector(".value").textContent = Number(input.value).toFixed(3);
+  }
+  update();
+});
 
 $("file").addEventListener("change", (e) => {
   const f = e.target.files[0];
@@ -266,9 +485,9 @@ $("example").addEventListener("change", async (e) => {
 $("attention").addEventListener("change", async () => {
   $("attention-class").disabled = !$("attention").checked;
   if ($("attention").checked) await fetchAttention();
-  draw();
+  paint();
 });
-$("attention-class").addEventListener("change", draw);
+$("attention-class").addEventListener("change", paint);
 $("download-json").addEventListener("click", () => {
   const out = Object.assign({}, state.result, { review_thresholds: state.thresholds });
   delete out.preview;
@@ -282,4 +501,6 @@ $("download-sr").addEventListener("click", async () => {
   download(await resp.blob(), `oxnet_sr_${stem()}.dcm`);
 });
 
+layout(true);
+paint();
 loadModel().catch((e) => setStatus("cannot load the model's description: " + e, true));
