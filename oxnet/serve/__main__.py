@@ -4,6 +4,10 @@ DIR is an eager model folder (``model_final.pth`` + ``config.yaml``, as training
 exported one (``tools/export_model.py``); its ``thresholds.json`` (``python -m oxnet.deploy.thresholds``)
 sets the per-class operating thresholds. The review page is at ``http://HOST:PORT/``.
 
+``--annotate POOL_JSON`` (``--annotate-images DIR``, ``--advice ADVICE_JSON``, ``--annotations-out FILE``)
+adds the annotation view at ``http://HOST:PORT/annotate`` (:mod:`oxnet.serve.annotate`): saving boxes
+needs authentication, which names the user recorded with each image.
+
 Authentication: ``--token-file FILE`` (``python -m oxnet.serve.tokens add NAME --file FILE``) and/or
 the environment variable ``OXNET_SERVE_TOKEN``; every endpoint but ``/healthz`` and the review page
 then needs ``Authorization: Bearer TOKEN``. On an address other than loopback the service refuses
@@ -50,6 +54,27 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--body-timeout", type=float, default=30.0, help="seconds an upload may stall before 408 (default 30)"
+    )
+    ann = p.add_argument_group("annotation view (/annotate)")
+    ann.add_argument(
+        "--annotate",
+        metavar="POOL_JSON",
+        help="an OXnet-COCO file of weak/unlabeled images to box: serves the annotation view at /annotate",
+    )
+    ann.add_argument(
+        "--annotate-images",
+        metavar="DIR",
+        help="the folder the pool's file names are relative to (default: its folder)",
+    )
+    ann.add_argument(
+        "--advice",
+        metavar="ADVICE_JSON",
+        help="the ranked images to box (python -m oxnet.advise): the queue order (default: the pool order)",
+    )
+    ann.add_argument(
+        "--annotations-out",
+        metavar="FILE",
+        help="the OXnet-COCO file the saved boxes go to (default: <pool>.annotations.json beside the pool)",
     )
     auth = p.add_argument_group("access")
     auth.add_argument("--token-file", help="file of named, hashed API tokens (python -m oxnet.serve.tokens)")
@@ -139,6 +164,19 @@ def main(argv=None):
             raise ValueError(refusal)
         if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
             raise ValueError("TLS needs both --ssl-certfile and --ssl-keyfile")
+        pool = None
+        if args.annotate:
+            from .annotate import AnnotationPool
+
+            pool = AnnotationPool(args.annotate, args.annotate_images, args.advice, args.annotations_out)
+            if tokens is None and not args.trusted_proxy:
+                print(
+                    "warning: without authentication (--token-file, OXNET_SERVE_TOKEN or --trusted-proxy) "
+                    "the annotation view shows the pool but refuses saves: it cannot record who saved",
+                    file=sys.stderr,
+                )
+        elif args.advice or args.annotate_images or args.annotations_out:
+            raise ValueError("--advice, --annotate-images and --annotations-out go with --annotate POOL_JSON")
         client_limits = ClientLimits(rate=args.rate_limit, per=60.0, uploads=args.uploads_per_client)
         model = load_model(args.model, backend=args.backend, precision=args.precision)
         limits = ServiceLimits(
@@ -160,6 +198,7 @@ def main(argv=None):
             user_header=args.proxy_user_header,
             audit=AuditLog(args.audit_log),
             caps=(args.max_findings_per_class, args.max_findings_per_image),
+            annotate=pool,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,8 +22,9 @@ __all__ = ["AccessControl", "AuditLog", "OPEN_PATHS"]
 
 logger = logging.getLogger(__name__)
 
-#: Paths anyone may fetch: liveness and the review page itself (it asks for the token).
-OPEN_PATHS = ("/healthz", "/", "/favicon.ico")
+#: Paths anyone may fetch: liveness, the review page and the annotation view themselves (they ask for
+#: the token; without --annotate, /annotate is a 404).
+OPEN_PATHS = ("/healthz", "/", "/annotate", "/favicon.ico")
 OPEN_PREFIXES = ("/static/",)
 #: Endpoints named by their route in the audit log (the example's file name stays out).
 ROUTES = (("/v1/examples/", "/v1/examples/{name}"),)

@@ -542,6 +542,7 @@ def create_app(
     user_header="x-forwarded-user",
     audit=None,
     caps=None,
+    annotate=None,
 ):
     """The FastAPI app serving ``model`` (a :class:`oxnet.deploy.runtime.DeployedModel`, or a model
     folder, loaded with :func:`oxnet.deploy.runtime.load_model`).
@@ -558,6 +559,8 @@ def create_app(
             (:class:`oxnet.serve.access.AccessControl`).
         caps: (findings per class, findings per image) after the operating thresholds (default
             :data:`oxnet.deploy.runtime.MAX_FINDINGS_PER_CLASS`, ``MAX_FINDINGS_PER_IMAGE``).
+        annotate: an :class:`oxnet.serve.annotate.AnnotationPool` (or the path of its pool file): adds
+            the annotation view at ``/annotate`` and ``/v1/annotate/...`` (:mod:`oxnet.serve.annotate`).
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
@@ -657,6 +660,12 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(os.path.join(STATIC_DIR, "index.html"), media_type="text/html")
+
+    if annotate is not None:
+        from .annotate import AnnotationPool, add_annotation_routes
+
+        pool = annotate if isinstance(annotate, AnnotationPool) else AnnotationPool(annotate)
+        add_annotation_routes(app, service, pool)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
