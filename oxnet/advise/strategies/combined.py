@@ -12,24 +12,28 @@ __all__ = ["Combined"]
 
 @STRATEGY_REGISTRY.register()
 class Combined(Strategy):
-    """Take the ``pool_factor x budget`` best images by weak-label disagreement (by detector
-    uncertainty when the pool has no weak labels), then choose ``budget`` of them by k-center over
-    the backbone features (starting from the boxed images), so that near-duplicate contradicted
-    images are not all boxed. Each pick keeps its first strategy's score and reason."""
+    """A shortlist of ``pool_factor x budget`` images: the most contradicted by weak-label
+    disagreement, then (images without a weak label, or a pool without any) the most uncertain for the
+    detector; from it ``budget`` images by k-center over the backbone features, starting from the
+    boxed images, so that near-duplicate contradicted images are not all boxed. The score is the
+    k-center distance at the time of the pick (the shortlist's score without features); the reason
+    keeps why the image made the shortlist."""
 
     name = "combined"
     description = "weak-label disagreement (else uncertainty), diversified by k-center"
     pool_factor = 3
 
     def select(self, signals, budget, rng):
-        first = WeakDisagreement() if signals.labels is not None else Uncertainty()
-        shortlist = first.select(signals, self.pool_factor * int(budget), rng)
-        shortlist = [p for p in shortlist if not np.isnan(p.score)]
+        size = self.pool_factor * int(budget)
+        shortlist = []
+        if signals.labels is not None:
+            shortlist = [p for p in WeakDisagreement().select(signals, size, rng) if not np.isnan(p.score)]
+        if len(shortlist) < size:
+            taken = {p.index for p in shortlist}
+            rest = [p for p in Uncertainty().select(signals, len(signals), rng) if p.index not in taken]
+            shortlist += rest[: size - len(shortlist)]
         if signals.features is None or len(shortlist) <= budget:
             return shortlist[: int(budget)]
         by_index = {p.index: p for p in shortlist}
         chosen = k_center_greedy(signals.features, budget, signals.boxed_features, list(by_index))
-        return [
-            Pick(i, by_index[i].score, f"{by_index[i].reason}; spread by k-center (distance {d:.3f})")
-            for i, d in chosen
-        ]
+        return [Pick(i, d, f"{by_index[i].reason}; spread by k-center (distance {d:.3f})") for i, d in chosen]
