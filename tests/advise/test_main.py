@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -49,7 +50,8 @@ def test_advice_ranks_only_the_pools_weak_and_unlabeled_images(model, tmp_path, 
     coco = read_json(pool)
     not_full = {i["id"] for i in coco["images"] if i["supervision"] != "full"}
     assert advice["strategy"] == "random" and advice["candidates"] == 4 and advice["already_boxed"] == 4
-    assert set(advice["others"]) == {"uncertainty", "weak_disagreement", "teacher_student", "kcenter", "combined"}
+    others = {"uncertainty", "weak_disagreement", "teacher_student", "kcenter", "combined"}
+    assert set(advice["others"]) == others
     assert advice["skipped_strategies"] == {}
     for ranking in [advice["images"], *advice["others"].values()]:
         assert [e["rank"] for e in ranking] == [1, 2, 3]
@@ -67,6 +69,13 @@ def test_advice_ranks_only_the_pools_weak_and_unlabeled_images(model, tmp_path, 
     out2 = str(tmp_path / "again.json")
     assert main([*args, "--strategy", "random", "--out", out2, "--no-progress"]) == 0
     assert read_json(out2)["images"] == advice["images"]
+    # the annotation view queues the advised images in the advice's order, with their reasons
+    from oxnet.serve.annotate import AnnotationPool
+
+    queue = AnnotationPool(pool, images_dir, advice=out, out=str(tmp_path / "saved.json")).queue_items()
+    assert [(q["id"], q["rank"], q["reason"]) for q in queue] == [
+        (e["image_id"], e["rank"], e["reason"]) for e in advice["images"]
+    ]
 
 
 def test_a_pool_without_weak_labels_skips_the_strategies_that_need_them(model, tmp_path):
@@ -81,7 +90,8 @@ def test_a_pool_without_weak_labels_skips_the_strategies_that_need_them(model, t
 
     path = pool_file(tmp_path, pool, unlabel)
     out = str(tmp_path / "a.json")
-    base = ["--weights", weights, "--pool", path, "--image-root", images_dir, "--budget", "2", "--no-progress"]
+    base = ["--weights", weights, "--pool", path, "--image-root", images_dir, "--budget", "2"]
+    base.append("--no-progress")
     code, logs = run([*base, "--strategy", "uncertainty,weak_disagreement", "--out", out])
     assert code == 0
     assert "weak labels" in read_json(out)["skipped_strategies"]["weak_disagreement"]
@@ -103,10 +113,10 @@ def test_errors_name_what_is_wrong(model, tmp_path):
     state.pop("teacher")
     bare = tmp_path / "model_final.pth"
     torch.save(state, bare)
-    (tmp_path / "config.yaml").write_text(open(os.path.join(os.path.dirname(weights), "config.yaml")).read())
+    shutil.copy(os.path.join(os.path.dirname(weights), "config.yaml"), tmp_path / "config.yaml")
     code, logs = run(["--weights", str(bare), *base, "--strategy", "teacher_student"])
     assert code == 2 and any("needs the mean teacher" in m for m in logs)
     # every pool image boxed already: nothing to advise
     path = pool_file(tmp_path, pool, lambda c: [i.update(supervision="full") for i in c["images"]])
-    code, logs = run(["--weights", weights, *base[:0], "--pool", path, "--image-root", images_dir, "--budget", "2"])
+    code, logs = run(["--weights", weights, "--pool", path, "--image-root", images_dir, "--budget", "2"])
     assert code == 2 and any("no weak or unlabeled image to advise" in m for m in logs)
