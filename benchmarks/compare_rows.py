@@ -30,6 +30,8 @@ import os
 import statistics
 import sys
 
+from oxnet.evaluation.paired import interval_text, paired_t_interval, verdict
+
 
 def _fmt(values, digits=1, sign=False):
     out = []
@@ -47,32 +49,12 @@ def _mean_std(values, digits=1):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def paired_interval(diffs, level=0.95):
-    """``(mean, low, high)``: the mean of paired per-seed differences and its two-sided ``level``
-    confidence interval (Student's t with n - 1 degrees of freedom); None for fewer than 2 pairs."""
-    from scipy import stats
-
-    diffs = [d for d in diffs if d is not None]
-    if len(diffs) < 2:
-        return None
-    mean = statistics.mean(diffs)
-    half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return mean, mean - half, mean + half
-
-
-def verdict(interval):
-    """ "better" or "worse" when the interval excludes 0, else "not resolved" (n/a without one)."""
-    if interval is None:
-        return "n/a"
-    _, low, high = interval
-    return "better" if low > 0 else "worse" if high < 0 else "not resolved"
+# the paired per-seed t interval and its verdict (the annotation study's table uses them too)
+paired_interval = paired_t_interval
 
 
 def _interval_text(interval):
-    if interval is None:
-        return "n/a"
-    mean, low, high = interval
-    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {verdict(interval)}"
+    return interval_text(interval)
 
 
 def rows_by_method(results, table="table1", warm=None, iters=None):
