@@ -61,7 +61,7 @@ def setup(args):
     # OXnet's messages (skipped steps, preemption, final state) on the console and in OUTPUT_DIR/log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="oxnet")
     if cfg.MODEL.DEVICE == "cpu":
-        logger.warning("CUDA is not available: running on the CPU")
+        logger.info("no CUDA device: running on the CPU")
     register_datasets(cfg)
     return cfg
 

@@ -83,7 +83,7 @@ def setup_cfg(args):
     if args.score_thresh is not None:
         cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_thresh
     if resolve_device(cfg):
-        logging.getLogger("oxnet").warning("CUDA is not available: running on the CPU")
+        logging.getLogger("oxnet").info("no CUDA device: running on the CPU")
     cfg.freeze()
     return cfg
 
