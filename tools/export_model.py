@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Export a trained OXnet detector as TorchScript or ONNX, with its preprocessing in model.json.
+"""Export a trained OXnet detector (ONNX, torch.export or TorchScript) with its preprocessing.
 
     python tools/export_model.py --weights output/demo/model/model_final.pth --format onnx \\
-        --out output/demo/export_onnx [--config-file CFG] [--opset 17] [--check-image X.png ...] \\
+        --out output/demo/export_onnx [--config-file CFG] [--opset 18] [--check-image X.png ...] \\
         [KEY VALUE ...]
 
-The model's config is the ``config.yaml`` beside the weights unless ``--config-file`` names one. The
-output folder gets ``model.onnx`` or ``model.ts``, ``model.json`` (input size, pixel mean/std, class
-names and ids, thresholds, anchors, config SHA-1), ``config.yaml`` and the source folder's
-``thresholds.json`` if it has one. ``python -m oxnet.deploy.runtime OUT --input ...`` runs it, as does
-``oxnet.deploy.runtime.load_model(OUT)`` from Python.
+Formats (:mod:`oxnet.deploy.export`): ``onnx`` (``model.onnx``, written by PyTorch's torch.export-based
+ONNX exporter, for ONNX Runtime), ``pt2`` (``model.pt2``, a ``torch.export`` ExportedProgram, for
+Python with PyTorch) and ``torchscript`` (``model.ts``, deprecated by PyTorch, kept for C++ programs
+that load models with libtorch). The model's config is the ``config.yaml`` beside the weights unless
+``--config-file`` names one. The output folder gets the model file, ``model.json`` (input size,
+pixel mean/std, class names and ids, thresholds, anchors, config SHA-1), ``config.yaml`` and the
+source folder's ``thresholds.json`` if it has one. ``python -m oxnet.deploy.runtime OUT --input ...``
+runs it, as does ``oxnet.deploy.runtime.load_model(OUT)`` from Python.
 
 The exported graph is checked against the eager network on random inputs; with ``--check-image``
 the full pipeline (boxes, scores, image-level scores) is compared with the eager detectron2
@@ -26,6 +29,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import oxnet  # noqa: E402,F401  (compatibility shims before detectron2)
+from oxnet.deploy.export import FORMATS, MIN_OPSET  # noqa: E402
 
 
 def get_parser():
@@ -34,9 +38,14 @@ def get_parser():
     p.add_argument(
         "--config-file", metavar="FILE", help="the model's config (default: config.yaml beside the weights)"
     )
-    p.add_argument("--format", choices=["torchscript", "onnx"], required=True)
+    p.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        required=True,
+        help="onnx (ONNX Runtime), pt2 (torch.export, Python) or torchscript (C++ with libtorch)",
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     p.add_argument(
         "--check-image",
         nargs="*",
@@ -64,7 +73,7 @@ def main(argv=None):
         kind = "weights" if isinstance(e, WeightsMismatchError) else "input"
         sys.exit(f"error ({kind}): {e}")
     copy_thresholds(os.path.dirname(os.path.abspath(args.weights)), args.out)
-    model_file = os.path.join(args.out, "model.ts" if args.format == "torchscript" else "model.onnx")
+    model_file = os.path.join(args.out, FORMATS[args.format])
     print(
         f"{args.format} model: {model_file}"
         f" ({len(info['class_names'])} classes, input {info['input_size']} px, "

@@ -1,4 +1,5 @@
-"""Export a trained OXnet detector as TorchScript or ONNX (``tools/export_model.py`` is the command line).
+"""Export a trained OXnet detector as ONNX, a ``torch.export`` program or TorchScript
+(``tools/export_model.py`` is the command line).
 
 The graph is the network: backbone, FPN, RetinaNet head and, for models with a global head, the
 image-level classifier (GAP or DAA pooling; the attention maps themselves are not outputs). Its input
@@ -9,17 +10,33 @@ is the normalized, zero-padded batch ``images`` (B, C, P, P) float32, and its ou
 - ``deltas`` (B, R, 4): box regression deltas of every anchor;
 - ``image_scores`` (B, K): image-level probabilities (models with a global head only).
 
+Formats, each captured with the API PyTorch recommends for it:
+
+- ``onnx`` (``model.onnx``, opset >= 18): ``torch.onnx.export(..., dynamo=True)``, which captures the
+  network with ``torch.export`` and translates it with onnxscript; for ONNX Runtime and other
+  runtimes. The batch dimension is dynamic.
+- ``pt2`` (``model.pt2``): a ``torch.export`` ExportedProgram (``torch.export.save``), the Python-side
+  PyTorch artefact; ``torch.export.load(path).module()`` runs it, with a dynamic batch dimension.
+- ``torchscript`` (``model.ts``): ``torch.jit.trace`` + ``freeze``. PyTorch deprecates TorchScript;
+  it is kept because it is still the one PyTorch format that C++ programs load with plain libtorch
+  (``torch::jit::load``) without a compiler toolchain (a ``torch.export`` program reaches C++ only
+  through AOTInductor, which compiles a platform-specific library), and because model folders
+  exported before keep working. PyTorch's deprecation warnings of the TorchScript calls are silenced
+  here (the format is chosen on purpose); the export logs one line saying so.
+
 ``model.json`` beside it records what :mod:`oxnet.deploy.runtime` needs to prepare images and turn
 those outputs into boxes: input and padded size, pixel mean/std, class names and ids, thresholds, the
 anchors (strides, grid sizes, cell anchors) and the config's SHA-1. Decoding, top-k, NMS and the
 rescaling to the original image run in NumPy (:func:`oxnet.deploy.runtime.postprocess`), identical
-for both formats.
+for every format.
 """
 
+import contextlib
 import logging
 import math
 import os
 import shutil
+import warnings
 
 import numpy as np
 import torch
@@ -32,9 +49,10 @@ __all__ = ["FORMATS", "DenseOutputs", "build_eager_model", "export_model", "matc
 logger = logging.getLogger(__name__)
 
 #: Export formats and the file each writes.
-FORMATS = {"torchscript": BACKENDS["torchscript"], "onnx": BACKENDS["onnx"]}
-#: Lowest ONNX opset written.
-MIN_OPSET = 17
+FORMATS = {"onnx": BACKENDS["onnx"], "pt2": BACKENDS["pt2"], "torchscript": BACKENDS["torchscript"]}
+#: Lowest ONNX opset written: the lowest the torch.export-based exporter implements (it cannot convert
+#: this network to 17).
+MIN_OPSET = 18
 
 
 class DenseOutputs(nn.Module):
@@ -117,39 +135,76 @@ def graph_info(cfg, model, fmt):
     return info
 
 
+@contextlib.contextmanager
+def quiet_torchscript():
+    """Silence PyTorch's deprecation warnings of the TorchScript calls, matched by message, category
+    and module: TorchScript is the format asked for (C++ users, see the module docstring), so the
+    advice to move to ``torch.export`` is not for the person running the export or the model; and the
+    tracer's warnings about a Python boolean of a tensor in detectron2's ``Conv2d`` and in
+    ``torch.nn.functional.group_norm`` (input checks of training mode or of the batch size, which an
+    eval-mode graph never fails; the export is then checked on other batch sizes)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`torch\.jit\.(trace|trace_method|freeze|save|load)` is deprecated",
+            category=FutureWarning,
+            module=r"torch\.jit\.",
+        )
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Converting a tensor to a Python boolean",
+            category=torch.jit.TracerWarning,
+            module=r"(detectron2\.layers\.wrappers|torch\.nn\.functional)$",
+        )
+        yield
+
+
 def _export_torchscript(wrapper, example, path):
-    with torch.no_grad():
+    logger.info(
+        "TorchScript is deprecated by PyTorch and kept for C++ (libtorch) users; "
+        "Python and ONNX Runtime users: --format pt2 or onnx"
+    )
+    with quiet_torchscript(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-    traced = torch.jit.freeze(traced.eval())
-    torch.jit.save(traced, path)
+        traced = torch.jit.freeze(traced.eval())
+        torch.jit.save(traced, path)
+
+
+def _batch_dim():
+    return torch.export.Dim("batch", min=1, max=4096)
+
+
+def _export_pt2(wrapper, example, path):
+    with torch.no_grad():
+        program = torch.export.export(wrapper, (example,), dynamic_shapes=({0: _batch_dim()},))
+    torch.export.save(program, path)
 
 
 def _export_onnx(wrapper, example, path, outputs, opset):
-    import warnings
-
-    dynamic = {name: {0: "batch"} for name in ["images"] + outputs}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python values: shapes are fixed per model
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            path,
-            input_names=["images"],
-            output_names=outputs,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
     import onnx
 
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            None,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_shapes=({0: _batch_dim()},),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    program.save(path)
     onnx.checker.check_model(path)
 
 
 def export_model(cfg, out_dir, fmt, opset=MIN_OPSET, check=True):
-    """Export the model of ``cfg`` (``MODEL.WEIGHTS`` loaded) to ``out_dir`` as ``fmt``.
+    """Export the model of ``cfg`` (``MODEL.WEIGHTS`` loaded) to ``out_dir`` as ``fmt`` (a key of
+    :data:`FORMATS`).
 
-    Writes ``model.ts`` or ``model.onnx``, ``model.json`` and ``config.yaml`` (each atomically;
+    Writes ``model.onnx``, ``model.pt2`` or ``model.ts``, ``model.json`` and ``config.yaml`` (each atomically;
     ``model.json`` last, so a folder with it is complete). With ``check``, the exported graph is run
     on a random batch of 1 and of 3 and must match the eager network (max |difference| <= 1e-4).
 
@@ -173,10 +228,13 @@ def export_model(cfg, out_dir, fmt, opset=MIN_OPSET, check=True):
     example = torch.randn(2, c, p, p, generator=gen)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, FORMATS[fmt])
-    tmp = path + ".tmp"
+    stem, ext = os.path.splitext(path)
+    tmp = stem + ".tmp" + ext  # torch.export.save writes only to a name ending in .pt2
     try:
         if fmt == "torchscript":
             _export_torchscript(wrapper, example, tmp)
+        elif fmt == "pt2":
+            _export_pt2(wrapper, example, tmp)
         else:
             _export_onnx(wrapper, example, tmp, info["graph"]["outputs"], opset)
         if check:
@@ -191,7 +249,7 @@ def export_model(cfg, out_dir, fmt, opset=MIN_OPSET, check=True):
     with atomic_open(os.path.join(out_dir, "config.yaml"), "w") as f:
         f.write(dumped.dump())
     stale = [os.path.join(out_dir, n) for f, n in FORMATS.items() if f != fmt]
-    for other in stale:  # one graph per folder: load_model would prefer a stale model.onnx
+    for other in stale:  # one graph per folder: load_model would prefer a stale model.onnx or model.ts
         if os.path.exists(other):
             os.remove(other)
     atomic_write_json(os.path.join(out_dir, MODEL_INFO), info, indent=1)
@@ -206,8 +264,11 @@ def _check_graph(wrapper, path, fmt, channels, padded, tol=1e-4):
         with torch.no_grad():
             ref = [t.numpy() for t in wrapper(x)]
         if fmt == "torchscript":
-            with torch.no_grad():
+            with quiet_torchscript(), torch.no_grad():
                 got = [t.numpy() for t in torch.jit.load(path)(x)]
+        elif fmt == "pt2":
+            with torch.no_grad():
+                got = [t.numpy() for t in torch.export.load(path).module()(x)]
         else:
             import onnxruntime as ort
 

@@ -1,9 +1,9 @@
 """Run a trained OXnet detector on image arrays, whatever form it was saved in.
 
 A *model folder* is either what training writes (``model_final.pth`` + ``config.yaml``: the *eager*
-detectron2 model) or what ``tools/export_model.py`` writes (``model.ts`` or ``model.onnx`` +
-``model.json`` + ``config.yaml``). :func:`load_model` opens either as a :class:`DeployedModel` whose
-:meth:`~DeployedModel.predict` returns the same result for every backend::
+detectron2 model) or what ``tools/export_model.py`` writes (``model.onnx``, ``model.pt2`` or
+``model.ts`` + ``model.json`` + ``config.yaml``). :func:`load_model` opens either as a
+:class:`DeployedModel` whose :meth:`~DeployedModel.predict` returns the same result for every backend::
 
     {"width": W, "height": H,
      "detections": [{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...],
@@ -16,8 +16,8 @@ folder gives per-class operating points; :func:`apply_thresholds` applies them.
 The exported graphs compute the network only (backbone, FPN, heads, global head): per-anchor class
 probabilities, box deltas and image-level probabilities. Anchor decoding, the per-level top-k, the
 per-class NMS and the rescaling to the original pixel grid are done here in NumPy, with the same
-arithmetic as detectron2's ``RetinaNet.inference`` and ``detector_postprocess``, for both the
-TorchScript and the ONNX Runtime backends.
+arithmetic as detectron2's ``RetinaNet.inference`` and ``detector_postprocess``, for the ONNX
+Runtime, ``torch.export`` (pt2) and TorchScript backends.
 
 ``python -m oxnet.deploy.runtime MODEL_DIR --input FILES_OR_FOLDERS --output OUT`` writes
 ``predictions.json`` (COCO results, as ``demo/predict.py``) and ``image_scores.json``.
@@ -57,7 +57,7 @@ THRESHOLDS = "thresholds.json"
 #: How they were chosen (``python -m oxnet.deploy.thresholds``): validation set, per-class details.
 THRESHOLDS_INFO = "thresholds_info.json"
 #: Backend name -> file holding the model.
-BACKENDS = {"onnx": "model.onnx", "torchscript": "model.ts", "eager": "model_final.pth"}
+BACKENDS = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2", "eager": "model_final.pth"}
 
 
 # ---------------------------------------------------------------------------------------------- info
@@ -453,12 +453,41 @@ class _OnnxRunner(_GraphRunner):
 
 class _TorchScriptRunner(_GraphRunner):
     def __init__(self, path, info, threads=None):
+        import warnings
+
         import torch
 
         super().__init__(info)
         if threads:
             torch.set_num_threads(threads)
-        self.module = torch.jit.load(path, map_location="cpu").eval()
+        with warnings.catch_warnings():
+            # PyTorch deprecates TorchScript; a model.ts folder was exported as TorchScript on purpose
+            # (C++ users, oxnet.deploy.export), so its users are not told to switch on every load.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"`torch\.jit\.load` is deprecated",
+                category=FutureWarning,
+                module=r"torch\.jit\._serialization",
+            )
+            self.module = torch.jit.load(path, map_location="cpu").eval()
+
+    def _forward(self, batch):
+        import torch
+
+        with torch.inference_mode():
+            return [t.numpy() for t in self.module(torch.from_numpy(batch))]
+
+
+class _ExportedProgramRunner(_GraphRunner):
+    """A ``torch.export`` program (``model.pt2``)."""
+
+    def __init__(self, path, info, threads=None):
+        import torch
+
+        super().__init__(info)
+        if threads:
+            torch.set_num_threads(threads)
+        self.module = torch.export.load(path).module()
 
     def _forward(self, batch):
         import torch
@@ -546,10 +575,10 @@ def load_model(folder, backend=None, threads=None, precision=None):
     """Open a model folder.
 
     Args:
-        folder: an exported model folder (``model.json`` + ``model.onnx`` / ``model.ts``) or a trained
-            one (``model_final.pth`` + ``config.yaml``).
-        backend: "onnx", "torchscript" or "eager"; None picks onnx if ``model.onnx`` is there, else
-            torchscript if ``model.ts``, else eager.
+        folder: an exported model folder (``model.json`` + ``model.onnx`` / ``model.pt2`` /
+            ``model.ts``) or a trained one (``model_final.pth`` + ``config.yaml``).
+        backend: "onnx", "torchscript", "pt2" or "eager"; None picks onnx if ``model.onnx`` is there,
+            else torchscript if ``model.ts``, else pt2 if ``model.pt2``, else eager.
         threads: intra-op threads (default: ``OMP_NUM_THREADS`` when set, else the library's default).
         precision: the eager model's ``OXNET.AMP.INFERENCE`` ("float32", "bfloat16", "float16" on
             CUDA, "auto"); None keeps its config's. Exported models run in float32.
@@ -570,14 +599,14 @@ def load_model(folder, backend=None, threads=None, precision=None):
         backend = next(
             (
                 b
-                for b in ("onnx", "torchscript", "eager")
+                for b in ("onnx", "torchscript", "pt2", "eager")
                 if os.path.exists(os.path.join(folder, BACKENDS[b]))
             ),
             None,
         )
         if backend is None:
             raise FileNotFoundError(
-                f"{folder} holds no model (model.onnx, model.ts or model_final.pth); "
+                f"{folder} holds no model (model.onnx, model.ts, model.pt2 or model_final.pth); "
                 f"it has: {', '.join(sorted(os.listdir(folder))) or 'nothing'}"
             )
     if backend not in BACKENDS:
@@ -630,7 +659,8 @@ def load_model(folder, backend=None, threads=None, precision=None):
         ]
         if missing:
             raise ValueError(f"{info_path}: missing {', '.join(missing)}; export the model again")
-        runner = (_OnnxRunner if backend == "onnx" else _TorchScriptRunner)(path, info, threads)
+        runners = {"onnx": _OnnxRunner, "torchscript": _TorchScriptRunner, "pt2": _ExportedProgramRunner}
+        runner = runners[backend](path, info, threads)
     thresholds = read_thresholds(os.path.join(folder, THRESHOLDS), info["class_names"])
     return DeployedModel(folder, info, backend, runner, thresholds)
 

@@ -181,7 +181,9 @@ def main(argv=None):
         default=5,
         help="a class with fewer validation lesions gets the pooled threshold of all classes (default 5)",
     )
-    p.add_argument("--backend", choices=("eager", "torchscript", "onnx"), help="default: as load_model")
+    p.add_argument(
+        "--backend", choices=("eager", "torchscript", "onnx", "pt2"), help="default: as load_model"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args(argv)
 

@@ -25,8 +25,8 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="model folder (eager or exported)")
     p.add_argument(
         "--backend",
-        choices=("eager", "torchscript", "onnx"),
-        help="which model of the folder to run (default: onnx, then torchscript, then eager)",
+        choices=("eager", "torchscript", "onnx", "pt2"),
+        help="which model of the folder to run (default: onnx, then torchscript, then pt2, then eager)",
     )
     p.add_argument(
         "--precision",

@@ -45,6 +45,22 @@ def model(model_dir):
     return load_model(model_dir)
 
 
+@pytest.fixture(scope="session")
+def dciodvfy():
+    """``check(path) -> (report, error lines)``: dicom3tools' ``dciodvfy`` on a DICOM file; None when
+    it is not installed (Debian package dicom3tools)."""
+    binary = shutil.which("dciodvfy")
+    if binary is None:
+        return None
+
+    def check(path):
+        proc = subprocess.run([binary, str(path)], capture_output=True, text=True, timeout=60)
+        out = proc.stdout + proc.stderr
+        return out, [line for line in out.splitlines() if line.startswith("Error")]
+
+    return check
+
+
 @pytest.fixture
 def orthanc(tmp_path):
     """Base URL of a fresh Orthanc on a free local port: storage and index in tmp, DICOM server

@@ -1,6 +1,11 @@
-"""Exported models (TorchScript, ONNX Runtime) give the eager detectron2 model's results."""
+"""Exported models (ONNX Runtime, torch.export, TorchScript) give the eager detectron2 model's results,
+and exporting prints no warning."""
 
 import json
+import os
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +22,7 @@ from oxnet.engine.predictor import to_records as predictor_records
 from oxnet.testing import REPO_ROOT, tiny_cfg
 
 METHODS = ("oxnet", "retinanet")  # with the DAA global head, and plain RetinaNet
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "pt2")
 
 
 def _eager_folder(root, method):
@@ -38,6 +43,10 @@ def _eager_folder(root, method):
     return folder
 
 
+#: Warnings raised while the ``models`` fixture exported, as (format, category, message, file:line).
+EXPORT_WARNINGS = []
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """{method: (eager folder, {format: exported folder})}."""
@@ -48,8 +57,36 @@ def models(tmp_path_factory):
         cfg = load_model_config(folder / "model_final.pth")
         out[method] = (folder, {fmt: root / f"{method}_{fmt}" for fmt in FORMATS})
         for fmt in FORMATS:
-            export_model(cfg, str(out[method][1][fmt]), fmt)
+            with warnings.catch_warnings(record=True) as caught:  # the filters in force stay as they are
+                export_model(cfg, str(out[method][1][fmt]), fmt)
+            EXPORT_WARNINGS.extend(
+                (fmt, w.category.__name__, str(w.message)[:200], f"{w.filename}:{w.lineno}") for w in caught
+            )
     return out
+
+
+def test_export_raises_no_warning(models):
+    """Every format exports (and checks itself against the eager network) without a warning."""
+    assert {fmt for m in models.values() for fmt in m[1]} == set(FORMATS)
+    assert EXPORT_WARNINGS == []
+
+
+def test_formats_written(models):
+    """Each folder holds its own graph only, of the format torch recommends for it."""
+    import onnx
+
+    for method, (_, exported) in models.items():
+        for fmt, folder in exported.items():
+            files = sorted(p.name for p in folder.iterdir())
+            graph = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.ts"}[fmt]
+            assert files == sorted(["config.yaml", "model.json", graph]), (method, fmt)
+    proto = onnx.load(str(models["oxnet"][1]["onnx"] / "model.onnx"))
+    assert [i.name for i in proto.graph.input] == ["images"]
+    assert [o.name for o in proto.graph.output] == ["scores", "deltas", "image_scores"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the batch is dynamic
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    program = torch.export.load(str(models["oxnet"][1]["pt2"] / "model.pt2"))
+    assert isinstance(program, torch.export.ExportedProgram)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +156,9 @@ def test_model_json_records_preprocessing(models):
     assert info["input_size"] == 64 and info["padded_size"] % 32 == 0
     assert info["pixel_mean"] == [128.0] * 3 and info["pixel_std"] == [64.0] * 3
     assert info["class_names"] == ["class0", "class1", "class2"] and info["category_ids"] == [1, 2, 3]
-    assert info["opset"] >= 17 and info["graph"]["outputs"] == ["scores", "deltas", "image_scores"]
+    assert info["opset"] >= 18 and info["graph"]["outputs"] == ["scores", "deltas", "image_scores"]
     assert (exported["onnx"] / "config.yaml").exists() and not (exported["onnx"] / "model.ts").exists()
+    assert json.loads((exported["pt2"] / "model.json").read_text())["format"] == "pt2"
 
 
 def test_thresholds_and_errors(models, images, tmp_path):
@@ -155,31 +193,32 @@ def _export_tool():
     return module
 
 
-def test_command_lines(models, images, tmp_path, capsys):
-    """tools/export_model.py checks the export on images; python -m oxnet.deploy.runtime writes the
-    eager model's COCO results; weights that do not fit the config are refused."""
+def test_command_lines(models, images, tmp_path):
+    """tools/export_model.py, run as a user runs it, checks the export on images and prints no
+    warning (TorchScript: the format whose PyTorch calls are deprecated); python -m
+    oxnet.deploy.runtime writes the eager model's COCO results; weights that do not fit the config
+    are refused."""
     from oxnet.deploy.runtime import main as run_main
 
     tool = _export_tool()
     folder, _ = models["retinanet"]
     out = tmp_path / "ts"
     (folder / "thresholds.json").write_text(json.dumps({"class0": 0.5}))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # Python's default filters
     try:
-        tool.main(
-            [
-                "--weights",
-                str(folder / "model_final.pth"),
-                "--format",
-                "torchscript",
-                "--out",
-                str(out),
-                "--check-image",
-                *map(str, images),
-            ]
-        )
+        proc = subprocess.run(
+            [sys.executable, f"{REPO_ROOT}/tools/export_model.py",
+             "--weights", str(folder / "model_final.pth"), "--format", "torchscript", "--out", str(out),
+             "--check-image", *map(str, images)],
+            capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300,
+        )  # fmt: skip
     finally:
         (folder / "thresholds.json").unlink()
-    assert "same results as the eager model on 2 image(s)" in capsys.readouterr().out
+    assert proc.returncode == 0, proc.stderr
+    assert "same results as the eager model on 2 image(s)" in proc.stdout
+    assert "kept for C++ (libtorch) users" in proc.stdout  # says why TorchScript, once
+    assert "Warning" not in proc.stderr and "warn" not in proc.stderr.lower(), proc.stderr
+    assert proc.stderr == ""
     assert load_model(out).thresholds == {"class0": 0.5}  # the operating points travel with the export
     run_main([str(out), "--input", str(images[0]), "--output", str(tmp_path / "pred")])
     got = json.loads((tmp_path / "pred" / "predictions.json").read_text())

@@ -14,7 +14,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 import oxnet.pacs as pacs
-from oxnet.data.io import read_raw, write_dicom
+from oxnet.data.io import read_raw, write_dx_dicom
 from oxnet.deploy.runtime import load_model
 from oxnet.deploy.sr import LOCAL_SCHEME, read_findings, referenced_instances
 
@@ -46,25 +46,25 @@ def toy(tmp_path_factory):
     return {"model": model, "images": sorted((root / "data" / "images").glob("*.png"))}
 
 
-def _store_cxr(url, png, folder, study_uid, modality="CR", photometric="MONOCHROME2", auth=None):
+def _store_cxr(url, png, folder, study_uid, modality="DX", photometric="MONOCHROME2", auth=None):
+    """Store the toy PNG in Orthanc as a 12-bit DX chest X-ray with synthetic patient and study
+    attributes (valid for dciodvfy); ``modality`` and ``photometric`` other than DX and MONOCHROME2
+    make it an image the bridge must pass over or cannot read."""
     path = folder / f"{png.stem}_{modality}.dcm"
-    write_dicom(
+    extra = {} if modality == "DX" else {"Modality": modality}
+    if photometric != "MONOCHROME2":
+        extra["PhotometricInterpretation"] = photometric
+    write_dx_dicom(
         path,
-        cv2.imread(str(png), cv2.IMREAD_GRAYSCALE),
-        photometric=photometric,
-        attributes=dict(
-            Modality=modality,
-            StudyInstanceUID=study_uid,
-            PatientName="Test^Patient",
-            PatientID="P-42",
-            PatientBirthDate="19500101",
-            PatientSex="M",
-            StudyDate="20240101",
-            StudyTime="090000",
-            AccessionNumber="ACC1",
-            StudyID="1",
-            ReferringPhysicianName="",
-        ),
+        cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype("uint16") * 16,
+        StudyInstanceUID=study_uid,
+        PatientName="Test^Patient",
+        PatientID="P-42",
+        PatientBirthDate="19500101",
+        PatientSex="M",
+        StudyDate="20240101",
+        AccessionNumber="ACC1",
+        **extra,
     )
     req = urllib.request.Request(
         url + "/instances",
@@ -97,7 +97,7 @@ def _run(url, model, *extra, calibrated=False):
 
 
 @pytest.mark.slow
-def test_each_image_reported_once(orthanc, toy, tmp_path, caplog, monkeypatch):
+def test_each_image_reported_once(orthanc, toy, tmp_path, caplog, monkeypatch, dciodvfy):
     caplog.set_level(logging.INFO, logger="oxnet.pacs")
     study = generate_uid()
     images = [_store_cxr(orthanc, png, tmp_path, study) for png in toy["images"][:2]]
@@ -132,6 +132,11 @@ def test_each_image_reported_once(orthanc, toy, tmp_path, caplog, monkeypatch):
         assert 1 <= len(findings) <= 3
         assert all(f["code"][1] == LOCAL_SCHEME for f in findings)  # the toy classes are "class0", ...
         assert ds.StudyInstanceUID == study and ds.PatientID == "P-42"
+        if dciodvfy is not None:  # the SR of a valid DX image is valid too
+            path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            out, errors = dciodvfy(path)
+            assert "Comprehensive3DSR" in out and not errors, out
     saved = json.loads(state.read_text())
     assert saved["since"] > crash_cursor and sorted(saved["reported"]) == sorted(images)
     with urllib.request.urlopen(orthanc + "/changes?limit=1000") as r:
