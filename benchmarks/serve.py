@@ -1,14 +1,14 @@
-"""Benchmark: deployed inference with the eager detectron2 predictor, TorchScript and ONNX Runtime.
+"""Benchmark: deployed inference, eager detectron2 predictor against TorchScript, pt2 and ONNX Runtime.
 
-The model (default: ``make demo``'s ``output/demo/model/model_final.pth``) is exported to TorchScript
-and ONNX in a temporary folder; the three backends of :func:`oxnet.deploy.runtime.load_model` then run
-the same decoded images (the demo's test images, read with ``read_raw``; decoding is not timed) at
-each batch size, from the array to the final boxes: resize and normalization, network, decoding, NMS
-and rescaling. Batches of the three backends are interleaved, so that a machine shared with other
-jobs slows them alike and their ratios stay meaningful. Reported per backend and batch size:
-images/s (all images / total time), p50 and p99 latency of one batch call, and the ratio of
-images/s to the eager predictor. Every backend's results are compared with the eager model's
-(boxes within 1e-3 px, scores within 1e-4, same count).
+The model (default: ``make demo``'s ``output/demo/model/model_final.pth``) is exported to TorchScript,
+``torch.export`` (pt2) and ONNX in a temporary folder; the four backends of
+:func:`oxnet.deploy.runtime.load_model` then run the same decoded images (the demo's test images, read
+with ``read_raw``; decoding is not timed) at each batch size, from the array to the final boxes: resize
+and normalization, network, decoding, NMS and rescaling. Batches of the four backends are interleaved,
+so that a machine shared with other jobs slows them alike and their ratios stay meaningful. Reported
+per backend and batch size: images/s (all images / total time), p50 and p99 latency of one batch call,
+and the ratio of images/s to the eager predictor. Every backend's results are compared with the eager
+model's (boxes within 1e-3 px, scores within 1e-4, same count).
 
 ``--ort-sweep`` also times ONNX Runtime's graph optimization levels and intra-op thread counts.
 
@@ -33,7 +33,7 @@ if REPO not in sys.path:
 
 import oxnet  # noqa: E402,F401
 
-BACKENDS = ("eager", "torchscript", "onnx")
+BACKENDS = ("eager", "torchscript", "pt2", "onnx")
 
 
 def _images(n, size_hint=256):
@@ -126,21 +126,20 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="oxnet_serve_bench_")
     cfg = load_model_config(args.weights)
     export_s = {}
-    for fmt in ("torchscript", "onnx"):
+    for fmt in BACKENDS[1:]:
         t = time.perf_counter()
         export_model(cfg, os.path.join(tmp, fmt), fmt)
         export_s[fmt] = time.perf_counter() - t
     models = {
         "eager": load_model(os.path.dirname(os.path.abspath(args.weights)), "eager", threads=threads),
-        "torchscript": load_model(os.path.join(tmp, "torchscript"), threads=threads),
-        "onnx": load_model(os.path.join(tmp, "onnx"), threads=threads),
+        **{fmt: load_model(os.path.join(tmp, fmt), fmt, threads=threads) for fmt in BACKENDS[1:]},
     }
     info = models["onnx"].info
 
     # same boxes: every backend against the eager model, image by image
     reference = [models["eager"].predict(im) for im in images]
     parity = {}
-    for name in ("torchscript", "onnx"):
+    for name in BACKENDS[1:]:
         got = models[name].predict_batch(images)
         bad = [i for i, (r, g) in enumerate(zip(reference, got)) if match_results(r, g)]
         parity[name] = {
