@@ -46,6 +46,19 @@ def model(model_dir):
 
 
 @pytest.fixture(scope="session")
+def chromium():
+    """The system Chromium's path for Playwright; the test is skipped without Chromium or Playwright."""
+    import importlib.util
+
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the page tests need it")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (requirements/base.txt)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def dciodvfy():
     """``check(path) -> (report, error lines)``: dicom3tools' ``dciodvfy`` on a DICOM file; None when
     it is not installed (Debian package dicom3tools)."""

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import shutil
 
 import cv2
 import httpx
@@ -320,16 +319,6 @@ def test_the_command_line_options(tmp_path, capsys):
 
 
 # -- the page in Chromium --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the page tests need it")
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed (requirements/base.txt)")
-    return path
-
-
 def open_page(browser, url, user):
     """A page of its own browser context, the annotation view opened with ``user``'s token."""
     page = browser.new_context(viewport={"width": 1280, "height": 760}).new_page()

@@ -31,17 +31,6 @@ from oxnet.testing import REPO_ROOT, live_server
 TOKEN = "end-to-end-token-0123456789"
 
 
-def _chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip(
-            "chromium is not installed (Debian: apt-get install -y chromium); the review page needs it"
-        )
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed (requirements/base.txt)")
-    return path
-
-
 def _export_tool():
     spec = importlib.util.spec_from_file_location("export_model", f"{REPO_ROOT}/tools/export_model.py")
     module = importlib.util.module_from_spec(spec)
@@ -74,15 +63,13 @@ def _check_findings(findings, thresholds):
 
 
 @pytest.mark.slow
-def test_deploy_path_end_to_end(model_dir, orthanc, dciodvfy, tmp_path):
+def test_deploy_path_end_to_end(model_dir, orthanc, dciodvfy, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
     import oxnet.pacs as pacs
     from oxnet.deploy.thresholds import main as thresholds_main
     from oxnet.serve.app import create_app
     from oxnet.serve.auth import TokenStore
-
-    chromium = _chromium()
 
     # Operating points on a validation set the model did not train on, written into the model folder.
     val = tmp_path / "val"

@@ -7,7 +7,6 @@ the review sliders, attention toggle, JSON and SR downloads, and screenshots.
 """
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -26,18 +25,6 @@ from oxnet.serve.app import ServiceLimits, create_app
 from oxnet.testing import live_server, tiny_model_folder
 
 CLASSES = ("nodule", "mass", "pleural effusion")
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip(
-            "chromium is not installed (Debian: apt-get install -y chromium); the review page test needs it"
-        )
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed (requirements/base.txt)")
-    return path
 
 
 @contextlib.contextmanager

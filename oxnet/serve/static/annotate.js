@@ -26,47 +26,6 @@ function color(name) {
   return (i >= 0 && state.categories[i].color) || FALLBACK[Math.max(0, i) % FALLBACK.length];
 }
 
-async function errorText(resp) {
-  try { const body = await resp.json(); return `${resp.status}: ${body.detail}`; }
-  catch (e) { return `${resp.status} ${resp.statusText}`; }
-}
-
-// The service may need an API token: asked once, kept for this tab (sessionStorage, shared with the
-// review page), sent as "Authorization: Bearer"; a 401 asks again.
-const TOKEN_KEY = "oxnet-api-token";
-
-function askToken(reason) {
-  return new Promise((resolve) => {
-    const box = $("token-box");
-    box.hidden = false;
-    $("token-reason").textContent = reason;
-    $("token").focus();
-    box.onsubmit = (e) => {
-      e.preventDefault();
-      const token = $("token").value.trim();
-      if (!token) return;
-      sessionStorage.setItem(TOKEN_KEY, token);
-      $("token").value = "";
-      box.hidden = true;
-      resolve(token);
-    };
-  });
-}
-
-async function api(url, options) {
-  for (;;) {
-    const opts = Object.assign({}, options || {});
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    opts.headers = Object.assign({}, opts.headers || {}, token ? { Authorization: "Bearer " + token } : {});
-    const resp = await fetch(url, opts);
-    if (resp.status !== 401) return resp;
-    sessionStorage.removeItem(TOKEN_KEY);
-    setStatus("this service needs an API token", "error");
-    await askToken(await errorText(resp));
-    setStatus("");
-  }
-}
-
 // -- loading -------------------------------------------------------------------------------------------
 async function start() {
   const resp = await api("v1/model");
