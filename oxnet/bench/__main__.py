@@ -202,22 +202,19 @@ def main(argv=None):
                 shard=shard,
                 train=not args.report_only,
             )
-            with open(path, encoding="utf-8") as f:
-                print(f.read())
-            print(f"written {path}")
-            return 0
-        path = run_table(
-            args.table,
-            spec,
-            args.out,
-            seeds=args.seeds,
-            iters=args.iters,
-            rows=rows,
-            keep_weights=args.keep_weights,
-            progress=not args.no_progress,
-            train=not args.report_only,
-            shard=shard,
-        )
+        else:
+            path = run_table(
+                args.table,
+                spec,
+                args.out,
+                seeds=args.seeds,
+                iters=args.iters,
+                rows=rows,
+                keep_weights=args.keep_weights,
+                progress=not args.no_progress,
+                train=not args.report_only,
+                shard=shard,
+            )
     except ValueError as e:
         logging.getLogger("oxnet.bench").error(str(e))
         return 2

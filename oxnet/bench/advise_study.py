@@ -46,22 +46,19 @@ logger = logging.getLogger("oxnet.bench")
 
 def hidden_box_mix(pool, boxed_ids, extra_weak=()):
     """An OXnet-COCO dict of the fully boxed ``pool``: images in ``boxed_ids`` keep their boxes
-    ("full"), the others become weak with labels from their boxes (1 for a boxed class, 0 for the
-    others, -1 kept), followed by the ``extra_weak`` image dicts."""
+    ("full"), the others become weak with labels from their boxes (:func:`oxnet.data.omni.as_weak`),
+    followed by the ``extra_weak`` image dicts."""
+    from oxnet.data.omni import as_weak, box_classes
+
     boxed = set(boxed_ids)
-    names = {c["id"]: c["name"] for c in pool["categories"]}
-    box_classes = {}
-    for a in pool["annotations"]:
-        box_classes.setdefault(a["image_id"], set()).add(names[a["category_id"]])
-    images = []
-    for img in pool["images"]:
-        if img["id"] in boxed:
-            images.append(dict(img, supervision="full"))
-            continue
-        labels = {c: 0 for c in names.values()}
-        labels.update({k: v for k, v in img.get("image_labels", {}).items() if v == -1})
-        labels.update({c: 1 for c in box_classes.get(img["id"], ())})
-        images.append(dict(img, supervision="weak", image_labels=labels))
+    names = [c["name"] for c in pool["categories"]]
+    classes_of = box_classes(pool)
+    images = [
+        dict(img, supervision="full")
+        if img["id"] in boxed
+        else as_weak(img, names, classes_of.get(img["id"], ()))
+        for img in pool["images"]
+    ]
     return dict(
         pool,
         images=images + [dict(x) for x in extra_weak],
@@ -116,25 +113,31 @@ class _Study:
         ids = [img["id"] for img in self.pool["images"]]
         return sorted(int(i) for i in np.random.default_rng(seed).permutation(ids)[: self.n_start])
 
-    def dataset(self, seed, boxed_ids):
-        """Write (once) and register the training set with these boxed images; return its name."""
+    def training_set(self, boxed_ids, with_weak=True):
+        """Write (once) and register the training set with these boxed images, the rest of the pool and
+        the real weak images weakly labelled (:func:`hidden_box_mix`), or (``with_weak=False``, the
+        RetinaNet warm start) the boxed images alone; return its dataset name."""
         from oxnet.data import register_omni_coco
         from oxnet.data.format import write_omni_coco
 
         digest = hashlib.sha1(json.dumps(sorted(boxed_ids)).encode()).hexdigest()[:12]
-        folder = os.path.join(self.out_dir, "advise", "data")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"train_{digest}.json")
+        tag = digest if with_weak else f"boxed_{digest}"
+        path = os.path.join(self.out_dir, "advise", "data", f"{'train_' if with_weak else ''}{tag}.json")
         if not os.path.exists(path):
-            write_omni_coco(path, hidden_box_mix(self.pool, boxed_ids, self.data.weak_images))
-        name = f"{self.data._key}_advise_{digest}"
+            coco = hidden_box_mix(self.pool, boxed_ids, self.data.weak_images)
+            if not with_weak:
+                coco = dict(coco, images=[i for i in coco["images"] if i["supervision"] == "full"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_omni_coco(path, coco)
+        name = f"{self.data._key}_advise_{tag}"
         register_omni_coco(name, path, self.data.image_root)
         return name
 
     def cfg(self, method, seed, iters, boxed_ids, weights, folder):
-        n_weak = len(self.pool["images"]) - len(boxed_ids) + self.data.n_extra
-        train = self.dataset(seed, boxed_ids) if method != "retinanet" else self._boxed_only(boxed_ids)
-        row = Row(method, len(boxed_ids), n_weak if method != "retinanet" else 0, 0)
+        with_weak = method != "retinanet"
+        n_weak = len(self.pool["images"]) - len(boxed_ids) + self.data.n_extra if with_weak else 0
+        train = self.training_set(boxed_ids, with_weak)
+        row = Row(method, len(boxed_ids), n_weak, 0)
         cfg = build_cfg(self.spec, row, seed, iters, train, self.test_name, "", self.image_test_name)
         cfg.defrost()
         if weights:
@@ -145,24 +148,15 @@ class _Study:
         cfg.freeze()
         return cfg, fp
 
-    def _boxed_only(self, boxed_ids):
-        from oxnet.data import register_omni_coco
-        from oxnet.data.format import write_omni_coco
-
-        digest = hashlib.sha1(json.dumps(sorted(boxed_ids)).encode()).hexdigest()[:12]
-        path = os.path.join(self.out_dir, "advise", "data", f"boxed_{digest}.json")
-        if not os.path.exists(path):
-            keep = set(boxed_ids)
-            coco = dict(
-                self.pool,
-                images=[i for i in self.pool["images"] if i["id"] in keep],
-                annotations=[a for a in self.pool["annotations"] if a["image_id"] in keep],
-            )
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_omni_coco(path, coco)
-        name = f"{self.data._key}_advise_boxed_{digest}"
-        register_omni_coco(name, path, self.data.image_root)
-        return name
+    def describe(self):
+        return (
+            f"data {self.spec.get('name', '?')}: {len(self.pool['images'])} boxed training images, "
+            f"{self.data.n_extra} real weak images, {self.data.n_test} test images "
+            f"({self.data.n_test_normal} normal); start {self.n_start} boxed (seeded per seed), "
+            f"{self.rounds} rounds of {self.per_round} images; method {self.method}; "
+            f"warm start {self.warm} iterations of RetinaNet, {self.iters} iterations of the method, "
+            f"{self.round_iters} per round"
+        )
 
     def record(self, key, cfg, fp, out, seconds, **extra):
         rec = {
@@ -254,36 +248,25 @@ class _Study:
             done = load_results(self.out_dir).get(key)
             if done and done.get("picked_from") == os.path.relpath(prev_weights_dir, self.out_dir):
                 picked = done["picked"]
-            else:
-                done, picked = None, self.advise(cfg, strategy, seed, r, boxed)
+            else:  # picked anew: the training set, hence the config, differs from a stale record's
+                picked = self.advise(cfg, strategy, seed, r, boxed)
             boxed = sorted(boxed + picked)
             weights = os.path.join(prev_weights_dir, "model_final.pth")
             cfg, fp = self.cfg(
                 self.method, seed, self.round_iters, boxed, weights, f"{strategy}_seed{seed}_r{r}"
             )
-            if (
-                done is None
-                or done.get("config") != fp
-                or not os.path.exists(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-            ):
-                start = time.perf_counter()
-                out = train_and_evaluate(
-                    cfg, self.test_name, keep_weights=True, image_test_name=self.image_test_name
-                )
-                self.record(
-                    key,
-                    cfg,
-                    fp,
-                    out,
-                    time.perf_counter() - start,
-                    seed=seed,
-                    round=r,
-                    strategy=strategy,
-                    picked=picked,
-                    picked_from=os.path.relpath(prev_weights_dir, self.out_dir),
-                    boxed=len(boxed),
-                    added_boxes=sum(self.boxes_of.get(i, 0) for i in boxed) - start_boxes,
-                )
+            self.train(
+                key,
+                cfg,
+                fp,
+                seed=seed,
+                round=r,
+                strategy=strategy,
+                picked=picked,
+                picked_from=os.path.relpath(prev_weights_dir, self.out_dir),
+                boxed=len(boxed),
+                added_boxes=sum(self.boxes_of.get(i, 0) for i in boxed) - start_boxes,
+            )
             prev_weights_dir = cfg.OUTPUT_DIR
 
 
@@ -325,20 +308,6 @@ def run_advise_study(
         for s, strategy in mine:
             study.run_chain(strategy, s)
     return study_table(load_results(out_dir), strategies, seeds, rounds, out_dir, study.describe())
-
-
-def _describe(study):
-    return (
-        f"data {study.spec.get('name', '?')}: {len(study.pool['images'])} boxed training images, "
-        f"{study.data.n_extra} real weak images, {study.data.n_test} test images "
-        f"({study.data.n_test_normal} normal); start {study.n_start} boxed (seeded per seed), "
-        f"{study.rounds} rounds of {study.per_round} images; method {study.method}; "
-        f"warm start {study.warm} iterations of RetinaNet, {study.iters} iterations of the method, "
-        f"{study.round_iters} per round"
-    )
-
-
-_Study.describe = _describe
 
 
 def _chains(results, strategy, seeds, rounds):

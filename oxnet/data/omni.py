@@ -10,7 +10,7 @@ import numpy as np
 
 from .importers.common import ImportDataError
 
-__all__ = ["make_omni", "TABLE2_SETTINGS", "TABLE2_TRAIN_IMAGES", "table2_settings"]
+__all__ = ["make_omni", "TABLE2_SETTINGS", "TABLE2_TRAIN_IMAGES", "as_weak", "box_classes", "table2_settings"]
 
 #: (fully labeled, weakly labeled, unlabeled) image counts of Table 2, out of 13,963 training images.
 TABLE2_SETTINGS = (
@@ -55,6 +55,24 @@ def _count(value, n, what):
     return value
 
 
+def box_classes(coco):
+    """{image id: the class names of its boxes} of an OXnet-COCO dict."""
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    out = {}
+    for a in coco["annotations"]:
+        out.setdefault(a["image_id"], set()).add(names[a["category_id"]])
+    return out
+
+
+def as_weak(img, class_names, classes_with_boxes):
+    """A fully labeled image dict as a weakly labeled one: 1 for each class in ``classes_with_boxes``,
+    0 for the other ``class_names``, its uncertain (-1) labels kept."""
+    labels = {c: 0 for c in class_names}
+    labels.update({k: v for k, v in img.get("image_labels", {}).items() if v == -1})
+    labels.update({c: 1 for c in classes_with_boxes})
+    return dict(img, supervision="weak", image_labels=labels)
+
+
 def make_omni(coco, full, weak=None, unlabeled=0, seed=0, json_file="<dataset>"):
     """Split a fully labeled OXnet-COCO dict into full / weak / unlabeled parts.
 
@@ -95,22 +113,18 @@ def make_omni(coco, full, weak=None, unlabeled=0, seed=0, json_file="<dataset>")
     part[perm[nf : nf + nw]] = "weak"
     part[perm[nf + nw : nf + nw + nu]] = "unlabeled"
 
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    box_classes = {}
-    for a in coco["annotations"]:
-        box_classes.setdefault(a["image_id"], set()).add(names[a["category_id"]])
+    names = [c["name"] for c in coco["categories"]]
+    classes_of = box_classes(coco)
     kind = {img["id"]: part[i] for i, img in enumerate(images)}
     out_images = []
     for i, img in enumerate(images):
         if not part[i]:
             continue
-        new = dict(img, supervision=part[i])
         if part[i] == "weak":
-            labels = {c: 0 for c in names.values()}
-            labels.update({k: v for k, v in img.get("image_labels", {}).items() if v == -1})
-            labels.update({c: 1 for c in box_classes.get(img["id"], ())})
-            new["image_labels"] = labels
-        elif part[i] == "unlabeled":
+            new = as_weak(img, names, classes_of.get(img["id"], ()))
+        else:
+            new = dict(img, supervision=part[i])
+        if part[i] == "unlabeled":
             new.pop("image_labels", None)
         out_images.append(new)
     annotations = [a for a in coco["annotations"] if kind[a["image_id"]] == "full"]
